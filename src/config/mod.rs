@@ -1,0 +1,100 @@
+//! Configuration: `gateway.yaml` plus the routes files it includes, read in three steps —
+//! parse (a YAML tree that keeps positions), read (typed values, every error collected) and
+//! compile (checks across files, then an immutable [`Config`] the gateway runs on).
+
+mod compile;
+mod decode;
+mod error;
+mod model;
+mod yaml;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use error::{ConfigError, ConfigErrors, Location};
+
+use crate::router::{MethodSet, PathPattern, PathTemplate};
+
+/// The whole configuration, checked and ready to serve.
+#[derive(Debug)]
+pub struct Config {
+    /// The `gateway.yaml` this was loaded from.
+    pub source: PathBuf,
+    pub listen: Listen,
+    pub admin_listen: Listen,
+    pub public_url: String,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// How long SIGTERM waits for in-flight requests.
+    pub shutdown_grace_period: Duration,
+    pub services: Vec<Arc<Service>>,
+    pub routes: Vec<Arc<Route>>,
+}
+
+/// A listening address and where it was set, to point at when it cannot be bound.
+#[derive(Clone, Debug)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// The file position of the setting, or `None` when it came from a flag or the default.
+    pub at: Option<Location>,
+    pub field: &'static str,
+}
+
+/// A backend service and its upstream targets.
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    pub targets: Vec<Target>,
+    pub health_check: Option<HealthCheck>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+/// One upstream address of a service.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The URL as configured, for logs and `/readyz`.
+    pub url: String,
+    pub addr: SocketAddr,
+    /// The `Host` header sent to this target.
+    pub host: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// One route: which requests it takes and where they go.
+#[derive(Debug)]
+pub struct Route {
+    /// A stable name for logs and metrics: `id:` or `<service>:<path>`.
+    pub id: String,
+    /// Index into [`Config::services`].
+    pub service: usize,
+    pub pattern: PathPattern,
+    pub upstream_path: Option<PathTemplate>,
+    pub methods: MethodSet,
+    pub max_body: Option<u64>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+
+/// Loads and checks `gateway.yaml` and everything it includes.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    compile::load(path)
+}
+
+impl Config {
+    pub fn service_of(&self, route: &Route) -> &Arc<Service> {
+        &self.services[route.service]
+    }
+}

@@ -1,0 +1,381 @@
+//! The two kinds of configuration file as written: `gateway.yaml` and one routes file per
+//! service. Each value is checked on its own here; checks across values and files live in
+//! `compile`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::decode::{Reader, Spanned};
+use super::yaml::Node;
+use crate::router::{MethodSet, PathPattern, PathTemplate};
+
+/// `gateway.yaml`.
+#[derive(Default)]
+pub struct GatewayFile {
+    pub listen: Option<Spanned<SocketAddr>>,
+    pub admin_listen: Option<Spanned<SocketAddr>>,
+    pub public_url: Option<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub include: Vec<Spanned<String>>,
+    pub threads: Option<usize>,
+    pub shutdown_grace_period: Option<Duration>,
+}
+
+/// `routes/<service>.yaml`.
+pub struct ServiceFile {
+    pub service: Option<Spanned<String>>,
+    pub upstreams: Vec<UpstreamSpec>,
+    pub health_check: Option<HealthCheckSpec>,
+    pub connect_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+    pub routes: Vec<RouteSpec>,
+}
+
+pub struct UpstreamSpec {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub host: String,
+}
+
+pub struct HealthCheckSpec {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Option<Duration>,
+}
+
+pub struct RouteSpec {
+    pub field: String,
+    pub id: Option<String>,
+    pub path: Spanned<PathPattern>,
+    pub upstream_path: Option<PathTemplate>,
+    pub methods: MethodSet,
+    pub max_body: Option<u64>,
+}
+
+const GATEWAY_KEYS: &[&str] = &[
+    "listen",
+    "admin_listen",
+    "public_url",
+    "trusted_proxies",
+    "include",
+    "threads",
+    "shutdown_grace_period",
+];
+const SERVICE_KEYS: &[&str] = &["service", "upstreams", "health_check", "timeouts", "routes"];
+const HEALTH_CHECK_KEYS: &[&str] = &["path", "interval", "timeout"];
+const TIMEOUT_KEYS: &[&str] = &["connect", "read"];
+const ROUTE_KEYS: &[&str] = &["id", "path", "upstream_path", "methods", "max_body"];
+
+impl GatewayFile {
+    pub fn read(node: &Node, r: &mut Reader) -> GatewayFile {
+        let Some(fields) = r.fields(node, "", GATEWAY_KEYS) else {
+            return GatewayFile::default();
+        };
+        let mut file = GatewayFile::default();
+        if let Some((node, field)) = fields.get("listen") {
+            file.listen = r.socket_addr(node, &field);
+        }
+        if let Some((node, field)) = fields.get("admin_listen") {
+            file.admin_listen = r.socket_addr(node, &field);
+        }
+        if let Some((node, field)) = fields.get("public_url") {
+            file.public_url = r.parsed(
+                node,
+                &field,
+                "a URL",
+                "write the URL clients use, such as https://api.hackitech.example",
+                |text| match text.parse::<http::Uri>() {
+                    Ok(uri)
+                        if matches!(uri.scheme_str(), Some("http" | "https"))
+                            && uri.host().is_some() =>
+                    {
+                        Ok(text.trim_end_matches('/').to_string())
+                    }
+                    _ => Err(format!("`{text}` is not an absolute http(s) URL")),
+                },
+            );
+        }
+        if let Some((node, field)) = fields.get("trusted_proxies") {
+            file.trusted_proxies = r
+                .list(node, &field, "[10.0.0.0/8, 127.0.0.1]", Reader::ip_net)
+                .unwrap_or_default();
+        }
+        if let Some((node, field)) = fields.get("include") {
+            file.include = r
+                .list(node, &field, "[routes/*.yaml]", Reader::string)
+                .unwrap_or_default();
+        }
+        if let Some((node, field)) = fields.get("threads") {
+            file.threads = r.positive_integer(node, &field);
+        }
+        if let Some((node, field)) = fields.get("shutdown_grace_period") {
+            file.shutdown_grace_period = r.duration(node, &field);
+        }
+        file
+    }
+}
+
+impl ServiceFile {
+    pub fn read(node: &Node, r: &mut Reader) -> Option<ServiceFile> {
+        let fields = r.fields(node, "", SERVICE_KEYS)?;
+        let service = match fields.get("service") {
+            Some((node, field)) => read_service_name(node, &field, r),
+            None => {
+                r.error(
+                    fields.mark,
+                    "service",
+                    "missing: every routes file names its service",
+                    "add `service: <name>`, such as `service: courses`",
+                );
+                None
+            }
+        };
+        let upstreams = match fields.get("upstreams") {
+            Some((node, field)) => {
+                let list = r.list(node, &field, "[http://127.0.0.1:8001]", read_upstream);
+                if matches!(&list, Some(list) if list.is_empty()) {
+                    r.error(
+                        node.mark,
+                        &field,
+                        "the list is empty",
+                        "name at least one upstream such as http://127.0.0.1:8001",
+                    );
+                }
+                list.unwrap_or_default()
+            }
+            None => {
+                r.error(
+                    fields.mark,
+                    "upstreams",
+                    "missing: a service needs at least one upstream",
+                    "add `upstreams: [http://127.0.0.1:8001]`",
+                );
+                Vec::new()
+            }
+        };
+        let health_check = fields
+            .get("health_check")
+            .and_then(|(node, field)| read_health_check(node, &field, r));
+        let (mut connect_timeout, mut read_timeout) = (None, None);
+        if let Some((node, field)) = fields.get("timeouts") {
+            if let Some(timeouts) = r.fields(node, &field, TIMEOUT_KEYS) {
+                if let Some((node, field)) = timeouts.get("connect") {
+                    connect_timeout = r.duration(node, &field);
+                }
+                if let Some((node, field)) = timeouts.get("read") {
+                    read_timeout = r.duration(node, &field);
+                }
+            }
+        }
+        let routes = match fields.get("routes") {
+            Some((node, field)) => r
+                .list(node, &field, "[{path: /api/courses/}]", read_route)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Some(ServiceFile {
+            service,
+            upstreams,
+            health_check,
+            connect_timeout,
+            read_timeout,
+            routes,
+        })
+    }
+}
+
+fn read_service_name(node: &Node, field: &str, r: &mut Reader) -> Option<Spanned<String>> {
+    let name = r.string(node, field)?;
+    let valid = name
+        .value
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid {
+        r.error(
+            node.mark,
+            field,
+            format!("`{}` is not a valid service name", name.value),
+            "use lower-case letters, digits, - and _, such as `courses`",
+        );
+        return None;
+    }
+    Some(name)
+}
+
+fn read_upstream(r: &mut Reader, node: &Node, field: &str) -> Option<UpstreamSpec> {
+    r.parsed(
+        node,
+        field,
+        "a URL",
+        "write the service's base URL such as http://127.0.0.1:8001 or http://courses:8000",
+        |text| {
+            let uri: http::Uri = text
+                .parse()
+                .map_err(|_| format!("`{text}` is not a URL"))?;
+            match uri.scheme_str() {
+                Some("http") => {}
+                Some("https") => {
+                    return Err(format!(
+                        "`{text}`: https upstreams are not supported yet; use http:// inside the cluster"
+                    ))
+                }
+                _ => return Err(format!("`{text}` is not an absolute http:// URL")),
+            }
+            let authority = uri
+                .authority()
+                .ok_or_else(|| format!("`{text}` has no host"))?;
+            if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+                return Err(format!(
+                    "`{text}` has a path; the upstream URL is only scheme, host and port (use a route's upstream_path to change paths)"
+                ));
+            }
+            let host = authority.host();
+            let port = authority.port_u16().unwrap_or(80);
+            let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+            let addr = (bare_host, port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| format!("`{text}`: host `{host}` does not resolve"))?;
+            Ok(UpstreamSpec {
+                url: text.trim_end_matches('/').to_string(),
+                addr,
+                host: authority.as_str().to_string(),
+            })
+        },
+    )
+}
+
+fn read_health_check(node: &Node, field: &str, r: &mut Reader) -> Option<HealthCheckSpec> {
+    let fields = r.fields(node, field, HEALTH_CHECK_KEYS)?;
+    let path = match fields.get("path") {
+        Some((node, field)) => r.string(node, &field).and_then(|path| {
+            if path.value.starts_with('/') {
+                return Some(path.value);
+            }
+            r.error(
+                node.mark,
+                &field,
+                format!("`{}` does not start with /", path.value),
+                "write a path on the upstream such as /healthz",
+            );
+            None
+        }),
+        None => {
+            r.error(
+                fields.mark,
+                field,
+                "missing `path`",
+                "write `health_check: { path: /healthz, interval: 5s }`",
+            );
+            None
+        }
+    };
+    let interval = match fields.get("interval") {
+        Some((node, field)) => r.duration(node, &field),
+        None => Some(Duration::from_secs(5)),
+    };
+    let timeout = match fields.get("timeout") {
+        Some((node, field)) => r.duration(node, &field).map(Some),
+        None => Some(None),
+    };
+    Some(HealthCheckSpec {
+        path: path?,
+        interval: interval?,
+        timeout: timeout?,
+    })
+}
+
+/// Reads one route; every field is checked even when an earlier one is wrong.
+fn read_route(r: &mut Reader, node: &Node, field: &str) -> Option<RouteSpec> {
+    let fields = r.fields(node, field, ROUTE_KEYS)?;
+    let id = match fields.get("id") {
+        Some((node, field)) => r.string(node, &field).map(|id| Some(id.value)),
+        None => Some(None),
+    };
+    let path = match fields.get("path") {
+        Some((node, field)) => r.scalar(node, &field, "a path").and_then(|text| {
+            PathPattern::parse(text)
+                .map(|pattern| Spanned::new(pattern, node.mark))
+                .map_err(|e| r.error(node.mark, &field, e.message, &e.hint))
+                .ok()
+        }),
+        None => {
+            r.error(
+                fields.mark,
+                &format!("{field}.path"),
+                "missing: every route has a path",
+                "add `path: /api/<service>/`",
+            );
+            None
+        }
+    };
+    let upstream_path = match (fields.get("upstream_path"), &path) {
+        (Some((node, field)), Some(path)) => {
+            r.scalar(node, &field, "a path").and_then(|text| {
+                PathTemplate::parse(text, &path.value)
+                    .map(Some)
+                    .map_err(|e| r.error(node.mark, &field, e.message, &e.hint))
+                    .ok()
+            })
+        }
+        (Some(_), None) => None,
+        (None, _) => Some(None),
+    };
+    let methods = match fields.get("methods") {
+        Some((node, field)) => read_methods(node, &field, r),
+        None => Some(MethodSet::ALL),
+    };
+    let max_body = match fields.get("max_body") {
+        Some((node, field)) => r.size(node, &field).map(Some),
+        None => Some(None),
+    };
+    Some(RouteSpec {
+        field: fields.path().to_string(),
+        id: id?,
+        path: path?,
+        upstream_path: upstream_path?,
+        methods: methods?,
+        max_body: max_body?,
+    })
+}
+
+fn read_methods(node: &Node, field: &str, r: &mut Reader) -> Option<MethodSet> {
+    let sets = r.list(node, field, "[GET, POST]", |r, node, field| {
+        let name = r.scalar(node, field, "a method")?;
+        MethodSet::parse([name])
+            .map_err(|_| {
+                r.error(
+                    node.mark,
+                    field,
+                    format!("`{name}` is not an HTTP method"),
+                    &format!("write one of {}", MethodSet::ALL.allow_header()),
+                )
+            })
+            .ok()
+    })?;
+    let items = match &node.kind {
+        super::yaml::NodeKind::Seq(items) => items.len(),
+        _ => 0,
+    };
+    if sets.len() != items {
+        return None;
+    }
+    if sets.is_empty() {
+        r.error(
+            node.mark,
+            field,
+            "no method is allowed",
+            "list at least one method, or remove `methods` to allow all",
+        );
+        return None;
+    }
+    Some(sets.into_iter().fold(MethodSet::EMPTY, MethodSet::union))
+}

@@ -1,0 +1,156 @@
+//! Request path normalisation, done once before routing: percent-encoded unreserved characters
+//! decoded, duplicate slashes collapsed, dot-segments resolved. The result is both what routes
+//! match against and what is forwarded, so a request can never reach a route it did not match.
+
+use std::borrow::Cow;
+
+/// Why a path was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BadPath {
+    NotAbsolute,
+    BadPercentEncoding,
+    EncodedNul,
+}
+
+impl BadPath {
+    pub fn detail(&self) -> &'static str {
+        match self {
+            BadPath::NotAbsolute => "The request path must start with /.",
+            BadPath::BadPercentEncoding => "The request path has an invalid percent-encoding.",
+            BadPath::EncodedNul => "The request path contains an encoded NUL byte.",
+        }
+    }
+}
+
+/// The normal form of `path` (the part of the target before `?`).
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, BadPath> {
+    if !path.starts_with('/') {
+        return Err(BadPath::NotAbsolute);
+    }
+    if is_normal(path) {
+        return Ok(Cow::Borrowed(path));
+    }
+    let decoded = decode_unreserved(path)?;
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in decoded[1..].split('/') {
+        trailing_slash = false;
+        match segment {
+            "" | "." => trailing_slash = true,
+            ".." => {
+                segments.pop();
+                trailing_slash = true;
+            }
+            _ => segments.push(segment),
+        }
+    }
+    let mut normal = String::with_capacity(decoded.len());
+    for segment in &segments {
+        normal.push('/');
+        normal.push_str(segment);
+    }
+    if trailing_slash || segments.is_empty() {
+        normal.push('/');
+    }
+    Ok(Cow::Owned(normal))
+}
+
+/// True when normalising would change nothing: the common case, answered without allocating.
+fn is_normal(path: &str) -> bool {
+    !path.contains('%')
+        && !path.contains("//")
+        && !path.split('/').any(|segment| segment == "." || segment == "..")
+}
+
+/// Decodes `%XX` for unreserved characters (RFC 3986 §6.2.2.2) and upper-cases the hex of the rest.
+fn decode_unreserved(path: &str) -> Result<String, BadPath> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            let next = path[i..].find('%').map_or(bytes.len(), |offset| i + offset);
+            out.push_str(&path[i..next]);
+            i = next;
+            continue;
+        }
+        let hex = bytes.get(i + 1..i + 3).ok_or(BadPath::BadPercentEncoding)?;
+        let value = std::str::from_utf8(hex)
+            .ok()
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .ok_or(BadPath::BadPercentEncoding)?;
+        match value {
+            0 => return Err(BadPath::EncodedNul),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(value as char)
+            }
+            _ => {
+                out.push('%');
+                out.push_str(&format!("{value:02X}"));
+            }
+        }
+        i += 3;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(path: &str) -> String {
+        normalize(path).unwrap().into_owned()
+    }
+
+    #[test]
+    fn normal_paths_are_borrowed_unchanged() {
+        for path in ["/", "/api/courses/", "/api/courses/12", "/a.b/c..d/.e"] {
+            assert!(matches!(normalize(path), Ok(Cow::Borrowed(p)) if p == path));
+        }
+    }
+
+    #[test]
+    fn duplicate_slashes_collapse() {
+        assert_eq!(norm("//api///courses//1"), "/api/courses/1");
+        assert_eq!(norm("/api/courses//"), "/api/courses/");
+    }
+
+    #[test]
+    fn dot_segments_resolve_and_never_climb_above_root() {
+        assert_eq!(norm("/api/courses/../admin"), "/api/admin");
+        assert_eq!(norm("/api/./courses/."), "/api/courses/");
+        assert_eq!(norm("/api/courses/.."), "/api/");
+        assert_eq!(norm("/../../etc/passwd"), "/etc/passwd");
+        assert_eq!(norm("/.."), "/");
+    }
+
+    #[test]
+    fn encoded_dots_are_dot_segments_too() {
+        assert_eq!(norm("/api/courses/%2e%2e/admin"), "/api/admin");
+        assert_eq!(norm("/api/%2E/x"), "/api/x");
+        assert_eq!(norm("/%7Euser/%41"), "/~user/A");
+    }
+
+    #[test]
+    fn encoded_slashes_stay_encoded_and_hex_is_upper_cased() {
+        assert_eq!(norm("/api/a%2fb"), "/api/a%2Fb");
+        assert_eq!(norm("/api/%c3%a9"), "/api/%C3%A9");
+    }
+
+    #[test]
+    fn malformed_paths_are_refused() {
+        assert_eq!(normalize("api"), Err(BadPath::NotAbsolute));
+        assert_eq!(normalize("*"), Err(BadPath::NotAbsolute));
+        assert_eq!(normalize("/a%zz"), Err(BadPath::BadPercentEncoding));
+        assert_eq!(normalize("/a%2"), Err(BadPath::BadPercentEncoding));
+        assert_eq!(normalize("/a%00b"), Err(BadPath::EncodedNul));
+    }
+
+    #[test]
+    fn normalising_twice_changes_nothing() {
+        for path in ["/a//b/../c/./d/", "/%2e%2E/x%2fy", "/x/%7e/..", "/a/b/c/../../"] {
+            let once = norm(path);
+            assert_eq!(norm(&once), once, "{path}");
+        }
+    }
+}
