@@ -1,7 +1,21 @@
 //! Guichet: the single entry point of the Hackitech platform, an API gateway built on pingora.
+//!
+//! A request's way through: [`proxy`] identifies it, [`router`] matches its (normalised, see
+//! [`path`]) path, [`upstream`] picks a healthy target, [`forwarded`] sets the headers the
+//! backend can trust, and [`logs`] writes its access line. [`errors`] is the one JSON error shape.
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]
 
+pub mod admin;
+pub mod cli;
 pub mod config;
+pub mod context;
+pub mod errors;
+pub mod forwarded;
+pub mod logs;
 pub mod path;
+pub mod proxy;
+pub mod request_id;
 pub mod router;
+pub mod server;
+pub mod upstream;

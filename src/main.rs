@@ -1,1 +1,5 @@
-fn main() {}
+//! The `guichet` binary.
+
+fn main() -> std::process::ExitCode {
+    guichet::cli::run()
+}

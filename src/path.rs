@@ -59,7 +59,9 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, BadPath> {
 fn is_normal(path: &str) -> bool {
     !path.contains('%')
         && !path.contains("//")
-        && !path.split('/').any(|segment| segment == "." || segment == "..")
+        && !path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
 }
 
 /// Decodes `%XX` for unreserved characters (RFC 3986 §6.2.2.2) and upper-cases the hex of the rest.
@@ -148,7 +150,12 @@ mod tests {
 
     #[test]
     fn normalising_twice_changes_nothing() {
-        for path in ["/a//b/../c/./d/", "/%2e%2E/x%2fy", "/x/%7e/..", "/a/b/c/../../"] {
+        for path in [
+            "/a//b/../c/./d/",
+            "/%2e%2E/x%2fy",
+            "/x/%7e/..",
+            "/a/b/c/../../",
+        ] {
             let once = norm(path);
             assert_eq!(norm(&once), once, "{path}");
         }

@@ -43,10 +43,7 @@ impl MethodSet {
     pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<MethodSet, &'a str> {
         let mut set = MethodSet::EMPTY;
         for name in names {
-            let method = METHODS
-                .iter()
-                .find(|m| m.as_str() == name)
-                .ok_or(name)?;
+            let method = METHODS.iter().find(|m| m.as_str() == name).ok_or(name)?;
             set.0 |= Self::bit(method);
             if *method == Method::GET {
                 set.0 |= Self::bit(&Method::HEAD);
@@ -340,7 +337,7 @@ impl Router {
         let segments = (!inner.is_empty()).then(|| inner.split('/'));
         collect(&self.root, segments, 0, &mut candidates);
         // Deeper first; the sort is stable, so at equal depth static-first trie order is kept.
-        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         let mut allowed = MethodSet::EMPTY;
         for (_, routes) in &candidates {
             if let Some(route) = routes.iter().find(|r| r.methods.contains(method)) {

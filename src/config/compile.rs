@@ -172,20 +172,18 @@ fn build(
         threads: gateway.threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         }),
-        shutdown_grace_period: gateway.shutdown_grace_period.unwrap_or(DEFAULT_GRACE_PERIOD),
+        shutdown_grace_period: gateway
+            .shutdown_grace_period
+            .unwrap_or(DEFAULT_GRACE_PERIOD),
         services: Vec::new(),
         routes: Vec::new(),
     };
     if config.listen.addr == config.admin_listen.addr {
         errors.push(
-            config
-                .admin_listen
-                .at
-                .clone()
-                .unwrap_or_else(|| Location {
-                    file: gateway_file.clone(),
-                    mark: None,
-                }),
+            config.admin_listen.at.clone().unwrap_or_else(|| Location {
+                file: gateway_file.clone(),
+                mark: None,
+            }),
             "admin_listen",
             format!("{} is also the public listener", config.admin_listen.addr),
             Some("give the admin listener its own address, such as 127.0.0.1:9090".to_string()),
@@ -240,7 +238,11 @@ fn build(
                 mark: Some(route.path.mark),
             };
             let field = format!("{}.path", route.field);
-            placed.push((at, field, Arc::new(compile_route(route, &name.value, index))));
+            placed.push((
+                at,
+                field,
+                Arc::new(compile_route(route, &name.value, index)),
+            ));
         }
     }
     check_routes(&placed, &config.services, errors);
@@ -278,8 +280,7 @@ fn check_routes(
                     Some("give one of the two routes its own `id:`".to_string()),
                 );
             }
-            if !route.pattern.same_shape(&first.pattern) || !route.methods.overlaps(first.methods)
-            {
+            if !route.pattern.same_shape(&first.pattern) || !route.methods.overlaps(first.methods) {
                 continue;
             }
             let shared: Vec<&str> = route

@@ -53,9 +53,19 @@ impl Reader<'_> {
             if !known.contains(&key.name.as_str()) {
                 let hint = suggest(&key.name, known).map_or_else(
                     || format!("known keys here: {}", known.join(", ")),
-                    |close| format!("did you mean `{close}`? known keys here: {}", known.join(", ")),
+                    |close| {
+                        format!(
+                            "did you mean `{close}`? known keys here: {}",
+                            known.join(", ")
+                        )
+                    },
                 );
-                self.error(key.mark, &path, format!("unknown key `{}`", key.name), &hint);
+                self.error(
+                    key.mark,
+                    &path,
+                    format!("unknown key `{}`", key.name),
+                    &hint,
+                );
             } else if entries[..index].iter().any(|(k, _)| k.name == key.name) {
                 self.error(
                     key.mark,

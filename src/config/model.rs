@@ -135,7 +135,7 @@ impl ServiceFile {
         let upstreams = match fields.get("upstreams") {
             Some((node, field)) => {
                 let list = r.list(node, &field, "[http://127.0.0.1:8001]", read_upstream);
-                if matches!(&list, Some(list) if list.is_empty()) {
+                if matches!(&node.kind, super::yaml::NodeKind::Seq(items) if items.is_empty()) {
                     r.error(
                         node.mark,
                         &field,
@@ -233,7 +233,7 @@ fn read_upstream(r: &mut Reader, node: &Node, field: &str) -> Option<UpstreamSpe
                 .ok_or_else(|| format!("`{text}` has no host"))?;
             if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
                 return Err(format!(
-                    "`{text}` has a path; the upstream URL is only scheme, host and port (use a route's upstream_path to change paths)"
+                    "`{text}` has a path, but an upstream URL is only scheme, host and port; a route's upstream_path changes paths"
                 ));
             }
             let host = authority.host();
@@ -318,14 +318,12 @@ fn read_route(r: &mut Reader, node: &Node, field: &str) -> Option<RouteSpec> {
         }
     };
     let upstream_path = match (fields.get("upstream_path"), &path) {
-        (Some((node, field)), Some(path)) => {
-            r.scalar(node, &field, "a path").and_then(|text| {
-                PathTemplate::parse(text, &path.value)
-                    .map(Some)
-                    .map_err(|e| r.error(node.mark, &field, e.message, &e.hint))
-                    .ok()
-            })
-        }
+        (Some((node, field)), Some(path)) => r.scalar(node, &field, "a path").and_then(|text| {
+            PathTemplate::parse(text, &path.value)
+                .map(Some)
+                .map_err(|e| r.error(node.mark, &field, e.message, &e.hint))
+                .ok()
+        }),
         (Some(_), None) => None,
         (None, _) => Some(None),
     };

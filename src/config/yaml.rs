@@ -25,7 +25,10 @@ impl From<Marker> for Mark {
 #[derive(Clone, Debug)]
 pub enum NodeKind {
     /// A scalar as written; `plain` is false for quoted and block scalars.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     /// Entries in file order; keys are scalars (other keys are reported while building).
     Map(Vec<(Key, Node)>),
@@ -72,12 +75,10 @@ pub struct SyntaxError {
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut builder = TreeBuilder::default();
     let mut parser = Parser::new_from_str(text);
-    parser
-        .load(&mut builder, false)
-        .map_err(|e| SyntaxError {
-            mark: (*e.marker()).into(),
-            message: e.info().to_string(),
-        })?;
+    parser.load(&mut builder, false).map_err(|e| SyntaxError {
+        mark: (*e.marker()).into(),
+        message: e.info().to_string(),
+    })?;
     if let Some(error) = builder.error {
         return Err(error);
     }
@@ -216,7 +217,8 @@ mod tests {
 
     #[test]
     fn keys_and_values_carry_their_line_and_column() {
-        let doc = parse("service: courses\nroutes:\n  - path: /api/\n    methods: [GET]\n").unwrap();
+        let doc =
+            parse("service: courses\nroutes:\n  - path: /api/\n    methods: [GET]\n").unwrap();
         let entries = map_entries(&doc);
         assert_eq!(entries[0].0.name, "service");
         assert_eq!(entries[0].0.mark, Mark { line: 1, col: 1 });

@@ -82,7 +82,9 @@ fn method_mismatch_is_405_with_the_allowed_methods_unless_a_shorter_route_accept
         route("legacy", "/api/", None, &[]),
     ]);
     assert_eq!(
-        found(&router, Method::DELETE, "/api/courses/1").map(|(id, _)| id).as_deref(),
+        found(&router, Method::DELETE, "/api/courses/1")
+            .map(|(id, _)| id)
+            .as_deref(),
         Some("legacy")
     );
 }
@@ -111,7 +113,12 @@ fn upstream_path_replaces_the_matched_prefix() {
         route("courses", "/api/courses/", Some("/courses/"), &[]),
         route("root", "/legacy/", Some("/"), &[]),
         route("mount", "/", Some("/v2/"), &[]),
-        route("params", "/api/users/{id}/courses/", Some("/members/{id}/enrolments/"), &[]),
+        route(
+            "params",
+            "/api/users/{id}/courses/",
+            Some("/members/{id}/enrolments/"),
+            &[],
+        ),
     ]);
     let up = |path| found(&router, Method::GET, path).map(|(_, up)| up);
     assert_eq!(up("/api/courses/12").as_deref(), Some("/courses/12"));
@@ -131,7 +138,9 @@ fn upstream_path_replaces_the_matched_prefix() {
 fn without_upstream_path_the_normalised_path_is_forwarded() {
     let router = Router::new(&[route("courses", "/api/courses/", None, &[])]);
     assert_eq!(
-        found(&router, Method::GET, "/api/courses/a%2Fb").map(|(_, up)| up).as_deref(),
+        found(&router, Method::GET, "/api/courses/a%2Fb")
+            .map(|(_, up)| up)
+            .as_deref(),
         Some("/api/courses/a%2Fb")
     );
 }
@@ -154,7 +163,10 @@ fn patterns_must_be_absolute_normal_and_well_formed() {
         assert!(PathPattern::parse(bad).is_err(), "{bad} should be refused");
     }
     for good in ["/", "/api/", "/api", "/api/{id}/x/", "/api/a%2Fb/"] {
-        assert!(PathPattern::parse(good).is_ok(), "{good} should be accepted");
+        assert!(
+            PathPattern::parse(good).is_ok(),
+            "{good} should be accepted"
+        );
     }
 }
 

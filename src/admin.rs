@@ -1,0 +1,85 @@
+//! The admin listener, apart from client traffic: `/healthz` (the process is up) and `/readyz`
+//! (configuration loaded, every service has a healthy target, not shutting down).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{header, Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+
+use crate::upstream::Upstreams;
+
+pub struct Admin {
+    pub upstreams: Arc<Upstreams>,
+    /// Set when SIGTERM arrives, so load balancers stop sending traffic first.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl Admin {
+    fn readiness(&self) -> (StatusCode, Value) {
+        let mut services = serde_json::Map::new();
+        let mut not_ready = Vec::new();
+        for pool in self.upstreams.pools() {
+            let targets: Vec<Value> = pool
+                .service
+                .targets
+                .iter()
+                .enumerate()
+                .map(
+                    |(index, target)| json!({"url": target.url, "healthy": pool.is_healthy(index)}),
+                )
+                .collect();
+            if !pool.is_ready() {
+                not_ready.push(pool.service.name.as_str());
+            }
+            services.insert(
+                pool.service.name.clone(),
+                json!({"ready": pool.is_ready(), "healthy": pool.healthy_count(), "targets": targets}),
+            );
+        }
+        if self.draining.load(Ordering::Relaxed) {
+            let body = json!({"detail": "The gateway is shutting down.", "code": "draining", "services": services});
+            (StatusCode::SERVICE_UNAVAILABLE, body)
+        } else if not_ready.is_empty() {
+            (
+                StatusCode::OK,
+                json!({"status": "ready", "services": services}),
+            )
+        } else {
+            let detail = format!("No healthy upstream yet for: {}.", not_ready.join(", "));
+            let body = json!({"detail": detail, "code": "not_ready", "services": services});
+            (StatusCode::SERVICE_UNAVAILABLE, body)
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let request = session.req_header();
+        let readable = request.method == Method::GET || request.method == Method::HEAD;
+        let (status, body) = match request.uri.path() {
+            "/healthz" if readable => (StatusCode::OK, json!({"status": "ok"})),
+            "/readyz" if readable => self.readiness(),
+            "/healthz" | "/readyz" => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"detail": format!("Method \"{}\" not allowed.", request.method), "code": "method_not_allowed"}),
+            ),
+            _ => (
+                StatusCode::NOT_FOUND,
+                json!({"detail": "Not found.", "code": "not_found"}),
+            ),
+        };
+        let body = body.to_string().into_bytes();
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, body.len())
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(body)
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,109 @@
+//! The `guichet` command line: `serve` (the default) and `check`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::logs::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "guichet",
+    version,
+    about = "Guichet, the API gateway of the Hackitech platform"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve(ServeArgs),
+    /// Check the configuration, print every error, and exit 1 if there is any.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The gateway configuration file.
+    #[arg(long, default_value = "gateway.yaml")]
+    config: PathBuf,
+    /// Public listener address, instead of `listen:`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Admin listener address, instead of `admin_listen:`.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Log lines as human-readable text or as one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The gateway configuration file.
+    #[arg(long, default_value = "gateway.yaml")]
+    config: PathBuf,
+}
+
+/// Parses the arguments and runs the command.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => serve(args),
+        Command::Check(args) => check(&args.config),
+    }
+}
+
+fn load_or_report(path: &Path) -> Option<Config> {
+    match config::load(path) {
+        Ok(config) => Some(config),
+        Err(errors) => {
+            eprintln!("{errors}");
+            None
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    println!(
+        "{}: ok, {} services, {} routes",
+        path.display(),
+        config.services.len(),
+        config.routes.len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    logs::init(args.log_format);
+    let Some(mut config) = load_or_report(&args.config) else {
+        return ExitCode::FAILURE;
+    };
+    if let Some(addr) = args.listen {
+        config.listen.addr = addr;
+        config.listen.at = None;
+    }
+    if let Some(addr) = args.admin_listen {
+        config.admin_listen.addr = addr;
+        config.admin_listen.at = None;
+    }
+    match crate::server::serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The errors the gateway answers itself, and the one JSON body they all share:
+//! `{"detail": "...", "code": "...", "request_id": "..."}`.
+
+use bytes::Bytes;
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use serde::Serialize;
+
+use crate::router::MethodSet;
+
+/// A response the gateway makes instead of forwarding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GatewayError {
+    BadRequest(&'static str),
+    NotFound,
+    MethodNotAllowed { method: String, allowed: MethodSet },
+    PayloadTooLarge { limit: u64 },
+    BadGateway,
+    NoHealthyUpstream { service: String },
+    UpstreamTimeout,
+    Internal,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::BadRequest(_) => 400,
+            GatewayError::NotFound => 404,
+            GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::PayloadTooLarge { .. } => 413,
+            GatewayError::Internal => 500,
+            GatewayError::BadGateway => 502,
+            GatewayError::NoHealthyUpstream { .. } => 503,
+            GatewayError::UpstreamTimeout => 504,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::NotFound => "not_found",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::Internal => "internal_error",
+            GatewayError::BadGateway => "bad_gateway",
+            GatewayError::NoHealthyUpstream { .. } => "service_unavailable",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    pub fn detail(&self) -> String {
+        match self {
+            GatewayError::BadRequest(detail) => (*detail).to_string(),
+            GatewayError::NotFound => "Not found.".to_string(),
+            GatewayError::MethodNotAllowed { method, .. } => {
+                format!("Method \"{method}\" not allowed.")
+            }
+            GatewayError::PayloadTooLarge { limit } => {
+                format!("Request body is larger than this route's limit of {limit} bytes.")
+            }
+            GatewayError::Internal => "The gateway failed to handle the request.".to_string(),
+            GatewayError::BadGateway => "The upstream service could not be reached.".to_string(),
+            GatewayError::NoHealthyUpstream { service } => {
+                format!("Service \"{service}\" has no healthy upstream.")
+            }
+            GatewayError::UpstreamTimeout => {
+                "The upstream service did not answer in time.".to_string()
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    detail: &'a str,
+    code: &'a str,
+    request_id: &'a str,
+}
+
+/// The JSON error body.
+pub fn error_body(detail: &str, code: &str, request_id: &str) -> Bytes {
+    let body = ErrorBody {
+        detail,
+        code,
+        request_id,
+    };
+    // Serialising three strings cannot fail; an empty object is still valid JSON if it did.
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()))
+}
+
+/// A complete JSON response header for a body of `len` bytes.
+pub fn json_header(status: u16, len: usize, request_id: &str) -> pingora::Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header(header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(header::CONTENT_LENGTH, len.to_string())?;
+    header.insert_header(header::CACHE_CONTROL, "no-store")?;
+    header.insert_header(crate::request_id::HEADER, request_id)?;
+    Ok(header)
+}
+
+/// Writes `error` as the whole response, keeping the connection open for the next request.
+pub async fn respond(
+    session: &mut Session,
+    error: &GatewayError,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let body = error_body(&error.detail(), error.code(), request_id);
+    let mut header = json_header(error.status(), body.len(), request_id)?;
+    if let GatewayError::MethodNotAllowed { allowed, .. } = error {
+        header.insert_header(header::ALLOW, allowed.allow_header())?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! The request's way through the gateway, as pingora phases: identify the request, match its
+//! route, check its declared size, pick a healthy target, rewrite the headers, forward, log.
+//! Each step is a function that returns `Ok(())` to go on or the error to answer with.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::config::Config;
+use crate::context::{InFlight, RequestCtx};
+use crate::errors::{self, GatewayError};
+use crate::forwarded::{self, Origin};
+use crate::request_id;
+use crate::router::{Lookup, Router};
+use crate::upstream::Upstreams;
+use crate::{logs, path};
+
+/// The proxy service: the current configuration and everything shared between requests.
+pub struct Gateway {
+    config: Arc<Config>,
+    router: Router,
+    upstreams: Arc<Upstreams>,
+    in_flight: InFlight,
+}
+
+impl Gateway {
+    pub fn new(config: Arc<Config>, upstreams: Arc<Upstreams>, in_flight: InFlight) -> Gateway {
+        Gateway {
+            router: Router::new(&config.routes),
+            config,
+            upstreams,
+            in_flight,
+        }
+    }
+
+    /// Request id and client address, known before anything can fail.
+    fn identify(&self, session: &Session, ctx: &mut RequestCtx) {
+        let request = session.req_header();
+        ctx.request_id = request_id::from_client_or_new(request.headers.get(request_id::HEADER));
+        let peer = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
+        let claimed = forwarded::forwarded_for_list(request);
+        ctx.origin = Some(Origin::new(
+            peer,
+            claimed.as_deref(),
+            &self.config.trusted_proxies,
+        ));
+    }
+
+    /// Normalises the path once and finds the route; the normalised path is what goes upstream.
+    fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+        let request = session.req_header();
+        let path = path::normalize(request.uri.path())
+            .map_err(|bad| GatewayError::BadRequest(bad.detail()))?;
+        match self.router.lookup(&path, &request.method) {
+            Lookup::Found(found) => {
+                let mut target = found.upstream_path();
+                if let Some(query) = request.uri.query() {
+                    target.push('?');
+                    target.push_str(query);
+                }
+                ctx.upstream_target = target;
+                ctx.route = Some(found.route.clone());
+                Ok(())
+            }
+            Lookup::MethodNotAllowed(allowed) => Err(GatewayError::MethodNotAllowed {
+                method: request.method.to_string(),
+                allowed,
+            }),
+            Lookup::NotFound => Err(GatewayError::NotFound),
+        }
+    }
+
+    /// Records a gateway-made error and turns it into the pingora error that ends proxying.
+    fn fail(ctx: &mut RequestCtx, error: GatewayError) -> Box<Error> {
+        let status = error.status();
+        ctx.error = Some(error);
+        Error::new(ErrorType::HTTPStatus(status))
+    }
+}
+
+/// A request whose `Content-Length` already says it is over the route's `max_body`.
+fn check_declared_body(session: &Session, ctx: &RequestCtx) -> Result<(), GatewayError> {
+    let Some(limit) = ctx.route.as_ref().and_then(|route| route.max_body) else {
+        return Ok(());
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit => Err(GatewayError::PayloadTooLarge { limit }),
+        _ => Ok(()),
+    }
+}
+
+/// The one place where a step's outcome becomes pingora's "already answered" flag.
+async fn answer_unless_continue(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    flow: Result<(), GatewayError>,
+) -> Result<bool> {
+    match flow {
+        Ok(()) => Ok(false),
+        Err(error) => {
+            errors::respond(session, &error, &ctx.request_id).await?;
+            ctx.error = Some(error);
+            Ok(true)
+        }
+    }
+}
+
+/// What a pingora error means for the client, or `None` when the client is already gone.
+fn classify(error: &Error) -> Option<GatewayError> {
+    use ErrorType::*;
+    match (error.esource(), error.etype()) {
+        (_, HTTPStatus(400)) => Some(GatewayError::BadRequest("The request could not be parsed.")),
+        (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => {
+            Some(GatewayError::UpstreamTimeout)
+        }
+        (ErrorSource::Upstream, _) => Some(GatewayError::BadGateway),
+        (
+            ErrorSource::Downstream,
+            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout,
+        ) => None,
+        (ErrorSource::Downstream, _) => {
+            Some(GatewayError::BadRequest("The request could not be read."))
+        }
+        _ => Some(GatewayError::Internal),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(&self.in_flight)
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.identify(session, ctx);
+        let flow = self
+            .route(session, ctx)
+            .and_then(|()| check_declared_body(session, ctx));
+        answer_unless_continue(session, ctx, flow).await
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.clone() else {
+            return Err(Self::fail(ctx, GatewayError::Internal));
+        };
+        let pool = self.upstreams.pool(route.service);
+        match pool.select(ctx.failed_target) {
+            Some(index) => {
+                ctx.target = Some(index);
+                ctx.attempts += 1;
+                Ok(pool.peer(index))
+            }
+            None => {
+                let service = pool.service.name.clone();
+                Err(Self::fail(ctx, GatewayError::NoHealthyUpstream { service }))
+            }
+        }
+    }
+
+    /// Connection failures are retried once, on another healthy target, for idempotent methods.
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut error: Box<Error>,
+    ) -> Box<Error> {
+        let another_target = match (&ctx.route, ctx.target) {
+            (Some(route), Some(target)) => self
+                .upstreams
+                .pool(route.service)
+                .select(Some(target))
+                .is_some(),
+            _ => false,
+        };
+        let retry =
+            ctx.attempts == 1 && session.req_header().method.is_idempotent() && another_target;
+        if retry {
+            ctx.failed_target = ctx.target;
+        }
+        error.set_retry(retry);
+        error
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(route), Some(target), Some(origin)) = (&ctx.route, ctx.target, &ctx.origin)
+        else {
+            return Err(Self::fail(ctx, GatewayError::Internal));
+        };
+        let uri = ctx
+            .upstream_target
+            .parse::<http::Uri>()
+            .map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?;
+        request.set_uri(uri);
+        let host = &self.upstreams.pool(route.service).target(target).host;
+        forwarded::rewrite_upstream_headers(request, origin, host)?;
+        request.insert_header(request_id::HEADER, &ctx.request_id)?;
+        Ok(())
+    }
+
+    /// Counts the body as it streams through and stops it at the route's `max_body`.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.body_bytes += body.as_ref().map_or(0, |chunk| chunk.len() as u64);
+        match ctx.route.as_ref().and_then(|route| route.max_body) {
+            Some(limit) if ctx.body_bytes > limit => {
+                Err(Self::fail(ctx, GatewayError::PayloadTooLarge { limit }))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response.remove_header("keep-alive");
+        response.remove_header("proxy-connection");
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response.insert_header(request_id::HEADER, &ctx.request_id)?;
+        Ok(())
+    }
+
+    /// Every failure is answered in the gateway's JSON error shape.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        error: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let Some(gateway_error) = ctx.error.clone().or_else(|| classify(error)) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        let status = gateway_error.status();
+        if status >= 500 {
+            logs::gateway_error(&self.upstreams, ctx, &gateway_error, error);
+        }
+        if session.response_written().is_none() {
+            if let Err(e) = errors::respond(session, &gateway_error, &ctx.request_id).await {
+                tracing::debug!(request_id = %ctx.request_id, error = %e, "could not send the error response");
+            }
+        }
+        ctx.error = Some(gateway_error);
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// The gateway writes its own error line in `fail_to_proxy`.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        true
+    }
+
+    async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut RequestCtx) {
+        logs::access(&self.upstreams, session, ctx);
+    }
+}

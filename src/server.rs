@@ -1,0 +1,158 @@
+//! Starting and stopping: binds the public and admin listeners, runs the pingora server with its
+//! services (proxy, admin, health checks), and drains in-flight requests on SIGTERM.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::admin::Admin;
+use crate::config::{Config, Listen};
+use crate::context::InFlight;
+use crate::proxy::Gateway;
+use crate::upstream::{HealthChecks, Upstreams};
+
+/// Runs the gateway until it is told to stop. Returns an error, already worded for the user,
+/// when a listener cannot be bound.
+pub fn serve(config: Config) -> Result<(), String> {
+    for listen in [&config.listen, &config.admin_listen] {
+        ensure_bindable(listen)?;
+    }
+    let config = Arc::new(config);
+    let upstreams = Arc::new(Upstreams::new(&config.services));
+    let in_flight = InFlight::default();
+    let draining = Arc::new(AtomicBool::new(false));
+
+    let grace = config.shutdown_grace_period;
+    let server_conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(grace.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, server_conf);
+    server.bootstrap();
+
+    let gateway = Gateway::new(config.clone(), upstreams.clone(), in_flight.clone());
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "guichet proxy",
+    );
+    proxy.add_tcp(&config.listen.addr.to_string());
+
+    let mut admin = Service::new(
+        "guichet admin".to_string(),
+        Admin {
+            upstreams: upstreams.clone(),
+            draining: draining.clone(),
+        },
+    );
+    admin.add_tcp(&config.admin_listen.addr.to_string());
+    admin.threads = Some(1);
+
+    let health_checks = background_service("health checks", HealthChecks { upstreams });
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(health_checks);
+    tracing::info!(
+        listen = %config.listen.addr,
+        admin_listen = %config.admin_listen.addr,
+        services = config.services.len(),
+        routes = config.routes.len(),
+        "guichet is serving"
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(SignalWatch {
+            in_flight,
+            draining,
+            grace,
+        }),
+    });
+    Ok(())
+}
+
+/// Fails early, naming the setting, when an address is taken.
+fn ensure_bindable(listen: &Listen) -> Result<(), String> {
+    match TcpListener::bind(listen.addr) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let place = match &listen.at {
+                Some(at) => format!("{at}: {}", listen.field),
+                None => format!("--{}", listen.field.replace('_', "-")),
+            };
+            let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+                "is already in use".to_string()
+            } else {
+                format!("cannot be bound: {e}")
+            };
+            Err(format!(
+                "{place}: {} {why} (stop the other process, or choose another address with `{}:` or --{})",
+                listen.addr,
+                listen.field,
+                listen.field.replace('_', "-")
+            ))
+        }
+    }
+}
+
+/// SIGTERM drains (stop accepting, wait for in-flight requests up to the grace period, exit 0),
+/// SIGINT stops at once, SIGQUIT hands the listeners to a new process.
+struct SignalWatch {
+    in_flight: InFlight,
+    draining: Arc<AtomicBool>,
+    grace: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for SignalWatch {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut term), Ok(mut interrupt), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stop the gateway with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!(grace_period = ?self.grace, in_flight = self.in_flight.count(), "SIGTERM: draining");
+                self.draining.store(true, Ordering::Relaxed);
+                exit_when_drained(self.in_flight.clone(), self.grace);
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = interrupt.recv() => ShutdownSignal::FastShutdown,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+        }
+    }
+}
+
+/// Pingora waits the whole grace period even when idle; this ends the process as soon as the
+/// last in-flight request has been answered.
+fn exit_when_drained(in_flight: InFlight, grace: Duration) {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + grace;
+        // Let the listeners stop accepting before the first look.
+        std::thread::sleep(Duration::from_millis(100));
+        while Instant::now() < deadline {
+            if in_flight.count() == 0 {
+                tracing::info!("drained; exiting");
+                std::process::exit(0);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!(
+            in_flight = in_flight.count(),
+            "grace period over; closing the remaining requests"
+        );
+    });
+}
