@@ -190,8 +190,7 @@ impl ProxyHttp for Gateway {
             (Some(route), Some(target)) => self
                 .upstreams
                 .pool(route.service)
-                .select(Some(target))
-                .is_some(),
+                .has_healthy_other_than(target),
             _ => false,
         };
         let retry =

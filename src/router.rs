@@ -56,8 +56,8 @@ impl MethodSet {
         self.0 & Self::bit(method) != 0
     }
 
-    pub fn overlaps(self, other: MethodSet) -> bool {
-        self.0 & other.0 != 0
+    pub fn intersection(self, other: MethodSet) -> MethodSet {
+        MethodSet(self.0 & other.0)
     }
 
     pub fn union(self, other: MethodSet) -> MethodSet {

@@ -82,6 +82,11 @@ impl Pool {
             .find(|&index| Some(index) != avoid && self.is_healthy(index))
     }
 
+    /// Whether a target other than `index` could take a retry.
+    pub fn has_healthy_other_than(&self, index: usize) -> bool {
+        (0..self.peers.len()).any(|i| i != index && self.is_healthy(i))
+    }
+
     pub fn peer(&self, index: usize) -> Box<HttpPeer> {
         Box::new(self.peers[index].clone())
     }

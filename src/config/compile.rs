@@ -12,6 +12,7 @@ use super::error::{ConfigErrors, Location};
 use super::model::{GatewayFile, RouteSpec, ServiceFile};
 use super::yaml::{self, Node};
 use super::{Config, HealthCheck, Listen, Route, Service, Target};
+use crate::router::MethodSet;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -206,9 +207,9 @@ fn build(
                 format!("service `{}` is already defined at {first}", name.value),
                 Some("keep each service in one routes file, or rename this one".to_string()),
             );
-            continue;
+        } else {
+            service_files.insert(name.value.clone(), name_at);
         }
-        service_files.insert(name.value.clone(), name_at);
         let index = config.services.len();
         let read_timeout = spec.read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT);
         config.services.push(Arc::new(Service {
@@ -280,20 +281,23 @@ fn check_routes(
                     Some("give one of the two routes its own `id:`".to_string()),
                 );
             }
-            if !route.pattern.same_shape(&first.pattern) || !route.methods.overlaps(first.methods) {
+            if !route.pattern.same_shape(&first.pattern)
+                || route.methods.intersection(first.methods) == MethodSet::EMPTY
+            {
                 continue;
             }
-            let shared: Vec<&str> = route
-                .methods
-                .names()
-                .filter(|m| first.methods.names().any(|n| n == *m))
-                .collect();
+            let shared = route.methods.intersection(first.methods);
+            let shared = if shared == MethodSet::ALL {
+                "every method".to_string()
+            } else {
+                shared.allow_header()
+            };
             let (message, hint) = if route.pattern.as_str() == first.pattern.as_str() {
                 (
                     format!(
                         "duplicate route: `{}` for {} is already routed to service `{first_service}` at {first_at}",
                         route.pattern.as_str(),
-                        shared.join(", ")
+                        shared
                     ),
                     "remove one, or give them methods that do not overlap",
                 )
@@ -303,7 +307,7 @@ fn check_routes(
                         "shadowed route: `{}` matches the same requests as `{}` (service `{first_service}`, {first_at}) for {}, so one of them is never used",
                         route.pattern.as_str(),
                         first.pattern.as_str(),
-                        shared.join(", ")
+                        shared
                     ),
                     "merge the two routes, or make their paths differ by a literal segment",
                 )

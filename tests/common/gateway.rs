@@ -1,0 +1,206 @@
+//! The real `guichet` binary, started on ephemeral ports with a configuration the test writes,
+//! its JSON log lines collected, stopped by signal or when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::free_port;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_guichet");
+
+/// A configuration folder: `gateway.yaml` and any other files, written to a temporary folder.
+pub struct GatewayConfig {
+    files: Vec<(String, String)>,
+}
+
+impl GatewayConfig {
+    /// `gateway` is the text of `gateway.yaml` (listen addresses are added by the harness).
+    pub fn new(gateway: &str) -> GatewayConfig {
+        GatewayConfig {
+            files: vec![("gateway.yaml".to_string(), gateway.to_string())],
+        }
+    }
+
+    pub fn file(mut self, name: &str, text: &str) -> GatewayConfig {
+        self.files.push((name.to_string(), text.to_string()));
+        self
+    }
+
+    /// Writes the files and returns the folder and the path of `gateway.yaml`.
+    pub fn write(&self) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, text) in &self.files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, text).expect("write config");
+        }
+        let gateway = dir.path().join("gateway.yaml");
+        (dir, gateway)
+    }
+}
+
+/// Runs `guichet check` and returns its output.
+pub fn check(config: &Path) -> Output {
+    Command::new(BINARY)
+        .arg("check")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run guichet check")
+}
+
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts the gateway and waits until its admin listener answers `/healthz`.
+    pub async fn start(config: GatewayConfig) -> Gateway {
+        let (dir, path) = config.write();
+        let addr = free_port();
+        let admin = free_port();
+        let mut child = Command::new(BINARY)
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .args(["--listen", &addr.to_string()])
+            .args(["--admin-listen", &admin.to_string()])
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start guichet");
+        let stdout = collect_lines(child.stdout.take().expect("stdout"));
+        let stderr = collect_lines(child.stderr.take().expect("stderr"));
+        let gateway = Gateway {
+            child,
+            addr,
+            admin,
+            stdout,
+            stderr,
+            _dir: dir,
+        };
+        gateway.wait_until_serving().await;
+        gateway
+    }
+
+    async fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = super::client();
+        loop {
+            let health = client.get(self.admin_url("/healthz")).send().await;
+            let public = tokio::net::TcpStream::connect(self.addr).await;
+            if matches!(health, Ok(r) if r.status() == 200) && public.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not start.\nstdout:\n{}\nstderr:\n{}",
+                self.stdout.lock().expect("lock").join("\n"),
+                self.stderr.lock().expect("lock").join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, …).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// Every JSON log line so far.
+    pub fn logs(&self) -> Vec<Value> {
+        self.stdout
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Waits up to 5 s for a log line that satisfies `matches`.
+    pub async fn wait_for_log(&self, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.logs().into_iter().find(|l| matches(l)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such log line; the log was:\n{}",
+                self.stdout.lock().expect("lock").join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Peak resident memory of the gateway process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect_lines(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            sink.lock().expect("lock").push(line);
+        }
+    });
+    lines
+}

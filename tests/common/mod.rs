@@ -1,0 +1,31 @@
+//! The end-to-end test harness: the real `guichet` binary on ephemeral ports with a config the
+//! test writes, hyper upstreams that echo what they receive (and can be told to slow down, fail
+//! their health check or die), a private `redis-server`, and a raw HTTP/1.1 client for requests
+//! that ordinary clients would tidy up first.
+
+pub mod gateway;
+pub mod raw;
+pub mod redis;
+pub mod upstream;
+
+pub use gateway::{check, Gateway, GatewayConfig};
+pub use raw::raw_request;
+pub use redis::RedisServer;
+pub use upstream::Upstream;
+
+use std::net::{SocketAddr, TcpListener};
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port")
+}
+
+/// A reqwest client that keeps no connection pool between tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("a client")
+}

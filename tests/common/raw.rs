@@ -1,0 +1,82 @@
+//! A raw HTTP/1.1 exchange over TCP, for request targets that URL-tidying clients would rewrite
+//! (dot-segments, duplicate slashes, odd encodings) and for exact header control.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct RawResponse {
+    pub status: u16,
+    /// Lower-cased names; repeated headers joined with ", ".
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Sends `head` (the request line and headers, without the blank line) and an optional body,
+/// with `Connection: close` unless `head` has its own `Connection`, and reads the whole response.
+pub async fn raw_request(addr: SocketAddr, head: &str, body: &[u8]) -> RawResponse {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let close = if head.to_ascii_lowercase().contains("\r\nconnection:") {
+        ""
+    } else {
+        "\r\nConnection: close"
+    };
+    let request = format!("{head}{close}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write body");
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut bytes))
+        .await
+        .expect("response within 30 s")
+        .expect("read");
+    parse(&bytes)
+}
+
+fn parse(bytes: &[u8]) -> RawResponse {
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(bytes)));
+    let head = String::from_utf8_lossy(&bytes[..end]);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("status line");
+    let mut headers: HashMap<String, String> = HashMap::new();
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            headers
+                .entry(name.trim().to_ascii_lowercase())
+                .and_modify(|v| {
+                    v.push_str(", ");
+                    v.push_str(value.trim())
+                })
+                .or_insert_with(|| value.trim().to_string());
+        }
+    }
+    let mut body = bytes[end + 4..].to_vec();
+    if let Some(length) = headers.get("content-length").and_then(|l| l.parse().ok()) {
+        body.truncate(length);
+    }
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}

@@ -1,0 +1,64 @@
+//! A private `redis-server` per test: its own unix socket in its own folder, no persistence,
+//! stopped when dropped, so no two tests share state.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+pub struct RedisServer {
+    child: Child,
+    pub socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("redis.sock");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        let server = RedisServer {
+            child,
+            socket,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.command(&["PING"]).await.as_deref() != Some("+PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    /// Sends one command and returns the first line of the reply, or `None` if not connected.
+    pub async fn command(&self, args: &[&str]) -> Option<String> {
+        let mut stream = UnixStream::connect(&self.socket).await.ok()?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut reply = vec![0u8; 512];
+        let read = stream.read(&mut reply).await.ok()?;
+        let text = String::from_utf8_lossy(&reply[..read]).to_string();
+        text.split("\r\n").next().map(str::to_string)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

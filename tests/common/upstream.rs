@@ -1,0 +1,216 @@
+//! An upstream service for tests: a hyper server that answers every request with a JSON echo of
+//! what it received, streams large bodies both ways, and can be slowed, made unhealthy or killed.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+struct State {
+    name: String,
+    delay_ms: AtomicU64,
+    healthy: AtomicBool,
+    hits: AtomicUsize,
+}
+
+/// A running upstream. `GET /healthz` answers 200 or 503 as told; `GET /download/<n>` streams
+/// `n` bytes; every other request gets the echo.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(State {
+            name: name.to_string(),
+            delay_ms: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            hits: AtomicUsize::new(0),
+        });
+        let task = tokio::spawn(accept_loop(listener, state.clone()));
+        Upstream {
+            addr,
+            state,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Answers (other than health checks) wait this long first.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.state.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Requests answered, not counting health checks.
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Closes the listener and every open connection: connections are refused from now on.
+    pub fn kill(&self) {
+        if let Some(task) = self.task.lock().expect("lock").take() {
+            task.abort();
+        }
+    }
+
+    /// Listens again on the same address.
+    pub async fn revive(&self) {
+        let listener = TcpListener::bind(self.addr).await.expect("rebind");
+        let task = tokio::spawn(accept_loop(listener, self.state.clone()));
+        *self.task.lock().expect("lock") = Some(task);
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+    // Connections live in this set, so aborting the loop closes them too.
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |request| answer(state.clone(), request));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type Reply = Response<Either<Full<Bytes>, Zeros>>;
+
+async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Reply, Infallible> {
+    let path = request.uri().path().to_string();
+    if path == "/healthz" {
+        let status = if state.healthy.load(Ordering::SeqCst) {
+            200
+        } else {
+            503
+        };
+        return Ok(json_response(status, json!({"healthy": status == 200})));
+    }
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if let Some(size) = path
+        .strip_prefix("/download/")
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        return Ok(Response::builder()
+            .header("content-type", "application/octet-stream")
+            .header("content-length", size)
+            .body(Either::Right(Zeros { remaining: size }))
+            .expect("response"));
+    }
+    let mut headers = Map::new();
+    for (name, value) in request.headers() {
+        let entry = headers
+            .entry(name.as_str().to_string())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(values) = entry {
+            values.push(Value::String(
+                value.to_str().unwrap_or("<binary>").to_string(),
+            ));
+        }
+    }
+    let method = request.method().to_string();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    // Count the body as it streams in; keep only a small one to echo back.
+    let mut body = request.into_body();
+    let mut body_bytes = 0usize;
+    let mut kept = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            body_bytes += data.len();
+            if kept.len() < 65536 {
+                kept.extend_from_slice(data);
+            }
+        }
+    }
+    Ok(json_response(
+        200,
+        json!({
+            "upstream": state.name,
+            "method": method,
+            "target": target,
+            "headers": headers,
+            "body_bytes": body_bytes,
+            "body": String::from_utf8_lossy(&kept),
+        }),
+    ))
+}
+
+fn json_response(status: u16, body: Value) -> Reply {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Either::Left(Full::new(Bytes::from(body.to_string()))))
+        .expect("response")
+}
+
+/// A body of zero bytes produced 64 KiB at a time, never held whole.
+pub struct Zeros {
+    remaining: u64,
+}
+
+impl Body for Zeros {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let chunk = self.remaining.min(65536);
+        self.remaining -= chunk;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![
+            0u8;
+            chunk as usize
+        ])))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}

@@ -1,0 +1,121 @@
+//! `guichet check`: every error at once, each as `file:line:col: field: what (what to write)`.
+
+use std::path::Path;
+
+use crate::common::{check, GatewayConfig};
+
+fn run_check(config: &GatewayConfig) -> (i32, String, String, tempfile::TempDir) {
+    let (dir, path) = config.write();
+    let output = check(&path);
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+        dir,
+    )
+}
+
+#[test]
+fn a_valid_config_passes_with_a_summary() {
+    let config = GatewayConfig::new("include: [routes/*.yaml]\n")
+        .file(
+            "routes/a.yaml",
+            "service: a\nupstreams: [http://127.0.0.1:1]\nroutes:\n  - path: /a/\n  - path: /a/{id}/b/\n",
+        )
+        .file(
+            "routes/b.yaml",
+            "service: b\nupstreams: [http://127.0.0.1:2]\nroutes:\n  - path: /b/\n",
+        );
+    let (code, stdout, stderr, _dir) = run_check(&config);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok, 2 services, 3 routes"), "{stdout}");
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_its_position_and_a_fix() {
+    let config = GatewayConfig::new(
+        "listen: 127.0.0.1:8080
+admin_lisen: 127.0.0.1:9090
+include: [routes/*.yaml, missing/*.yaml]
+shutdown_grace_period: forever
+",
+    )
+    .file(
+        "routes/courses.yaml",
+        "service: courses
+upstreams: [http://127.0.0.1:8001, htp://oops]
+timeouts: { connect: 1s, read: 30 seconds please }
+routes:
+  - path: /api/courses/
+  - path: /api/courses/
+    methods: [GET]
+  - path: /api/lessons/{id}/
+  - path: /api/lessons/{slug}/
+  - path: /api/quizzes/
+    max_body: 10 MiBs
+",
+    )
+    .file(
+        "routes/courses-copy.yaml",
+        "service: courses
+upstreams: [http://127.0.0.1:8002]
+",
+    );
+    let (code, _stdout, stderr, dir) = run_check(&config);
+    assert_eq!(code, 1, "{stderr}");
+    let root = dir.path();
+    let at = |file: &str| root.join(file).display().to_string();
+    let expected = [
+        format!("{}:2:1: admin_lisen: unknown key `admin_lisen` (did you mean `admin_listen`?", at("gateway.yaml")),
+        format!("{}:3:26: include[1]: `missing/*.yaml` matches no file", at("gateway.yaml")),
+        format!("{}:4:24: shutdown_grace_period: `forever` is not a duration (write a duration such as", at("gateway.yaml")),
+        format!("{}:2:36: upstreams[1]: `htp://oops` is not an absolute http:// URL (write the service's base URL", at("routes/courses.yaml")),
+        format!("{}:3:32: timeouts.read: `30 seconds please` is not a duration", at("routes/courses.yaml")),
+        format!("{}:11:15: routes[4].max_body: `10 MiBs` is not a size (write a size such as", at("routes/courses.yaml")),
+        format!("{}:6:11: routes[1].path: duplicate route: `/api/courses/` for GET, HEAD is already routed to service `courses` at {}:5:11", at("routes/courses.yaml"), at("routes/courses.yaml")),
+        format!("{}:9:11: routes[3].path: shadowed route: `/api/lessons/{{slug}}/` matches the same requests as `/api/lessons/{{id}}/` (service `courses`, {}:8:11) for every method, so one of them is never used", at("routes/courses.yaml"), at("routes/courses.yaml")),
+        // Files are read in name order, so the copy comes first and the original is the repeat.
+        format!("{}:1:10: service: service `courses` is already defined at {}:1:10 (keep each service in one routes file", at("routes/courses.yaml"), at("routes/courses-copy.yaml")),
+    ];
+    for line in &expected {
+        assert!(
+            stderr.contains(line.as_str()),
+            "missing:\n{line}\nin:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.trim_end().ends_with("errors in the configuration"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_and_missing_files_are_named() {
+    let config = GatewayConfig::new("include: [routes/*.yaml]\n").file(
+        "routes/bad.yaml",
+        "service: bad\nupstreams: [http://127.0.0.1:1\nroutes: []\n",
+    );
+    let (code, _, stderr, dir) = run_check(&config);
+    assert_eq!(code, 1);
+    let bad = dir.path().join("routes/bad.yaml").display().to_string();
+    assert!(
+        stderr.contains(&format!("{bad}:")) && stderr.contains("invalid YAML"),
+        "{stderr}"
+    );
+
+    let output = check(Path::new("/nonexistent/gateway.yaml"));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("/nonexistent/gateway.yaml: cannot read the file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_repository_config_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = check(&root.join("gateway.yaml"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+}

@@ -1,0 +1,415 @@
+//! Forwarding: round-robin, health checks, retries, timeouts, body limits and streaming,
+//! forwarded headers, request ids, and the log lines that go with them.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{client, raw_request, Gateway, GatewayConfig, Upstream};
+
+/// One service `courses` at `/api/courses/` over `upstreams`; `service_extra` goes into the
+/// routes file, `route_extra` into the route, `gateway_extra` into gateway.yaml.
+fn courses(
+    upstreams: &[&Upstream],
+    service_extra: &str,
+    route_extra: &str,
+    gateway_extra: &str,
+) -> GatewayConfig {
+    let urls: Vec<String> = upstreams.iter().map(|u| u.url()).collect();
+    GatewayConfig::new(&format!("include: [routes/*.yaml]\n{gateway_extra}")).file(
+        "routes/courses.yaml",
+        &format!(
+            "service: courses\nupstreams: [{}]\n{service_extra}routes:\n  - path: /api/courses/\n{route_extra}",
+            urls.join(", ")
+        ),
+    )
+}
+
+async fn upstream_of(gateway: &Gateway, path: &str) -> String {
+    let response = client().get(gateway.url(path)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: Value = response.json().await.unwrap();
+    echo["upstream"].as_str().unwrap().to_string()
+}
+
+async fn status_and_body(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+#[tokio::test]
+async fn requests_alternate_between_targets() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let gateway = Gateway::start(courses(&[&a, &b], "", "", "")).await;
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(upstream_of(&gateway, "/api/courses/").await);
+    }
+    for pair in seen.windows(2) {
+        assert_ne!(pair[0], pair[1], "round-robin alternates: {seen:?}");
+    }
+    assert_eq!((a.hits(), b.hits()), (3, 3));
+}
+
+#[tokio::test]
+async fn an_unhealthy_target_leaves_rotation_within_two_intervals_and_returns() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let interval = Duration::from_millis(200);
+    let health = "health_check: { path: /healthz, interval: 200ms, timeout: 100ms }\n";
+    let gateway = Gateway::start(courses(&[&a, &b], health, "", "")).await;
+
+    b.set_healthy(false);
+    tokio::time::sleep(interval * 2).await;
+    for _ in 0..6 {
+        assert_eq!(upstream_of(&gateway, "/api/courses/").await, "a");
+    }
+    let ready: Value = client()
+        .get(gateway.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["services"]["courses"]["healthy"], 1);
+    assert_eq!(ready["services"]["courses"]["targets"][1]["healthy"], false);
+    gateway
+        .wait_for_log(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("out of rotation"))
+        })
+        .await;
+
+    b.set_healthy(true);
+    tokio::time::sleep(interval * 2).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(upstream_of(&gateway, "/api/courses/").await);
+    }
+    assert!(seen.contains(&"b".to_string()), "b is back: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_target_that_stops_listening_leaves_rotation_and_returns_when_it_listens_again() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let health = "health_check: { path: /healthz, interval: 200ms, timeout: 100ms }\n";
+    let gateway = Gateway::start(courses(&[&a, &b], health, "", "")).await;
+
+    b.kill();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let hits_before = a.hits();
+    for _ in 0..4 {
+        assert_eq!(upstream_of(&gateway, "/api/courses/").await, "a");
+    }
+    assert_eq!(a.hits() - hits_before, 4);
+
+    b.revive().await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(upstream_of(&gateway, "/api/courses/").await);
+    }
+    assert_eq!(seen.iter().filter(|u| *u == "b").count(), 2, "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_service_with_no_healthy_target_is_503_and_not_ready() {
+    let a = Upstream::start("a").await;
+    let health = "health_check: { path: /healthz, interval: 100ms }\n";
+    let gateway = Gateway::start(courses(&[&a], health, "", "")).await;
+    a.set_healthy(false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = client()
+        .get(gateway.url("/api/courses/"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_and_body(response).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["code"], "service_unavailable");
+    assert_eq!(
+        body["detail"],
+        "Service \"courses\" has no healthy upstream."
+    );
+    let ready = client()
+        .get(gateway.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_and_body(ready).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["code"], "not_ready");
+    assert!(body["detail"].as_str().unwrap().contains("courses"));
+    assert_eq!(a.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_connect_failure_is_retried_once_on_another_target_for_idempotent_methods() {
+    let alive = Upstream::start("alive").await;
+    let dead = Upstream::start("dead").await;
+    dead.kill();
+    let gateway = Gateway::start(courses(&[&alive, &dead], "", "", "")).await;
+    for _ in 0..6 {
+        assert_eq!(upstream_of(&gateway, "/api/courses/").await, "alive");
+    }
+    // POST is not idempotent: the one that picked the dead target fails instead of being resent.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let response = client()
+            .post(gateway.url("/api/courses/"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 502, 502]);
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_502_json_with_an_error_log_line() {
+    let dead = Upstream::start("dead").await;
+    dead.kill();
+    let gateway = Gateway::start(courses(&[&dead], "", "", "")).await;
+    let response = client()
+        .get(gateway.url("/api/courses/"))
+        .header("x-request-id", "trace-502")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-502");
+    let (status, body) = status_and_body(response).await;
+    assert_eq!(status, 502);
+    assert_eq!(body["code"], "bad_gateway");
+    assert_eq!(body["request_id"], "trace-502");
+    let line = gateway
+        .wait_for_log(|l| l["target"] == "guichet::error" && l["request_id"] == "trace-502")
+        .await;
+    assert_eq!(line["level"], "ERROR");
+    assert_eq!(line["status"], 502);
+    assert!(
+        line["cause"].as_str().is_some_and(|c| !c.is_empty()),
+        "{line}"
+    );
+    assert_eq!(line["upstream"], dead.url());
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_504_json() {
+    let slow = Upstream::start("slow").await;
+    slow.set_delay(Duration::from_secs(3));
+    let timeouts = "timeouts: { connect: 1s, read: 300ms }\n";
+    let gateway = Gateway::start(courses(&[&slow], timeouts, "", "")).await;
+    let started = Instant::now();
+    let response = client()
+        .get(gateway.url("/api/courses/"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_and_body(response).await;
+    assert_eq!(status, 504);
+    assert_eq!(body["code"], "upstream_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered before the upstream"
+    );
+}
+
+#[tokio::test]
+async fn bodies_over_max_body_are_413_whether_declared_or_streamed() {
+    let a = Upstream::start("a").await;
+    let gateway = Gateway::start(courses(&[&a], "", "    max_body: 1KiB\n", "")).await;
+
+    let response = client()
+        .post(gateway.url("/api/courses/"))
+        .body(vec![b'x'; 2048])
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_and_body(response).await;
+    assert_eq!(status, 413);
+    assert_eq!(body["code"], "payload_too_large");
+    assert_eq!(
+        a.hits(),
+        0,
+        "a declared oversized body never reaches the upstream"
+    );
+
+    // Chunked: no length up front, so the gateway counts as the body streams.
+    let chunk = format!("{:x}\r\n{}\r\n", 600, "y".repeat(600));
+    let body = format!("{chunk}{chunk}0\r\n\r\n");
+    let response = raw_request(
+        gateway.addr,
+        "POST /api/courses/ HTTP/1.1\r\nHost: example\r\nTransfer-Encoding: chunked",
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(response.status, 413);
+    assert_eq!(response.json()["code"], "payload_too_large");
+
+    let response = client()
+        .post(gateway.url("/api/courses/"))
+        .body(vec![b'x'; 1024])
+        .send()
+        .await
+        .unwrap();
+    let (status, echo) = status_and_body(response).await;
+    assert_eq!(status, 200);
+    assert_eq!(echo["body_bytes"], 1024);
+}
+
+const FIFTY_MIB: u64 = 50 * 1024 * 1024;
+
+#[tokio::test]
+async fn fifty_mib_stream_through_both_ways_without_being_buffered() {
+    let files = Upstream::start("files").await;
+    let config = GatewayConfig::new("include: [routes/*.yaml]\n").file(
+        "routes/files.yaml",
+        &format!(
+            "service: files\nupstreams: [{}]\nroutes:\n  - path: /download/\n  - path: /upload/\n",
+            files.url()
+        ),
+    );
+    let gateway = Gateway::start(config).await;
+    let baseline = gateway.peak_rss_kib();
+
+    // Download: count the bytes as they arrive.
+    let mut response = client()
+        .get(gateway.url(&format!("/download/{FIFTY_MIB}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = 0u64;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        received += chunk.len() as u64;
+    }
+    assert_eq!(received, FIFTY_MIB);
+
+    // Upload: write 64 KiB at a time with a declared length, never holding the whole body.
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let head = format!(
+        "POST /upload/ HTTP/1.1\r\nHost: example\r\nContent-Length: {FIFTY_MIB}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'z'; 65536];
+    for _ in 0..FIFTY_MIB / 65536 {
+        stream.write_all(&chunk).await.unwrap();
+    }
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let echo: Value = serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(echo["body_bytes"], FIFTY_MIB);
+
+    // Buffering either body whole would have grown the gateway by at least 50 MiB.
+    let growth = gateway.peak_rss_kib().saturating_sub(baseline);
+    assert!(growth < 20 * 1024, "the gateway grew by {growth} KiB");
+}
+
+#[tokio::test]
+async fn forwarded_headers_from_an_untrusted_peer_are_replaced() {
+    let a = Upstream::start("a").await;
+    let gateway = Gateway::start(courses(&[&a], "", "", "trusted_proxies: [10.0.0.0/8]\n")).await;
+    let response = raw_request(
+        gateway.addr,
+        "GET /api/courses/ HTTP/1.1\r\nHost: api.example\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example",
+        b"",
+    )
+    .await;
+    let headers = &response.json()["headers"];
+    assert_eq!(headers["x-forwarded-for"][0], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"][0], "http");
+    assert_eq!(headers["x-forwarded-host"][0], "api.example");
+    assert_eq!(headers["host"][0], a.addr.to_string());
+}
+
+#[tokio::test]
+async fn forwarded_headers_from_a_trusted_proxy_are_appended_to() {
+    let a = Upstream::start("a").await;
+    let gateway = Gateway::start(courses(&[&a], "", "", "trusted_proxies: [127.0.0.1/32]\n")).await;
+    let response = raw_request(
+        gateway.addr,
+        "GET /api/courses/ HTTP/1.1\r\nHost: internal\r\nX-Forwarded-For: 198.51.100.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: api.hackitech.example",
+        b"",
+    )
+    .await;
+    let headers = &response.json()["headers"];
+    assert_eq!(headers["x-forwarded-for"][0], "198.51.100.7, 127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"][0], "https");
+    assert_eq!(headers["x-forwarded-host"][0], "api.hackitech.example");
+    let access = gateway
+        .wait_for_log(|l| l["target"] == "guichet::access")
+        .await;
+    assert_eq!(access["client_ip"], "198.51.100.7");
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_do_not_reach_the_upstream() {
+    let a = Upstream::start("a").await;
+    let gateway = Gateway::start(courses(&[&a], "", "", "")).await;
+    let response = raw_request(
+        gateway.addr,
+        "GET /api/courses/ HTTP/1.1\r\nHost: example\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nX-Private-Hop: secret\r\nX-Kept: yes\r\nConnection: X-Private-Hop, close",
+        b"",
+    )
+    .await;
+    let headers = response.json()["headers"].clone();
+    for name in ["keep-alive", "te", "proxy-connection", "x-private-hop"] {
+        assert!(
+            headers.get(name).is_none(),
+            "{name} was forwarded: {headers}"
+        );
+    }
+    assert_eq!(headers["x-kept"][0], "yes");
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_when_well_formed_and_made_otherwise() {
+    let a = Upstream::start("a").await;
+    let gateway = Gateway::start(courses(&[&a], "", "", "")).await;
+
+    let response = client()
+        .get(gateway.url("/api/courses/"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-request-id"][0], "abc-123");
+
+    let response = client()
+        .get(gateway.url("/api/courses/"))
+        .header("x-request-id", "not ok; <script>")
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(id, "not ok; <script>");
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-request-id"][0], id.as_str());
+    assert_eq!(echo["headers"]["x-request-id"].as_array().unwrap().len(), 1);
+
+    let line = gateway
+        .wait_for_log(|l| l["target"] == "guichet::access" && l["request_id"] == id.as_str())
+        .await;
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/api/courses/");
+    assert_eq!(line["route"], "courses:/api/courses/");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["upstream"], a.url());
+    assert_eq!(line["client_ip"], "127.0.0.1");
+    assert!(line["duration_ms"].as_f64().is_some());
+}

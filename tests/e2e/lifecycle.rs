@@ -1,0 +1,151 @@
+//! Starting, serving the admin endpoints apart from traffic, refusing bad starts, and draining
+//! on SIGTERM.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::{client, free_port, Gateway, GatewayConfig, Upstream};
+
+fn courses(upstream: &Upstream, gateway_extra: &str) -> GatewayConfig {
+    GatewayConfig::new(&format!("include: [routes/*.yaml]\n{gateway_extra}")).file(
+        "routes/courses.yaml",
+        &format!(
+            "service: courses\nupstreams: [{}]\nroutes:\n  - path: /api/courses/\n",
+            upstream.url()
+        ),
+    )
+}
+
+#[tokio::test]
+async fn health_and_readiness_are_on_the_admin_listener_only() {
+    let a = Upstream::start("a").await;
+    let gateway = Gateway::start(courses(&a, "")).await;
+    let health = client()
+        .get(gateway.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = client()
+        .get(gateway.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["services"]["courses"]["targets"][0]["url"], a.url());
+
+    let public = client().get(gateway.url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        public.status(),
+        404,
+        "admin endpoints are not on the public listener"
+    );
+    let unknown = client()
+        .get(gateway.admin_url("/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
+    let slow = Upstream::start("slow").await;
+    slow.set_delay(Duration::from_millis(1500));
+    let mut gateway = Gateway::start(courses(&slow, "shutdown_grace_period: 10s\n")).await;
+    let url = gateway.url("/api/courses/");
+    let in_flight = tokio::spawn(async move { client().get(url).send().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gateway.signal("TERM");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = client().get(gateway.admin_url("/readyz")).send().await;
+    if let Ok(ready) = ready {
+        assert_eq!(ready.status(), 503, "draining is not ready");
+    }
+    let refused = tokio::net::TcpStream::connect(gateway.addr).await;
+    assert!(refused.is_err(), "no new connections while draining");
+
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(response.status(), 200);
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(echo["upstream"], "slow");
+
+    let status = gateway
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("exits well before the 10 s grace period");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn sigterm_with_nothing_in_flight_exits_at_once() {
+    let a = Upstream::start("a").await;
+    let mut gateway = Gateway::start(courses(&a, "shutdown_grace_period: 60s\n")).await;
+    gateway.signal("TERM");
+    let status = gateway
+        .wait_exit(Duration::from_secs(3))
+        .await
+        .expect("exits");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn serve_refuses_an_invalid_config_with_the_check_messages() {
+    let (_dir, path) = GatewayConfig::new("include: [routes/*.yaml]\nlisten: nowhere\n").write();
+    let output = std::process::Command::new(crate::common::gateway::BINARY)
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:2:9: listen: `nowhere` is not an IP address and port",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("include[0]: `routes/*.yaml` matches no file"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn serve_names_the_setting_whose_address_is_in_use() {
+    let a = Upstream::start("a").await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let admin = free_port();
+    let (_dir, path) = courses(
+        &a,
+        &format!("listen: {taken_addr}\nadmin_listen: {admin}\n"),
+    )
+    .write();
+    let output = std::process::Command::new(crate::common::gateway::BINARY)
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:2:9: listen: {taken_addr} is already in use",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `guichet` binary, real hyper upstreams, real sockets.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod check;
+mod forwarding;
+mod harness;
+mod lifecycle;
+mod routing;
