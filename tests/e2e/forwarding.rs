@@ -222,6 +222,35 @@ async fn a_slow_upstream_is_504_json() {
 }
 
 #[tokio::test]
+async fn a_target_that_never_accepts_is_504_after_the_connect_timeout() {
+    // A listener with a full accept queue: the kernel drops further SYNs, so connects hang.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let _listener = socket.listen(1).unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let connect = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            fillers.push(stream);
+        }
+    }
+    let config = GatewayConfig::new("include: [routes/*.yaml]\n").file(
+        "routes/stuck.yaml",
+        &format!(
+            "service: stuck\nupstreams: [http://{addr}]\ntimeouts: {{ connect: 300ms }}\nroutes:\n  - path: /api/\n"
+        ),
+    );
+    let gateway = Gateway::start(config).await;
+    let started = Instant::now();
+    let response = client().get(gateway.url("/api/x")).send().await.unwrap();
+    let (status, body) = status_and_body(response).await;
+    assert_eq!(status, 504);
+    assert_eq!(body["code"], "upstream_timeout");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
 async fn bodies_over_max_body_are_413_whether_declared_or_streamed() {
     let a = Upstream::start("a").await;
     let gateway = Gateway::start(courses(&[&a], "", "    max_body: 1KiB\n", "")).await;

@@ -206,7 +206,10 @@ async fn malformed_paths_are_400_json() {
         assert_eq!(response.headers["content-type"], "application/json");
         let body = response.json();
         assert_eq!(body["code"], "bad_request");
-        assert_eq!(body["request_id"], response.headers["x-request-id"].as_str());
+        assert_eq!(
+            body["request_id"],
+            response.headers["x-request-id"].as_str()
+        );
     }
     assert_eq!(public.hits() + admin.hits(), 0);
 }
