@@ -47,12 +47,21 @@ impl GatewayConfig {
 
 /// Runs `guichet check` and returns its output.
 pub fn check(config: &Path) -> Output {
+    run_to_exit("check", config)
+}
+
+/// Runs `guichet serve` on a config it is expected to refuse, and returns its output.
+pub fn serve_refused(config: &Path) -> Output {
+    run_to_exit("serve", config)
+}
+
+fn run_to_exit(command: &str, config: &Path) -> Output {
     Command::new(BINARY)
-        .arg("check")
+        .arg(command)
         .arg("--config")
         .arg(config)
         .output()
-        .expect("run guichet check")
+        .unwrap_or_else(|e| panic!("run guichet {command}: {e}"))
 }
 
 pub struct Gateway {

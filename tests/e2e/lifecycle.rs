@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{client, free_port, Gateway, GatewayConfig, Upstream};
+use crate::common::{client, free_port, serve_refused, Gateway, GatewayConfig, Upstream};
 
 fn courses(upstream: &Upstream, gateway_extra: &str) -> GatewayConfig {
     GatewayConfig::new(&format!("include: [routes/*.yaml]\n{gateway_extra}")).file(
@@ -101,12 +101,7 @@ async fn sigterm_with_nothing_in_flight_exits_at_once() {
 #[tokio::test]
 async fn serve_refuses_an_invalid_config_with_the_check_messages() {
     let (_dir, path) = GatewayConfig::new("include: [routes/*.yaml]\nlisten: nowhere\n").write();
-    let output = std::process::Command::new(crate::common::gateway::BINARY)
-        .arg("serve")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = serve_refused(&path);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -133,12 +128,7 @@ async fn serve_names_the_setting_whose_address_is_in_use() {
         &format!("listen: {taken_addr}\nadmin_listen: {admin}\n"),
     )
     .write();
-    let output = std::process::Command::new(crate::common::gateway::BINARY)
-        .arg("serve")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = serve_refused(&path);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
