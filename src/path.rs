@@ -161,3 +161,33 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::normalize;
+
+    fn raw_path() -> impl Strategy<Value = String> {
+        let segment = prop::sample::select(vec![
+            "a", "b", ".", "..", "", "%2e", "%2E%2e", "%41", "%2f", "%7e",
+        ]);
+        prop::collection::vec(segment, 0..8).prop_map(|segs| format!("/{}", segs.join("/")))
+    }
+
+    proptest! {
+        #[test]
+        fn normal_form_has_no_dot_segments_or_empty_segments_and_is_stable(path in raw_path()) {
+            let normal = normalize(&path).unwrap().into_owned();
+            prop_assert!(normal.starts_with('/'));
+            prop_assert!(!normal.contains("//"), "{}", normal);
+            let inner = normal.trim_start_matches('/').trim_end_matches('/');
+            if !inner.is_empty() {
+                for segment in inner.split('/') {
+                    prop_assert!(!segment.is_empty() && segment != "." && segment != "..", "{}", normal);
+                }
+            }
+            prop_assert_eq!(normalize(&normal).unwrap().into_owned(), normal);
+        }
+    }
+}

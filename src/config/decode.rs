@@ -11,6 +11,9 @@ use ipnet::IpNet;
 use super::error::{ConfigErrors, Location};
 use super::yaml::{Key, Mark, Node, NodeKind};
 
+/// Longer durations are typos, and would overflow timers.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The file being read and the errors found so far.
 pub struct Reader<'a> {
     pub file: Arc<Path>,
@@ -158,6 +161,7 @@ impl Reader<'_> {
             "write a duration such as 500ms, 5s, 1m or 1h",
             |text| match humantime::parse_duration(text) {
                 Ok(d) if d.is_zero() => Err(format!("`{text}` is zero")),
+                Ok(d) if d > MAX_DURATION => Err(format!("`{text}` is longer than a year")),
                 Ok(d) => Ok(d),
                 Err(_) => Err(format!("`{text}` is not a duration")),
             },
@@ -202,15 +206,16 @@ impl Reader<'_> {
         )
     }
 
-    pub fn positive_integer(&mut self, node: &Node, field: &str) -> Option<usize> {
+    /// A whole number from 1 to `max`.
+    pub fn count(&mut self, node: &Node, field: &str, max: usize) -> Option<usize> {
         self.parsed(
             node,
             field,
             "a number",
-            "write a whole number of at least 1",
+            &format!("write a whole number from 1 to {max}"),
             |text| match text.parse::<usize>() {
-                Ok(0) | Err(_) => Err(format!("`{text}` is not a positive whole number")),
-                Ok(n) => Ok(n),
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(format!("`{text}` is not a whole number from 1 to {max}")),
             },
         )
     }

@@ -98,3 +98,6 @@ impl Config {
         &self.services[route.service]
     }
 }
+
+#[cfg(test)]
+mod tests;

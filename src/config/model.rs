@@ -108,7 +108,7 @@ impl GatewayFile {
                 .unwrap_or_default();
         }
         if let Some((node, field)) = fields.get("threads") {
-            file.threads = r.positive_integer(node, &field);
+            file.threads = r.count(node, &field, 1024);
         }
         if let Some((node, field)) = fields.get("shutdown_grace_period") {
             file.shutdown_grace_period = r.duration(node, &field);

@@ -185,3 +185,89 @@ fn same_shape_ignores_parameter_names_only() {
     assert!(!a.same_shape(&PathPattern::parse("/api/y/x/").unwrap()));
     assert!(!a.same_shape(&PathPattern::parse("/api/{id}/").unwrap()));
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Route paths from a small alphabet, so that overlaps are frequent.
+    fn pattern() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c"), Just("{p}"), Just("{q}")], 0..4).prop_map(|segs| {
+            let mut seen = Vec::new();
+            let segs: Vec<String> = segs
+                .into_iter()
+                .map(|s| {
+                    // Parameter names must be unique within a path.
+                    if s.starts_with('{') {
+                        let name = format!("{{x{}}}", seen.len());
+                        seen.push(());
+                        name
+                    } else {
+                        s.to_string()
+                    }
+                })
+                .collect();
+            format!("/{}", segs.join("/"))
+        })
+    }
+
+    fn request_path() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")], 0..5)
+            .prop_map(|segs| format!("/{}", segs.join("/")))
+    }
+
+    /// The independent oracle: does `pattern` match `path` as a segment prefix, and how deep?
+    fn matches(pattern: &PathPattern, path: &str) -> Option<usize> {
+        let request: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let segments = pattern.segments();
+        if segments.len() > request.len() {
+            return None;
+        }
+        segments
+            .iter()
+            .zip(&request)
+            .all(|(segment, part)| match segment {
+                Segment::Static(text) => text == part,
+                Segment::Param(_) => !part.is_empty(),
+            })
+            .then_some(segments.len())
+    }
+
+    proptest! {
+        #[test]
+        fn the_chosen_route_matches_and_none_deeper_accepts_the_method(
+            patterns in prop::collection::vec((pattern(), any::<bool>()), 1..8),
+            path in request_path(),
+        ) {
+            let routes: Vec<Arc<Route>> = patterns
+                .iter()
+                .enumerate()
+                .map(|(i, (p, get_only))| {
+                    route(&i.to_string(), p, None, if *get_only { &["GET"] } else { &[] })
+                })
+                .collect();
+            let router = Router::new(&routes);
+            let deepest_accepting = routes
+                .iter()
+                .filter(|r| r.methods.contains(&Method::POST))
+                .filter_map(|r| matches(&r.pattern, &path))
+                .max();
+            match router.lookup(&path, &Method::POST) {
+                Lookup::Found(found) => {
+                    let depth = matches(&found.route.pattern, &path);
+                    prop_assert!(depth.is_some(), "chosen route does not match");
+                    prop_assert_eq!(depth, deepest_accepting);
+                    prop_assert!(found.route.methods.contains(&Method::POST));
+                }
+                Lookup::MethodNotAllowed(_) => {
+                    prop_assert_eq!(deepest_accepting, None);
+                    prop_assert!(routes.iter().any(|r| matches(&r.pattern, &path).is_some()));
+                }
+                Lookup::NotFound => {
+                    prop_assert!(routes.iter().all(|r| matches(&r.pattern, &path).is_none()));
+                }
+            }
+        }
+    }
+}
