@@ -52,6 +52,12 @@ routes:
 ";
     let errors = read_both(text);
     // As a gateway.yaml every key is unknown; as a routes file none is.
-    assert!(errors.0.iter().all(|e| e.message.starts_with("unknown key")), "{errors}");
+    assert!(
+        errors
+            .0
+            .iter()
+            .all(|e| e.message.starts_with("unknown key")),
+        "{errors}"
+    );
     assert_eq!(errors.0.len(), 5);
 }

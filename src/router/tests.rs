@@ -193,7 +193,11 @@ mod properties {
 
     /// Route paths from a small alphabet, so that overlaps are frequent.
     fn pattern() -> impl Strategy<Value = String> {
-        prop::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c"), Just("{p}"), Just("{q}")], 0..4).prop_map(|segs| {
+        prop::collection::vec(
+            prop_oneof![Just("a"), Just("b"), Just("c"), Just("{p}"), Just("{q}")],
+            0..4,
+        )
+        .prop_map(|segs| {
             let mut seen = Vec::new();
             let segs: Vec<String> = segs
                 .into_iter()
@@ -213,8 +217,11 @@ mod properties {
     }
 
     fn request_path() -> impl Strategy<Value = String> {
-        prop::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")], 0..5)
-            .prop_map(|segs| format!("/{}", segs.join("/")))
+        prop::collection::vec(
+            prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")],
+            0..5,
+        )
+        .prop_map(|segs| format!("/{}", segs.join("/")))
     }
 
     /// The independent oracle: does `pattern` match `path` as a segment prefix, and how deep?

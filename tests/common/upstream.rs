@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 struct State {
     name: String,
     delay_ms: AtomicU64,
+    status: AtomicU64,
     healthy: AtomicBool,
     hits: AtomicUsize,
 }
@@ -40,6 +41,7 @@ impl Upstream {
         let state = Arc::new(State {
             name: name.to_string(),
             delay_ms: AtomicU64::new(0),
+            status: AtomicU64::new(200),
             healthy: AtomicBool::new(true),
             hits: AtomicUsize::new(0),
         });
@@ -60,6 +62,11 @@ impl Upstream {
         self.state
             .delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Answers (other than health checks) carry this status, with the echo as body.
+    pub fn fail_with(&self, status: u16) {
+        self.state.status.store(u64::from(status), Ordering::SeqCst);
     }
 
     pub fn set_healthy(&self, healthy: bool) {
@@ -166,7 +173,7 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Reply, 
         }
     }
     Ok(json_response(
-        200,
+        state.status.load(Ordering::SeqCst) as u16,
         json!({
             "upstream": state.name,
             "method": method,

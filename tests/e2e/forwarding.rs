@@ -201,6 +201,36 @@ async fn an_unreachable_upstream_is_502_json_with_an_error_log_line() {
 }
 
 #[tokio::test]
+async fn upstream_errors_pass_through_as_the_upstream_wrote_them() {
+    let failing = Upstream::start("failing").await;
+    failing.fail_with(500);
+    let gateway = Gateway::start(courses(&[&failing], "", "", "")).await;
+    let response = client()
+        .get(gateway.url("/api/courses/"))
+        .header("x-request-id", "upstream-500")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_and_body(response).await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        body["upstream"], "failing",
+        "the upstream's own body, not a gateway error"
+    );
+    let access = gateway
+        .wait_for_log(|l| l["target"] == "guichet::access" && l["request_id"] == "upstream-500")
+        .await;
+    assert_eq!(access["status"], 500);
+    assert!(
+        !gateway
+            .logs()
+            .iter()
+            .any(|l| l["target"] == "guichet::error"),
+        "an upstream's own 500 is not a gateway error"
+    );
+}
+
+#[tokio::test]
 async fn a_slow_upstream_is_504_json() {
     let slow = Upstream::start("slow").await;
     slow.set_delay(Duration::from_secs(3));
