@@ -7,6 +7,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod context;

@@ -1,0 +1,262 @@
+//! JSON Web Tokens: the signing and verification keys, issuing access and refresh tokens in the
+//! inherited contract, and verifying them strictly (configured algorithm only, known `kid`,
+//! `exp`/`nbf` with leeway, `iss`, `aud`, `token_type`).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// The signing key and every key tokens are still accepted from, by `kid`.
+pub struct Keys {
+    algorithm: Algorithm,
+    kid: String,
+    encoding: EncodingKey,
+    decoding: HashMap<String, DecodingKey>,
+    /// The public keys, for `/.well-known/jwks.json`; empty for HS256.
+    public: JwkSet,
+}
+
+impl Keys {
+    /// Keys from a PEM private key (EdDSA, ES256 or RS256).
+    pub fn from_private_pem(algorithm: Algorithm, pem: &[u8]) -> Result<Keys, String> {
+        let encoding = match algorithm {
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
+            Algorithm::ES256 => EncodingKey::from_ec_pem(pem),
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(pem),
+            other => return Err(format!("{other:?} does not take a key file")),
+        }
+        .map_err(|e| format!("not a {algorithm:?} private key in PEM form: {e}"))?;
+        let mut jwk = Jwk::from_encoding_key(&encoding, algorithm)
+            .map_err(|e| format!("cannot derive the public key: {e}"))?;
+        let kid = thumbprint(&jwk)?;
+        jwk.common.key_id = Some(kid.clone());
+        jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+        let decoding =
+            DecodingKey::from_jwk(&jwk).map_err(|e| format!("cannot use the public key: {e}"))?;
+        Ok(Keys {
+            algorithm,
+            kid: kid.clone(),
+            encoding,
+            decoding: HashMap::from([(kid, decoding)]),
+            public: JwkSet { keys: vec![jwk] },
+        })
+    }
+
+    /// HS256 keys from a shared secret (at least 32 bytes).
+    pub fn from_secret(secret: &[u8]) -> Result<Keys, String> {
+        if secret.len() < 32 {
+            return Err(format!(
+                "the HS256 secret is {} bytes; it needs at least 32",
+                secret.len()
+            ));
+        }
+        let kid = "hs256".to_string();
+        Ok(Keys {
+            algorithm: Algorithm::HS256,
+            kid: kid.clone(),
+            encoding: EncodingKey::from_secret(secret),
+            decoding: HashMap::from([(kid, DecodingKey::from_secret(secret))]),
+            public: JwkSet { keys: Vec::new() },
+        })
+    }
+
+    /// Also accept tokens signed by an older key, given as a PEM public key.
+    pub fn accept_public_pem(&mut self, pem: &[u8]) -> Result<String, String> {
+        let decoding = match self.algorithm {
+            Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
+            Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
+            Algorithm::RS256 => DecodingKey::from_rsa_pem(pem),
+            _ => return Err("HS256 has no public keys to rotate".to_string()),
+        }
+        .map_err(|e| format!("not a {:?} public key in PEM form: {e}", self.algorithm))?;
+        let mut jwk = Jwk::from_decoding_key(&decoding, Some(self.algorithm))
+            .map_err(|e| format!("cannot read the public key: {e}"))?;
+        let kid = thumbprint(&jwk)?;
+        jwk.common.key_id = Some(kid.clone());
+        jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+        self.decoding.insert(kid.clone(), decoding);
+        self.public.keys.push(jwk);
+        Ok(kid)
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The JWKS document of the public keys.
+    pub fn jwks(&self) -> &JwkSet {
+        &self.public
+    }
+}
+
+fn thumbprint(jwk: &Jwk) -> Result<String, String> {
+    jwk.thumbprint(ThumbprintHash::SHA256)
+        .map_err(|e| format!("cannot compute the key id: {e}"))
+}
+
+/// A new Ed25519 private key in PKCS#8 PEM form.
+pub fn generate_ed25519_pem() -> String {
+    // PKCS#8 v1 for Ed25519 (RFC 8410) is a fixed 16-byte prefix followed by the 32-byte seed.
+    const PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let mut der = PREFIX.to_vec();
+    der.extend_from_slice(&rand::random::<[u8; 32]>());
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenType {
+    Access,
+    Refresh,
+}
+
+/// The claims of every Guichet token (refresh tokens add `family`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub token_type: TokenType,
+    pub jti: String,
+    pub iat: u64,
+    pub exp: u64,
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub user_id: u64,
+    pub username: String,
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+}
+
+/// Who a token is for.
+pub struct Subject<'a> {
+    pub user_id: u64,
+    pub username: &'a str,
+    pub role: &'a str,
+}
+
+/// Why a token was refused; the message is safe to show the client.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("Token is invalid or expired")]
+    Invalid,
+    #[error("Token has wrong type")]
+    WrongType,
+}
+
+/// Issues and verifies tokens with one configuration.
+pub struct Tokens {
+    keys: Keys,
+    issuer: String,
+    audience: String,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+    validation: Validation,
+}
+
+impl Tokens {
+    pub fn new(
+        keys: Keys,
+        issuer: &str,
+        audience: &str,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+        leeway: Duration,
+    ) -> Tokens {
+        let mut validation = Validation::new(keys.algorithm);
+        validation.leeway = leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        Tokens {
+            keys,
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
+            access_ttl,
+            refresh_ttl,
+            validation,
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
+    }
+
+    pub fn refresh_ttl(&self) -> Duration {
+        self.refresh_ttl
+    }
+
+    /// A signed token and its claims; refresh tokens belong to `family`.
+    pub fn issue(
+        &self,
+        subject: &Subject,
+        token_type: TokenType,
+        family: Option<&str>,
+    ) -> Result<(String, Claims), String> {
+        let now = unix_now();
+        let ttl = match token_type {
+            TokenType::Access => self.access_ttl,
+            TokenType::Refresh => self.refresh_ttl,
+        };
+        let claims = Claims {
+            token_type,
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: subject.user_id.to_string(),
+            user_id: subject.user_id,
+            username: subject.username.to_string(),
+            role: subject.role.to_string(),
+            family: family.map(str::to_string),
+        };
+        let mut header = Header::new(self.keys.algorithm);
+        header.kid = Some(self.keys.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.keys.encoding)
+            .map_err(|e| format!("signing failed: {e}"))?;
+        Ok((token, claims))
+    }
+
+    /// Verifies signature and claims; no store is consulted.
+    pub fn verify(&self, token: &str, expected: TokenType) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        // The token's `alg` never chooses the key: only the configured algorithm is accepted.
+        if header.alg != self.keys.algorithm {
+            return Err(TokenError::Invalid);
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.keys.decoding.get(kid))
+            .ok_or(TokenError::Invalid)?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|_| TokenError::Invalid)?;
+        if data.claims.token_type != expected {
+            return Err(TokenError::WrongType);
+        }
+        Ok(data.claims)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests;

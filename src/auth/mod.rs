@@ -1,0 +1,3 @@
+//! Authentication: tokens, passwords, API keys, and who a request is.
+
+pub mod jwt;
