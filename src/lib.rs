@@ -19,4 +19,5 @@ pub mod proxy;
 pub mod request_id;
 pub mod router;
 pub mod server;
+pub mod store;
 pub mod upstream;

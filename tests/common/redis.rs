@@ -41,6 +41,11 @@ impl RedisServer {
         server
     }
 
+    /// The URL redis clients take for the socket.
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
     /// Sends one command and returns the first line of the reply, or `None` if not connected.
     pub async fn command(&self, args: &[&str]) -> Option<String> {
         let mut stream = UnixStream::connect(&self.socket).await.ok()?;

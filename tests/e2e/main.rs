@@ -8,3 +8,4 @@ mod forwarding;
 mod harness;
 mod lifecycle;
 mod routing;
+mod store;

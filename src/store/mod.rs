@@ -1,0 +1,107 @@
+//! Where state lives: users, API keys and refresh-token families. One [`Store`] interface with
+//! two implementations: in-process memory (the embedded default, seeded from config) and Redis
+//! (shared by every replica).
+
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+/// A user who can log in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: u64,
+    pub username: String,
+    pub email: String,
+    pub role: String,
+    /// An argon2id PHC string; never the password.
+    pub password_hash: String,
+    pub active: bool,
+}
+
+/// A user before the store gives it an id.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub username: String,
+    pub email: String,
+    pub role: String,
+    pub password_hash: String,
+}
+
+/// An API key as stored: the SHA-256 of its secret, never the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// The public part of `<prefix>.<secret>`, by which the key is found.
+    pub prefix: String,
+    pub name: String,
+    /// Lower-case hex SHA-256 of the secret part.
+    pub secret_hash: String,
+    pub role: String,
+    pub scopes: Vec<String>,
+    /// Unix seconds.
+    pub created: u64,
+    pub expires: Option<u64>,
+    pub revoked: bool,
+}
+
+/// What presenting a refresh token did to its family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was the family's current one; the next one is now current.
+    Rotated,
+    /// The token was already rotated, revoked or unknown: the whole family is now revoked.
+    Refused,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// Every piece of shared state the gateway keeps.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The user whose username or email (either, case-insensitively) is `login`.
+    async fn user_by_login(&self, login: &str) -> Result<Option<User>, StoreError>;
+    async fn user_by_id(&self, id: u64) -> Result<Option<User>, StoreError>;
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// Adds a user with the next id; a taken username or email is a conflict.
+    async fn add_user(&self, user: NewUser) -> Result<User, StoreError>;
+    /// Replaces a user's role, password hash or active flag (not its names).
+    async fn update_user(&self, user: &User) -> Result<(), StoreError>;
+
+    async fn api_key(&self, prefix: &str) -> Result<Option<ApiKey>, StoreError>;
+    async fn add_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+    /// Marks a key revoked and tells every replica; false if there is no such key.
+    async fn revoke_api_key(&self, prefix: &str) -> Result<bool, StoreError>;
+
+    /// Starts a refresh-token family whose current token is `jti`.
+    async fn start_family(&self, family: &str, jti: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Atomically moves the family from `presented` to `next`, or revokes it if `presented` is
+    /// not its current token.
+    async fn rotate_family(
+        &self,
+        family: &str,
+        presented: &str,
+        next: &str,
+        ttl: Duration,
+    ) -> Result<Rotation, StoreError>;
+    async fn revoke_family(&self, family: &str, ttl: Duration) -> Result<(), StoreError>;
+}
+
+/// Usernames and emails are matched case-insensitively.
+pub(crate) fn login_key(login: &str) -> String {
+    login.trim().to_lowercase()
+}

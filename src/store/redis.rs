@@ -1,0 +1,275 @@
+//! The Redis store, shared by every replica. Each call has a short timeout so a slow Redis never
+//! hangs a request; the connection is made lazily inside the runtime that uses it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use tokio::sync::OnceCell;
+
+use super::{login_key, ApiKey, NewUser, Rotation, Store, StoreError, User};
+
+const PREFIX: &str = "guichet";
+/// The pub/sub channel on which revoked API key prefixes are announced.
+pub const REVOCATIONS: &str = "guichet:revocations";
+
+pub struct RedisStore {
+    client: redis::Client,
+    connection: OnceCell<ConnectionManager>,
+    timeout: Duration,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn user_key(id: u64) -> String {
+    format!("{PREFIX}:user:{id}")
+}
+
+fn login_index(login: &str) -> String {
+    format!("{PREFIX}:login:{}", login_key(login))
+}
+
+fn api_key_key(prefix: &str) -> String {
+    format!("{PREFIX}:apikey:{prefix}")
+}
+
+fn family_key(family: &str) -> String {
+    format!("{PREFIX}:family:{family}")
+}
+
+impl RedisStore {
+    /// A store for `url` (`redis://host:port/db` or `unix:///path/to/socket`); nothing is
+    /// connected until the first call.
+    pub fn new(url: &str, timeout: Duration) -> Result<RedisStore, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("`{url}`: {e}"))?;
+        Ok(RedisStore {
+            client,
+            connection: OnceCell::new(),
+            timeout,
+        })
+    }
+
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// Runs `op` on the shared connection within the timeout.
+    async fn with<T, F>(&self, op: impl FnOnce(ConnectionManager) -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let attempt = async {
+            let connection = self
+                .connection
+                .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
+                .await
+                .map_err(unavailable)?;
+            op(connection.clone()).await.map_err(unavailable)
+        };
+        tokio::time::timeout(self.timeout, attempt)
+            .await
+            .unwrap_or_else(|_| Err(unavailable("no answer within the timeout")))
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: String,
+    ) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = self.with(|mut c| async move { c.get(key).await }).await?;
+        text.map(|t| serde_json::from_str(&t).map_err(unavailable))
+            .transpose()
+    }
+}
+
+/// Adds a user only if neither of its names is taken.
+const ADD_USER: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[1])
+return 1
+";
+
+/// Moves a family to its next token only if the presented one is current; else revokes it.
+const ROTATE_FAMILY: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+redis.call('SET', KEYS[1], '-revoked-', 'EX', ARGV[3])
+return 0
+";
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn user_by_login(&self, login: &str) -> Result<Option<User>, StoreError> {
+        let index = login_index(login);
+        let id: Option<u64> = self.with(|mut c| async move { c.get(index).await }).await?;
+        match id {
+            Some(id) => self.user_by_id(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn user_by_id(&self, id: u64) -> Result<Option<User>, StoreError> {
+        self.get_json(user_key(id)).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        let ids: Vec<u64> = self
+            .with(|mut c| async move { c.smembers(format!("{PREFIX}:users")).await })
+            .await?;
+        let mut users = Vec::new();
+        for id in ids {
+            users.extend(self.user_by_id(id).await?);
+        }
+        users.sort_by_key(|u| u.id);
+        Ok(users)
+    }
+
+    async fn add_user(&self, new: NewUser) -> Result<User, StoreError> {
+        let id: u64 = self
+            .with(|mut c| async move { c.incr(format!("{PREFIX}:user:next_id"), 1).await })
+            .await?;
+        let user = User {
+            id,
+            username: new.username,
+            email: new.email,
+            role: new.role,
+            password_hash: new.password_hash,
+            active: true,
+        };
+        let json = serde_json::to_string(&user).map_err(unavailable)?;
+        let (name, email) = (login_index(&user.username), login_index(&user.email));
+        let added: i64 = self
+            .with(|mut c| async move {
+                Script::new(ADD_USER)
+                    .key(name)
+                    .key(email)
+                    .key(user_key(id))
+                    .key(format!("{PREFIX}:users"))
+                    .arg(id)
+                    .arg(json)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if added == 1 {
+            Ok(user)
+        } else {
+            Err(StoreError::Conflict(format!(
+                "the username `{}` or the email `{}` is already taken",
+                user.username, user.email
+            )))
+        }
+    }
+
+    async fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        let mut stored = self
+            .user_by_id(user.id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no user with id {}", user.id)))?;
+        stored.role.clone_from(&user.role);
+        stored.password_hash.clone_from(&user.password_hash);
+        stored.active = user.active;
+        let json = serde_json::to_string(&stored).map_err(unavailable)?;
+        self.with(|mut c| async move { c.set(user_key(stored.id), json).await })
+            .await
+    }
+
+    async fn api_key(&self, prefix: &str) -> Result<Option<ApiKey>, StoreError> {
+        self.get_json(api_key_key(prefix)).await
+    }
+
+    async fn add_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let json = serde_json::to_string(key).map_err(unavailable)?;
+        let (id, prefix) = (api_key_key(&key.prefix), key.prefix.clone());
+        let added: bool = self
+            .with(|mut c| async move {
+                let added: bool = c.set_nx(id, json).await?;
+                if added {
+                    let _: i64 = c.sadd(format!("{PREFIX}:apikeys"), prefix).await?;
+                }
+                Ok(added)
+            })
+            .await?;
+        if added {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "an API key with prefix `{}` exists",
+                key.prefix
+            )))
+        }
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let prefixes: Vec<String> = self
+            .with(|mut c| async move { c.smembers(format!("{PREFIX}:apikeys")).await })
+            .await?;
+        let mut keys = Vec::new();
+        for prefix in prefixes {
+            keys.extend(self.api_key(&prefix).await?);
+        }
+        keys.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(keys)
+    }
+
+    async fn revoke_api_key(&self, prefix: &str) -> Result<bool, StoreError> {
+        let Some(mut key) = self.api_key(prefix).await? else {
+            return Ok(false);
+        };
+        key.revoked = true;
+        let json = serde_json::to_string(&key).map_err(unavailable)?;
+        let (id, prefix) = (api_key_key(prefix), prefix.to_string());
+        self.with(|mut c| async move {
+            let () = c.set(id, json).await?;
+            let _: i64 = c.publish(REVOCATIONS, prefix).await?;
+            Ok(())
+        })
+        .await?;
+        Ok(true)
+    }
+
+    async fn start_family(&self, family: &str, jti: &str, ttl: Duration) -> Result<(), StoreError> {
+        let (key, jti) = (family_key(family), jti.to_string());
+        self.with(|mut c| async move { c.set_ex(key, jti, ttl.as_secs().max(1)).await })
+            .await
+    }
+
+    async fn rotate_family(
+        &self,
+        family: &str,
+        presented: &str,
+        next: &str,
+        ttl: Duration,
+    ) -> Result<Rotation, StoreError> {
+        let (key, presented, next) = (family_key(family), presented.to_string(), next.to_string());
+        let rotated: i64 = self
+            .with(|mut c| async move {
+                Script::new(ROTATE_FAMILY)
+                    .key(key)
+                    .arg(presented)
+                    .arg(next)
+                    .arg(ttl.as_secs().max(1))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(if rotated == 1 {
+            Rotation::Rotated
+        } else {
+            Rotation::Refused
+        })
+    }
+
+    async fn revoke_family(&self, family: &str, ttl: Duration) -> Result<(), StoreError> {
+        let key = family_key(family);
+        self.with(|mut c| async move { c.set_ex(key, "-revoked-", ttl.as_secs().max(1)).await })
+            .await
+    }
+}

@@ -1,0 +1,189 @@
+//! One suite for both stores: memory, and Redis on a private `redis-server`.
+
+use std::time::Duration;
+
+use guichet::store::{ApiKey, MemoryStore, NewUser, RedisStore, Rotation, Store, StoreError};
+
+use crate::common::RedisServer;
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn new_user(name: &str) -> NewUser {
+    NewUser {
+        username: name.to_string(),
+        email: format!("{name}@hackitech.example"),
+        role: "student".to_string(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_string(),
+    }
+}
+
+fn key(prefix: &str, name: &str) -> ApiKey {
+    ApiKey {
+        prefix: prefix.to_string(),
+        name: name.to_string(),
+        secret_hash: "ab".repeat(32),
+        role: "instructor".to_string(),
+        scopes: vec!["grades:write".to_string()],
+        created: 1_700_000_000,
+        expires: None,
+        revoked: false,
+    }
+}
+
+async fn users_are_found_by_username_or_email(store: &dyn Store) {
+    let demo = store.add_user(new_user("demo")).await.unwrap();
+    let other = store.add_user(new_user("other")).await.unwrap();
+    assert_ne!(demo.id, other.id);
+    assert!(demo.active);
+    let by_name = store.user_by_login("demo").await.unwrap().unwrap();
+    let by_email = store
+        .user_by_login("Demo@Hackitech.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_name, demo);
+    assert_eq!(by_email, demo);
+    assert_eq!(
+        store.user_by_id(other.id).await.unwrap().unwrap().username,
+        "other"
+    );
+    assert!(store.user_by_login("nobody").await.unwrap().is_none());
+    let names: Vec<String> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["demo", "other"]);
+}
+
+async fn a_taken_name_or_email_is_a_conflict(store: &dyn Store) {
+    store.add_user(new_user("demo")).await.unwrap();
+    let mut same_email = new_user("demo2");
+    same_email.email = "DEMO@hackitech.example".to_string();
+    assert!(matches!(
+        store.add_user(same_email).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.add_user(new_user("demo")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+}
+
+async fn updates_change_role_password_and_activity(store: &dyn Store) {
+    let mut user = store.add_user(new_user("demo")).await.unwrap();
+    user.role = "admin".to_string();
+    user.active = false;
+    user.password_hash = "$argon2id$new".to_string();
+    user.username = "renamed".to_string();
+    store.update_user(&user).await.unwrap();
+    let stored = store.user_by_login("demo").await.unwrap().unwrap();
+    assert_eq!(stored.role, "admin");
+    assert!(!stored.active);
+    assert_eq!(stored.password_hash, "$argon2id$new");
+    assert_eq!(stored.username, "demo", "names do not change");
+}
+
+async fn api_keys_are_found_by_prefix_and_revoked(store: &dyn Store) {
+    store.add_api_key(&key("gk_a", "grading")).await.unwrap();
+    store.add_api_key(&key("gk_b", "analytics")).await.unwrap();
+    assert!(matches!(
+        store.add_api_key(&key("gk_a", "again")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.api_key("gk_a").await.unwrap().unwrap().name,
+        "grading"
+    );
+    assert!(store.api_key("gk_zz").await.unwrap().is_none());
+    assert!(store.revoke_api_key("gk_a").await.unwrap());
+    assert!(!store.revoke_api_key("gk_zz").await.unwrap());
+    assert!(store.api_key("gk_a").await.unwrap().unwrap().revoked);
+    let names: Vec<String> = store
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(names, ["analytics", "grading"]);
+}
+
+async fn a_family_rotates_once_per_token_and_reuse_revokes_it(store: &dyn Store) {
+    store.start_family("f1", "t1", TTL).await.unwrap();
+    assert_eq!(
+        store.rotate_family("f1", "t1", "t2", TTL).await.unwrap(),
+        Rotation::Rotated
+    );
+    assert_eq!(
+        store.rotate_family("f1", "t2", "t3", TTL).await.unwrap(),
+        Rotation::Rotated
+    );
+    // t1 again: a stolen, already-rotated token. The family dies, t3 included.
+    assert_eq!(
+        store.rotate_family("f1", "t1", "t4", TTL).await.unwrap(),
+        Rotation::Refused
+    );
+    assert_eq!(
+        store.rotate_family("f1", "t3", "t5", TTL).await.unwrap(),
+        Rotation::Refused
+    );
+    assert_eq!(
+        store.rotate_family("unknown", "x", "y", TTL).await.unwrap(),
+        Rotation::Refused
+    );
+
+    store.start_family("f2", "u1", TTL).await.unwrap();
+    store.revoke_family("f2", TTL).await.unwrap();
+    assert_eq!(
+        store.rotate_family("f2", "u1", "u2", TTL).await.unwrap(),
+        Rotation::Refused
+    );
+}
+
+async fn run_suite(make: impl AsyncFnMut() -> (Box<dyn Store>, Option<RedisServer>)) {
+    let mut make = make;
+    let (store, _redis) = make().await;
+    users_are_found_by_username_or_email(store.as_ref()).await;
+    let (store, _redis) = make().await;
+    a_taken_name_or_email_is_a_conflict(store.as_ref()).await;
+    let (store, _redis) = make().await;
+    updates_change_role_password_and_activity(store.as_ref()).await;
+    let (store, _redis) = make().await;
+    api_keys_are_found_by_prefix_and_revoked(store.as_ref()).await;
+    let (store, _redis) = make().await;
+    a_family_rotates_once_per_token_and_reuse_revokes_it(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn the_memory_store_passes_the_store_suite() {
+    run_suite(async || (Box::new(MemoryStore::new()) as Box<dyn Store>, None)).await;
+}
+
+#[tokio::test]
+async fn the_redis_store_passes_the_store_suite() {
+    run_suite(async || {
+        let redis = RedisServer::start().await;
+        let store = RedisStore::new(&redis.url(), Duration::from_secs(2)).unwrap();
+        (Box::new(store) as Box<dyn Store>, Some(redis))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_redis_store_that_is_down_says_unavailable_within_its_timeout() {
+    let redis = RedisServer::start().await;
+    let store = RedisStore::new(&redis.url(), Duration::from_millis(300)).unwrap();
+    store.add_user(new_user("demo")).await.unwrap();
+    drop(redis);
+    let started = std::time::Instant::now();
+    let result = store.user_by_login("demo").await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
