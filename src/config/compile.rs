@@ -11,7 +11,7 @@ use super::decode::Reader;
 use super::error::{ConfigErrors, Location};
 use super::model::{GatewayFile, RouteSpec, ServiceFile};
 use super::yaml::{self, Node};
-use super::{Config, HealthCheck, Listen, Route, Service, Target};
+use super::{AuthConfig, AuthLevel, Config, HealthCheck, KeyFiles, Listen, Route, Service, Target};
 use crate::router::MethodSet;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -19,9 +19,10 @@ const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+pub fn load(path: &Path, key_files: KeyFiles) -> Result<Config, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let gateway_file: Arc<Path> = Arc::from(path);
+    let base = gateway_file.parent().unwrap_or(Path::new("")).to_path_buf();
     let gateway = match read_tree(&gateway_file, &mut errors) {
         Some(node) => GatewayFile::read(
             &node,
@@ -29,6 +30,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
                 file: gateway_file.clone(),
                 errors: &mut errors,
             },
+            &base,
+            key_files,
         ),
         None => return Err(errors),
     };
@@ -178,6 +181,7 @@ fn build(
             .unwrap_or(DEFAULT_GRACE_PERIOD),
         services: Vec::new(),
         routes: Vec::new(),
+        auth: gateway.auth,
     };
     if config.listen.addr == config.admin_listen.addr {
         errors.push(
@@ -239,11 +243,8 @@ fn build(
                 mark: Some(route.path.mark),
             };
             let field = format!("{}.path", route.field);
-            placed.push((
-                at,
-                field,
-                Arc::new(compile_route(route, &name.value, index)),
-            ));
+            let route = compile_route(route, &name.value, index, &config.auth, &file, errors);
+            placed.push((at, field, Arc::new(route)));
         }
     }
     check_routes(&placed, &config.services, errors);
@@ -251,7 +252,52 @@ fn build(
     config
 }
 
-fn compile_route(spec: RouteSpec, service: &str, index: usize) -> Route {
+fn compile_route(
+    spec: RouteSpec,
+    service: &str,
+    index: usize,
+    auth: &AuthConfig,
+    file: &Arc<Path>,
+    errors: &mut ConfigErrors,
+) -> Route {
+    let at = |mark| Location {
+        file: file.clone(),
+        mark: Some(mark),
+    };
+    // Closed by default: a route says `auth: none` to be public.
+    let level = spec.auth.as_ref().map_or(AuthLevel::Jwt, |a| a.value);
+    if matches!(level, AuthLevel::Jwt | AuthLevel::Any) && auth.tokens.is_none() {
+        let (mark, how) = match &spec.auth {
+            Some(written) => (written.mark, "this route asks for a JWT"),
+            None => (spec.path.mark, "this route needs a JWT (`auth: jwt` is the default)"),
+        };
+        errors.push(
+            at(mark),
+            format!("{}.auth", spec.field),
+            format!("{how}, but gateway.yaml has no `jwt` section"),
+            Some("write `auth: none` for a public route (or `auth: api_key`), or add a `jwt` section to gateway.yaml".to_string()),
+        );
+    }
+    let mut min_role: Option<usize> = None;
+    for (i, role) in spec.roles.iter().enumerate() {
+        match auth.rank(&role.value) {
+            Some(rank) => min_role = Some(min_role.map_or(rank, |m| m.min(rank))),
+            None => errors.push(
+                at(role.mark),
+                format!("{}.roles[{i}]", spec.field),
+                format!("`{}` is not a role", role.value),
+                Some(format!("write one of {} (the `roles` of gateway.yaml)", auth.roles.join(", "))),
+            ),
+        }
+    }
+    if level == AuthLevel::None && (!spec.roles.is_empty() || !spec.scopes.is_empty()) {
+        errors.push(
+            at(spec.path.mark),
+            format!("{}.auth", spec.field),
+            "a public route (`auth: none`) cannot require roles or scopes",
+            Some("remove `roles`/`scopes`, or set `auth: jwt`, `api_key` or `any`".to_string()),
+        );
+    }
     Route {
         id: spec
             .id
@@ -261,6 +307,10 @@ fn compile_route(spec: RouteSpec, service: &str, index: usize) -> Route {
         upstream_path: spec.upstream_path,
         methods: spec.methods,
         max_body: spec.max_body,
+        auth: level,
+        min_role,
+        scopes: spec.scopes,
+        forward_authorization: spec.forward_authorization,
     }
 }
 

@@ -206,6 +206,22 @@ impl Reader<'_> {
         )
     }
 
+    pub fn boolean(&mut self, node: &Node, field: &str) -> Option<bool> {
+        self.parsed(node, field, "true or false", "write true or false", |text| {
+            match text {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(format!("`{text}` is not true or false")),
+            }
+        })
+    }
+
+    /// The node as a list of text values.
+    pub fn strings(&mut self, node: &Node, field: &str, example: &str) -> Vec<Spanned<String>> {
+        self.list(node, field, example, Reader::string)
+            .unwrap_or_default()
+    }
+
     /// A whole number from 1 to `max`.
     pub fn count(&mut self, node: &Node, field: &str, max: usize) -> Option<usize> {
         self.parsed(

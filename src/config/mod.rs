@@ -2,6 +2,7 @@
 //! parse (a YAML tree that keeps positions), read (typed values, every error collected) and
 //! compile (checks across files, then an immutable [`Config`] the gateway runs on).
 
+mod auth;
 mod compile;
 mod decode;
 mod error;
@@ -17,7 +18,9 @@ use ipnet::IpNet;
 
 pub use error::{ConfigError, ConfigErrors, Location};
 
+use crate::auth::jwt::Tokens;
 use crate::router::{MethodSet, PathPattern, PathTemplate};
+use crate::store::{ApiKey, User};
 
 /// The whole configuration, checked and ready to serve.
 #[derive(Debug)]
@@ -34,6 +37,60 @@ pub struct Config {
     pub shutdown_grace_period: Duration,
     pub services: Vec<Arc<Service>>,
     pub routes: Vec<Arc<Route>>,
+    pub auth: AuthConfig,
+}
+
+/// Where state lives, the token keys, the roles and the seed data.
+pub struct AuthConfig {
+    pub store: StoreBackend,
+    /// How long one store call may take before it counts as unavailable.
+    pub store_timeout: Duration,
+    pub api_key_cache_ttl: Duration,
+    /// `None` without a `jwt` section: the token endpoints are off.
+    pub tokens: Option<Arc<Tokens>>,
+    /// From least to most privileged; each includes the ones before it.
+    pub roles: Vec<String>,
+    pub seed_users: Vec<User>,
+    pub seed_api_keys: Vec<ApiKey>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("store", &self.store)
+            .field("jwt", &self.tokens.is_some())
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthConfig {
+    /// The rank of a role in the hierarchy, if it is one.
+    pub fn rank(&self, role: &str) -> Option<usize> {
+        self.roles.iter().position(|r| r == role)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreBackend {
+    Memory,
+    Redis { url: String },
+}
+
+/// Whether loading may create a missing demo key file (`serve`) or only read (`check`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFiles {
+    ReadOnly,
+    CreateMissing,
+}
+
+/// What a route asks of its callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthLevel {
+    None,
+    Jwt,
+    ApiKey,
+    Any,
 }
 
 /// A listening address and where it was set, to point at when it cannot be bound.
@@ -83,14 +140,25 @@ pub struct Route {
     pub upstream_path: Option<PathTemplate>,
     pub methods: MethodSet,
     pub max_body: Option<u64>,
+    pub auth: AuthLevel,
+    /// The least privileged role admitted (`roles:` lists alternatives; the lowest rank wins).
+    pub min_role: Option<usize>,
+    /// Every scope an API key must carry.
+    pub scopes: Vec<String>,
+    pub forward_authorization: bool,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 
-/// Loads and checks `gateway.yaml` and everything it includes.
+/// Loads and checks `gateway.yaml` and everything it includes, writing nothing.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    compile::load(path)
+    compile::load(path, KeyFiles::ReadOnly)
+}
+
+/// As [`load`], but creates a missing demo signing key when `generate_key_if_missing` says so.
+pub fn load_for_serve(path: &Path) -> Result<Config, ConfigErrors> {
+    compile::load(path, KeyFiles::CreateMissing)
 }
 
 impl Config {

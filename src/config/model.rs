@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use std::path::Path;
+
+use super::auth::AuthSections;
 use super::decode::{Reader, Spanned};
 use super::yaml::Node;
+use super::{AuthConfig, AuthLevel, KeyFiles};
 use crate::router::{MethodSet, PathPattern, PathTemplate};
 
 /// `gateway.yaml`.
-#[derive(Default)]
 pub struct GatewayFile {
     pub listen: Option<Spanned<SocketAddr>>,
     pub admin_listen: Option<Spanned<SocketAddr>>,
@@ -21,6 +24,7 @@ pub struct GatewayFile {
     pub include: Vec<Spanned<String>>,
     pub threads: Option<usize>,
     pub shutdown_grace_period: Option<Duration>,
+    pub auth: AuthConfig,
 }
 
 /// `routes/<service>.yaml`.
@@ -52,6 +56,11 @@ pub struct RouteSpec {
     pub upstream_path: Option<PathTemplate>,
     pub methods: MethodSet,
     pub max_body: Option<u64>,
+    /// `None` when not written: the closed default applies.
+    pub auth: Option<Spanned<AuthLevel>>,
+    pub roles: Vec<Spanned<String>>,
+    pub scopes: Vec<String>,
+    pub forward_authorization: bool,
 }
 
 const GATEWAY_KEYS: &[&str] = &[
@@ -62,18 +71,49 @@ const GATEWAY_KEYS: &[&str] = &[
     "include",
     "threads",
     "shutdown_grace_period",
+    "store",
+    "jwt",
+    "roles",
+    "seed",
 ];
 const SERVICE_KEYS: &[&str] = &["service", "upstreams", "health_check", "timeouts", "routes"];
 const HEALTH_CHECK_KEYS: &[&str] = &["path", "interval", "timeout"];
 const TIMEOUT_KEYS: &[&str] = &["connect", "read"];
-const ROUTE_KEYS: &[&str] = &["id", "path", "upstream_path", "methods", "max_body"];
+const ROUTE_KEYS: &[&str] = &[
+    "id",
+    "path",
+    "upstream_path",
+    "methods",
+    "max_body",
+    "auth",
+    "roles",
+    "scopes",
+    "forward_authorization",
+];
 
 impl GatewayFile {
-    pub fn read(node: &Node, r: &mut Reader) -> GatewayFile {
-        let Some(fields) = r.fields(node, "", GATEWAY_KEYS) else {
-            return GatewayFile::default();
+    pub fn read(node: &Node, r: &mut Reader, base: &Path, key_files: KeyFiles) -> GatewayFile {
+        let fields = r.fields(node, "", GATEWAY_KEYS);
+        let section = |key: &str| fields.as_ref().and_then(|f| f.get(key));
+        let sections = AuthSections {
+            store: section("store"),
+            jwt: section("jwt"),
+            roles: section("roles"),
+            seed: section("seed"),
         };
-        let mut file = GatewayFile::default();
+        let mut file = GatewayFile {
+            listen: None,
+            admin_listen: None,
+            public_url: None,
+            trusted_proxies: Vec::new(),
+            include: Vec::new(),
+            threads: None,
+            shutdown_grace_period: None,
+            auth: super::auth::compile(sections, r, base, key_files),
+        };
+        let Some(fields) = fields else {
+            return file;
+        };
         if let Some((node, field)) = fields.get("listen") {
             file.listen = r.socket_addr(node, &field);
         }
@@ -335,6 +375,39 @@ fn read_route(r: &mut Reader, node: &Node, field: &str) -> Option<RouteSpec> {
         Some((node, field)) => r.size(node, &field).map(Some),
         None => Some(None),
     };
+    let auth = match fields.get("auth") {
+        Some((node, field)) => r
+            .parsed(
+                node,
+                &field,
+                "an auth level",
+                "write none, jwt, api_key or any",
+                |text| match text {
+                    "none" => Ok(AuthLevel::None),
+                    "jwt" => Ok(AuthLevel::Jwt),
+                    "api_key" => Ok(AuthLevel::ApiKey),
+                    "any" => Ok(AuthLevel::Any),
+                    other => Err(format!("`{other}` is not an auth level")),
+                },
+            )
+            .map(|level| Some(Spanned::new(level, node.mark))),
+        None => Some(None),
+    };
+    let roles = fields
+        .get("roles")
+        .map(|(node, field)| r.strings(node, &field, "[instructor]"))
+        .unwrap_or_default();
+    let scopes = fields
+        .get("scopes")
+        .map(|(node, field)| r.strings(node, &field, "[grades:write]"))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.value)
+        .collect();
+    let forward_authorization = match fields.get("forward_authorization") {
+        Some((node, field)) => r.boolean(node, &field),
+        None => Some(false),
+    };
     Some(RouteSpec {
         field: fields.path().to_string(),
         id: id?,
@@ -342,6 +415,10 @@ fn read_route(r: &mut Reader, node: &Node, field: &str) -> Option<RouteSpec> {
         upstream_path: upstream_path?,
         methods: methods?,
         max_body: max_body?,
+        auth: auth?,
+        roles,
+        scopes,
+        forward_authorization: forward_authorization?,
     })
 }
 

@@ -20,6 +20,10 @@ fn route(id: &str, path: &str, upstream_path: Option<&str>, methods: &[&str]) ->
         upstream_path,
         methods,
         max_body: None,
+        auth: crate::config::AuthLevel::None,
+        min_role: None,
+        scopes: Vec::new(),
+        forward_authorization: false,
     })
 }
 
