@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config};
+use crate::manage::{self, KeysCommand, UsersCommand};
 use crate::logs::{self, LogFormat};
 
 #[derive(Parser)]
@@ -29,6 +30,22 @@ enum Command {
     Serve(ServeArgs),
     /// Check the configuration, print every error, and exit 1 if there is any.
     Check(CheckArgs),
+    /// Manage users in the configured store.
+    Users {
+        #[arg(long, default_value = "gateway.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Manage API keys in the configured store.
+    Keys {
+        #[arg(long, default_value = "gateway.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print the argon2id hash of the password read from standard input (for `seed:`).
+    HashPassword,
 }
 
 #[derive(Args)]
@@ -60,6 +77,44 @@ pub fn run() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve(args),
         Command::Check(args) => check(&args.config),
+        Command::Users { config, command } => manage(&config, |c| Box::pin(manage::users(c, command))),
+        Command::Keys { config, command } => manage(&config, |c| Box::pin(manage::keys(c, command))),
+        Command::HashPassword => match manage::read_password() {
+            Ok(password) => {
+                println!("{}", crate::auth::password::hash(&password));
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+type Managed<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + 'a>>;
+
+/// Runs a store command on the configuration at `path` and prints its outcome.
+fn manage(path: &Path, command: impl for<'a> FnOnce(&'a Config) -> Managed<'a>) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command(&config)) {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -88,8 +143,12 @@ fn check(path: &Path) -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     logs::init(args.log_format);
-    let Some(mut config) = load_or_report(&args.config) else {
-        return ExitCode::FAILURE;
+    let mut config = match config::load_for_serve(&args.config) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
     };
     if let Some(addr) = args.listen {
         config.listen.addr = addr;

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::endpoints::Endpoint;
+use crate::auth::identity::Identity;
 use crate::config::Route;
 use crate::errors::GatewayError;
 use crate::forwarded::Origin;
@@ -15,6 +17,9 @@ pub struct RequestCtx {
     pub started: Instant,
     pub origin: Option<Origin>,
     pub route: Option<Arc<Route>>,
+    /// Set when the request is for one of the gateway's own endpoints.
+    pub endpoint: Option<Endpoint>,
+    pub identity: Identity,
     /// Path and query as sent upstream.
     pub upstream_target: String,
     /// The target chosen for the current attempt, and one that failed to connect.
@@ -34,6 +39,8 @@ impl RequestCtx {
             started: Instant::now(),
             origin: None,
             route: None,
+            endpoint: None,
+            identity: Identity::anonymous(),
             upstream_target: String::new(),
             target: None,
             failed_target: None,

@@ -12,12 +12,20 @@ use crate::router::MethodSet;
 /// A response the gateway makes instead of forwarding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GatewayError {
-    BadRequest(&'static str),
+    BadRequest(String),
+    /// 401 with a `WWW-Authenticate` challenge.
+    Unauthorized {
+        detail: &'static str,
+        code: &'static str,
+        challenge: String,
+    },
+    PermissionDenied,
     NotFound,
     MethodNotAllowed { method: String, allowed: MethodSet },
     PayloadTooLarge { limit: u64 },
     BadGateway,
     NoHealthyUpstream { service: String },
+    AuthStoreUnavailable,
     UpstreamTimeout,
     Internal,
 }
@@ -26,12 +34,14 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::BadRequest(_) => 400,
+            GatewayError::Unauthorized { .. } => 401,
+            GatewayError::PermissionDenied => 403,
             GatewayError::NotFound => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::PayloadTooLarge { .. } => 413,
             GatewayError::Internal => 500,
             GatewayError::BadGateway => 502,
-            GatewayError::NoHealthyUpstream { .. } => 503,
+            GatewayError::NoHealthyUpstream { .. } | GatewayError::AuthStoreUnavailable => 503,
             GatewayError::UpstreamTimeout => 504,
         }
     }
@@ -39,19 +49,26 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::Unauthorized { code, .. } => code,
+            GatewayError::PermissionDenied => "permission_denied",
             GatewayError::NotFound => "not_found",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
             GatewayError::Internal => "internal_error",
             GatewayError::BadGateway => "bad_gateway",
             GatewayError::NoHealthyUpstream { .. } => "service_unavailable",
+            GatewayError::AuthStoreUnavailable => "auth_store_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
         }
     }
 
     pub fn detail(&self) -> String {
         match self {
-            GatewayError::BadRequest(detail) => (*detail).to_string(),
+            GatewayError::BadRequest(detail) => detail.clone(),
+            GatewayError::Unauthorized { detail, .. } => (*detail).to_string(),
+            GatewayError::PermissionDenied => {
+                "You do not have permission to perform this action.".to_string()
+            }
             GatewayError::NotFound => "Not found.".to_string(),
             GatewayError::MethodNotAllowed { method, .. } => {
                 format!("Method \"{method}\" not allowed.")
@@ -63,6 +80,9 @@ impl GatewayError {
             GatewayError::BadGateway => "The upstream service could not be reached.".to_string(),
             GatewayError::NoHealthyUpstream { service } => {
                 format!("Service \"{service}\" has no healthy upstream.")
+            }
+            GatewayError::AuthStoreUnavailable => {
+                "The authentication store is unavailable; try again shortly.".to_string()
             }
             GatewayError::UpstreamTimeout => {
                 "The upstream service did not answer in time.".to_string()
@@ -99,6 +119,18 @@ pub fn json_header(status: u16, len: usize, request_id: &str) -> pingora::Result
     Ok(header)
 }
 
+/// Writes a JSON document as a 200 response (the gateway's own endpoints).
+pub async fn respond_json(
+    session: &mut Session,
+    body: &serde_json::Value,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let body = Bytes::from(body.to_string());
+    let header = json_header(200, body.len(), request_id)?;
+    session.write_response_header(Box::new(header), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
 /// Writes `error` as the whole response, keeping the connection open for the next request.
 pub async fn respond(
     session: &mut Session,
@@ -107,8 +139,14 @@ pub async fn respond(
 ) -> pingora::Result<()> {
     let body = error_body(&error.detail(), error.code(), request_id);
     let mut header = json_header(error.status(), body.len(), request_id)?;
-    if let GatewayError::MethodNotAllowed { allowed, .. } = error {
-        header.insert_header(header::ALLOW, allowed.allow_header())?;
+    match error {
+        GatewayError::MethodNotAllowed { allowed, .. } => {
+            header.insert_header(header::ALLOW, allowed.allow_header())?;
+        }
+        GatewayError::Unauthorized { challenge, .. } => {
+            header.insert_header(header::WWW_AUTHENTICATE, challenge.as_str())?;
+        }
+        _ => {}
     }
     let head_only = session.req_header().method == http::Method::HEAD;
     session

@@ -8,12 +8,14 @@
 
 pub mod admin;
 pub mod auth;
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod context;
 pub mod errors;
 pub mod forwarded;
 pub mod logs;
+pub mod manage;
 pub mod path;
 pub mod proxy;
 pub mod request_id;

@@ -45,6 +45,15 @@ fn upstream_url<'a>(upstreams: &'a Upstreams, ctx: &RequestCtx) -> &'a str {
     }
 }
 
+/// The route's id, the gateway endpoint's, or `unmatched`.
+fn route_id(ctx: &RequestCtx) -> &str {
+    match (&ctx.route, ctx.endpoint) {
+        (Some(route), _) => &route.id,
+        (None, Some(endpoint)) => endpoint.id(),
+        (None, None) => "unmatched",
+    }
+}
+
 /// One line per request, proxied or answered by the gateway.
 pub fn access(upstreams: &Upstreams, session: &Session, ctx: &RequestCtx) {
     let request = session.req_header();
@@ -57,7 +66,7 @@ pub fn access(upstreams: &Upstreams, session: &Session, ctx: &RequestCtx) {
         client_ip = %ctx.origin.as_ref().map(|o| o.client.to_string()).unwrap_or_default(),
         method = %request.method,
         path = %request.uri.path(),
-        route = ctx.route.as_ref().map_or("unmatched", |r| r.id.as_str()),
+        route = route_id(ctx),
         status,
         duration_ms = ctx.started.elapsed().as_micros() as f64 / 1000.0,
         upstream = upstream_url(upstreams, ctx),
@@ -79,7 +88,7 @@ pub fn gateway_error(
         request_id = %ctx.request_id,
         status = error.status(),
         code = error.code(),
-        route = ctx.route.as_ref().map_or("unmatched", |r| r.id.as_str()),
+        route = route_id(ctx),
         upstream = upstream_url(upstreams, ctx),
         cause = %cause,
         "{}",

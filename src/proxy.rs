@@ -1,6 +1,7 @@
 //! The request's way through the gateway, as pingora phases: identify the request, match its
-//! route, check its declared size, pick a healthy target, rewrite the headers, forward, log.
-//! Each step is a function that returns `Ok(())` to go on or the error to answer with.
+//! route (or answer a gateway endpoint), check its declared size, authenticate, authorize, pick a
+//! healthy target, rewrite the headers, forward, log. Each step is a function that returns
+//! `Ok(..)` to go on or the error to answer with.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -12,29 +13,47 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::auth::endpoints::Endpoint;
+use crate::auth::identity;
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::context::{InFlight, RequestCtx};
 use crate::errors::{self, GatewayError};
 use crate::forwarded::{self, Origin};
 use crate::request_id;
-use crate::router::{Lookup, Router};
+use crate::router::{Lookup, MethodSet, Router};
 use crate::upstream::Upstreams;
-use crate::{logs, path};
+use crate::{authz, logs, path};
 
 /// The proxy service: the current configuration and everything shared between requests.
 pub struct Gateway {
     config: Arc<Config>,
     router: Router,
     upstreams: Arc<Upstreams>,
+    auth: Arc<Auth>,
     in_flight: InFlight,
 }
 
+/// Where a request goes once its path is known.
+enum Destination {
+    /// One of the gateway's own endpoints.
+    Gateway(Endpoint),
+    /// A route's upstream; the route is in the context.
+    Upstream,
+}
+
 impl Gateway {
-    pub fn new(config: Arc<Config>, upstreams: Arc<Upstreams>, in_flight: InFlight) -> Gateway {
+    pub fn new(
+        config: Arc<Config>,
+        upstreams: Arc<Upstreams>,
+        auth: Arc<Auth>,
+        in_flight: InFlight,
+    ) -> Gateway {
         Gateway {
             router: Router::new(&config.routes),
             config,
             upstreams,
+            auth,
             in_flight,
         }
     }
@@ -55,11 +74,22 @@ impl Gateway {
         ));
     }
 
-    /// Normalises the path once and finds the route; the normalised path is what goes upstream.
-    fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+    /// Normalises the path once and finds where it goes; the normalised path is what goes upstream.
+    fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Destination, GatewayError> {
         let request = session.req_header();
         let path = path::normalize(request.uri.path())
-            .map_err(|bad| GatewayError::BadRequest(bad.detail()))?;
+            .map_err(|bad| GatewayError::BadRequest(bad.detail().to_string()))?;
+        if let (Some(_), Some(endpoint)) = (&self.auth.token_service, Endpoint::at(&path)) {
+            ctx.endpoint = Some(endpoint);
+            if request.method != endpoint.method() {
+                let allowed = MethodSet::parse([endpoint.method().as_str()]).unwrap_or(MethodSet::EMPTY);
+                return Err(GatewayError::MethodNotAllowed {
+                    method: request.method.to_string(),
+                    allowed,
+                });
+            }
+            return Ok(Destination::Gateway(endpoint));
+        }
         match self.router.lookup(&path, &request.method) {
             Lookup::Found(found) => {
                 let mut target = found.upstream_path();
@@ -69,13 +99,44 @@ impl Gateway {
                 }
                 ctx.upstream_target = target;
                 ctx.route = Some(found.route.clone());
-                Ok(())
+                Ok(Destination::Upstream)
             }
             Lookup::MethodNotAllowed(allowed) => Err(GatewayError::MethodNotAllowed {
                 method: request.method.to_string(),
                 allowed,
             }),
             Lookup::NotFound => Err(GatewayError::NotFound),
+        }
+    }
+
+    /// Who the caller is and whether the route lets them in.
+    async fn admit(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+        let Some(route) = ctx.route.clone() else {
+            return Err(GatewayError::Internal);
+        };
+        let credential = identity::credential(session.req_header());
+        let tokens = self.auth.tokens.as_deref();
+        let found = identity::authenticate(credential, tokens, &self.auth.api_keys).await;
+        ctx.identity = authz::decide(&route, &self.config.auth, found)?;
+        Ok(())
+    }
+
+    /// Answers one of the gateway's own endpoints.
+    async fn answer_endpoint(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        endpoint: Endpoint,
+    ) -> Result<bool> {
+        let Some(service) = &self.auth.token_service else {
+            return answer_unless_continue(session, ctx, Err(GatewayError::NotFound)).await;
+        };
+        match service.answer(endpoint, session).await {
+            Ok(body) => {
+                errors::respond_json(session, &body, &ctx.request_id).await?;
+                Ok(true)
+            }
+            Err(error) => answer_unless_continue(session, ctx, Err(error)).await,
         }
     }
 
@@ -124,7 +185,9 @@ async fn answer_unless_continue(
 fn classify(error: &Error) -> Option<GatewayError> {
     use ErrorType::*;
     match (error.esource(), error.etype()) {
-        (_, HTTPStatus(400)) => Some(GatewayError::BadRequest("The request could not be parsed.")),
+        (_, HTTPStatus(400)) => Some(GatewayError::BadRequest(
+            "The request could not be parsed.".to_string(),
+        )),
         (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => {
             Some(GatewayError::UpstreamTimeout)
         }
@@ -134,7 +197,9 @@ fn classify(error: &Error) -> Option<GatewayError> {
             ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout,
         ) => None,
         (ErrorSource::Downstream, _) => {
-            Some(GatewayError::BadRequest("The request could not be read."))
+            Some(GatewayError::BadRequest(
+                "The request could not be read.".to_string(),
+            ))
         }
         _ => Some(GatewayError::Internal),
     }
@@ -150,9 +215,16 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         self.identify(session, ctx);
-        let flow = self
-            .route(session, ctx)
-            .and_then(|()| check_declared_body(session, ctx));
+        let flow = match self.route(session, ctx) {
+            Ok(Destination::Gateway(endpoint)) => {
+                return self.answer_endpoint(session, ctx, endpoint).await
+            }
+            Ok(Destination::Upstream) => match check_declared_body(session, ctx) {
+                Ok(()) => self.admit(session, ctx).await,
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
         answer_unless_continue(session, ctx, flow).await
     }
 
@@ -219,6 +291,7 @@ impl ProxyHttp for Gateway {
         request.set_uri(uri);
         let host = &self.upstreams.pool(route.service).target(target).host;
         forwarded::rewrite_upstream_headers(request, origin, host)?;
+        identity::set_upstream_headers(request, &ctx.identity, route.forward_authorization)?;
         request.insert_header(request_id::HEADER, &ctx.request_id)?;
         Ok(())
     }

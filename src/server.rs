@@ -14,6 +14,8 @@ use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::Admin;
+use crate::auth::api_key::{self, ApiKeys};
+use crate::auth::Auth;
 use crate::config::{Config, Listen};
 use crate::context::InFlight;
 use crate::proxy::Gateway;
@@ -25,6 +27,7 @@ pub fn serve(config: Config) -> Result<(), String> {
     for listen in [&config.listen, &config.admin_listen] {
         ensure_bindable(listen)?;
     }
+    let auth = Arc::new(Auth::new(&config.auth)?);
     let config = Arc::new(config);
     let upstreams = Arc::new(Upstreams::new(&config.services));
     let in_flight = InFlight::default();
@@ -40,7 +43,12 @@ pub fn serve(config: Config) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, server_conf);
     server.bootstrap();
 
-    let gateway = Gateway::new(config.clone(), upstreams.clone(), in_flight.clone());
+    let gateway = Gateway::new(
+        config.clone(),
+        upstreams.clone(),
+        auth.clone(),
+        in_flight.clone(),
+    );
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -63,6 +71,13 @@ pub fn serve(config: Config) -> Result<(), String> {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(health_checks);
+    if let Some(client) = auth.redis.clone() {
+        let revocations = Revocations {
+            client,
+            api_keys: auth.api_keys.clone(),
+        };
+        server.add_service(background_service("API key revocations", revocations));
+    }
     tracing::info!(
         listen = %config.listen.addr,
         admin_listen = %config.admin_listen.addr,
@@ -78,6 +93,22 @@ pub fn serve(config: Config) -> Result<(), String> {
         }),
     });
     Ok(())
+}
+
+/// Follows API key revocations announced on Redis until shutdown.
+struct Revocations {
+    client: redis::Client,
+    api_keys: Arc<ApiKeys>,
+}
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for Revocations {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        tokio::select! {
+            () = api_key::follow_revocations(self.client.clone(), self.api_keys.clone()) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 /// Fails early, naming the setting, when an address is taken.

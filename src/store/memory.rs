@@ -49,6 +49,21 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Inserts an API key (seeding); prefixes must be unique.
+    pub fn insert_api_key(&self, key: ApiKey) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if state.api_keys.contains_key(&key.prefix) {
+            return Err(StoreError::Conflict(format!(
+                "an API key with prefix `{}` exists",
+                key.prefix
+            )));
+        }
+        state.api_keys.insert(key.prefix.clone(), key);
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     async fn user_by_login(&self, login: &str) -> Result<Option<User>, StoreError> {
@@ -102,15 +117,7 @@ impl Store for MemoryStore {
     }
 
     async fn add_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
-        let mut state = self.lock();
-        if state.api_keys.contains_key(&key.prefix) {
-            return Err(StoreError::Conflict(format!(
-                "an API key with prefix `{}` exists",
-                key.prefix
-            )));
-        }
-        state.api_keys.insert(key.prefix.clone(), key.clone());
-        Ok(())
+        self.insert_api_key(key.clone())
     }
 
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {

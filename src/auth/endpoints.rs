@@ -1,0 +1,278 @@
+//! The token endpoints of the inherited contract, answered by the gateway itself:
+//! `POST /api/auth/token/` (login), `.../refresh/` (rotation with reuse detection),
+//! `.../verify/`, `.../revoke/` (logout) and `GET /.well-known/jwks.json`.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use pingora::proxy::Session;
+use serde_json::{json, Value};
+
+use super::jwt::{Claims, Subject, TokenType, Tokens};
+use super::password::PasswordChecker;
+use crate::errors::GatewayError;
+use crate::store::{Rotation, Store, StoreError, User};
+
+/// Login and token bodies are small; anything larger is refused before it is read whole.
+const MAX_BODY: usize = 16 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Token,
+    Refresh,
+    Verify,
+    Revoke,
+    Jwks,
+}
+
+impl Endpoint {
+    /// The endpoint at a normalised path, if any (the trailing slash is optional).
+    pub fn at(path: &str) -> Option<Endpoint> {
+        match path.trim_end_matches('/') {
+            "/api/auth/token" => Some(Endpoint::Token),
+            "/api/auth/token/refresh" => Some(Endpoint::Refresh),
+            "/api/auth/token/verify" => Some(Endpoint::Verify),
+            "/api/auth/token/revoke" => Some(Endpoint::Revoke),
+            "/.well-known/jwks.json" => Some(Endpoint::Jwks),
+            _ => None,
+        }
+    }
+
+    /// The name of the endpoint in logs and metrics.
+    pub fn id(self) -> &'static str {
+        match self {
+            Endpoint::Token => "guichet:token",
+            Endpoint::Refresh => "guichet:token-refresh",
+            Endpoint::Verify => "guichet:token-verify",
+            Endpoint::Revoke => "guichet:token-revoke",
+            Endpoint::Jwks => "guichet:jwks",
+        }
+    }
+
+    pub fn method(self) -> Method {
+        if self == Endpoint::Jwks {
+            Method::GET
+        } else {
+            Method::POST
+        }
+    }
+}
+
+fn token_not_valid(detail: &'static str) -> GatewayError {
+    GatewayError::Unauthorized {
+        detail,
+        code: "token_not_valid",
+        challenge: "Bearer realm=\"api\", error=\"invalid_token\"".to_string(),
+    }
+}
+
+fn store_error(error: StoreError) -> GatewayError {
+    tracing::warn!(%error, "store call failed on a token endpoint");
+    GatewayError::AuthStoreUnavailable
+}
+
+/// Everything the token endpoints need.
+pub struct TokenService {
+    pub tokens: Arc<Tokens>,
+    pub store: Arc<dyn Store>,
+    pub passwords: PasswordChecker,
+}
+
+impl TokenService {
+    /// Answers one endpoint; the request body is read here, and only here.
+    pub async fn answer(
+        &self,
+        endpoint: Endpoint,
+        session: &mut Session,
+    ) -> Result<Value, GatewayError> {
+        if endpoint == Endpoint::Jwks {
+            return serde_json::to_value(self.tokens.keys().jwks())
+                .map_err(|_| GatewayError::Internal);
+        }
+        let body = read_json(session).await?;
+        match endpoint {
+            Endpoint::Token => self.login(&body).await,
+            Endpoint::Refresh => self.refresh(field(&body, "refresh")?).await,
+            Endpoint::Verify => self.verify(field(&body, "token")?),
+            Endpoint::Revoke => self.revoke(field(&body, "refresh")?).await,
+            Endpoint::Jwks => Err(GatewayError::Internal),
+        }
+    }
+
+    async fn login(&self, body: &Value) -> Result<Value, GatewayError> {
+        let login = field(body, "username")?;
+        let password = field(body, "password")?;
+        let user = self.store.user_by_login(login).await.map_err(store_error)?;
+        let stored = user.as_ref().filter(|u| u.active).map(|u| u.password_hash.as_str());
+        // An unknown or inactive user costs one argon2 verification too: no timing oracle.
+        let verified = self.passwords.verify(password, stored).await;
+        let user = match user {
+            Some(user) if verified => user,
+            _ => {
+                return Err(GatewayError::Unauthorized {
+                    detail: "No active account found with the given credentials",
+                    code: "no_active_account",
+                    challenge: "Bearer realm=\"api\"".to_string(),
+                })
+            }
+        };
+        let family = uuid::Uuid::new_v4().simple().to_string();
+        let (access, refresh, refresh_claims) = self.pair(&user, &family)?;
+        self.store
+            .start_family(&family, &refresh_claims.jti, self.tokens.refresh_ttl())
+            .await
+            .map_err(store_error)?;
+        Ok(json!({
+            "access": access,
+            "refresh": refresh,
+            "user_id": user.id,
+            "username": user.username,
+            "email": user.email,
+            "role": user.role,
+            "token_lifetime": {
+                "access": format!("{} seconds", self.tokens.access_ttl().as_secs()),
+                "refresh": format!("{} seconds", self.tokens.refresh_ttl().as_secs()),
+            },
+        }))
+    }
+
+    /// A new access token and a rotated refresh token; presenting an already-rotated refresh
+    /// token revokes its whole family.
+    async fn refresh(&self, token: &str) -> Result<Value, GatewayError> {
+        let claims = self.refresh_claims(token)?;
+        let family = claims.family.clone().unwrap_or_default();
+        let ttl = self.tokens.refresh_ttl();
+        // The user may have been disabled or changed role since the last token.
+        let user = self
+            .store
+            .user_by_id(claims.user_id)
+            .await
+            .map_err(store_error)?
+            .filter(|u| u.active);
+        let Some(user) = user else {
+            self.store.revoke_family(&family, ttl).await.map_err(store_error)?;
+            return Err(token_not_valid("Token is invalid or expired"));
+        };
+        let (access, refresh, next) = self.pair(&user, &family)?;
+        match self
+            .store
+            .rotate_family(&family, &claims.jti, &next.jti, ttl)
+            .await
+            .map_err(store_error)?
+        {
+            Rotation::Rotated => Ok(json!({"access": access, "refresh": refresh})),
+            Rotation::Refused => {
+                tracing::warn!(user_id = user.id, %family, "refresh token reused; family revoked");
+                Err(token_not_valid("Token is blacklisted"))
+            }
+        }
+    }
+
+    fn verify(&self, token: &str) -> Result<Value, GatewayError> {
+        let valid = self.tokens.verify(token, TokenType::Access).is_ok()
+            || self.tokens.verify(token, TokenType::Refresh).is_ok();
+        if valid {
+            Ok(json!({}))
+        } else {
+            Err(token_not_valid("Token is invalid or expired"))
+        }
+    }
+
+    async fn revoke(&self, token: &str) -> Result<Value, GatewayError> {
+        let claims = self.refresh_claims(token)?;
+        let family = claims.family.unwrap_or_default();
+        self.store
+            .revoke_family(&family, self.tokens.refresh_ttl())
+            .await
+            .map_err(store_error)?;
+        Ok(json!({}))
+    }
+
+    fn refresh_claims(&self, token: &str) -> Result<Claims, GatewayError> {
+        match self.tokens.verify(token, TokenType::Refresh) {
+            Ok(claims) if claims.family.is_some() => Ok(claims),
+            _ => Err(token_not_valid("Token is invalid or expired")),
+        }
+    }
+
+    fn pair(&self, user: &User, family: &str) -> Result<(String, String, Claims), GatewayError> {
+        let subject = Subject {
+            user_id: user.id,
+            username: &user.username,
+            role: &user.role,
+        };
+        let signed = self
+            .tokens
+            .issue(&subject, TokenType::Access, None)
+            .and_then(|(access, _)| {
+                let (refresh, claims) =
+                    self.tokens.issue(&subject, TokenType::Refresh, Some(family))?;
+                Ok((access, refresh, claims))
+            });
+        signed.map_err(|e| {
+            tracing::error!(error = %e, "cannot sign a token");
+            GatewayError::Internal
+        })
+    }
+}
+
+/// A required, non-empty text field of the JSON body.
+fn field<'a>(body: &'a Value, name: &str) -> Result<&'a str, GatewayError> {
+    match body.get(name) {
+        Some(Value::String(text)) if !text.is_empty() => Ok(text),
+        Some(Value::String(_)) => Err(GatewayError::BadRequest(format!(
+            "Field \"{name}\" may not be blank."
+        ))),
+        Some(_) => Err(GatewayError::BadRequest(format!(
+            "Field \"{name}\" must be a string."
+        ))),
+        None => Err(GatewayError::BadRequest(format!(
+            "Field \"{name}\" is required."
+        ))),
+    }
+}
+
+/// The request body as a JSON object, at most [`MAX_BODY`] bytes.
+async fn read_json(session: &mut Session) -> Result<Value, GatewayError> {
+    let too_large = || GatewayError::PayloadTooLarge {
+        limit: MAX_BODY as u64,
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(_) => {
+                return Err(GatewayError::BadRequest(
+                    "The request body could not be read.".to_string(),
+                ))
+            }
+        }
+    }
+    parse_object(&body.freeze())
+}
+
+fn parse_object(body: &Bytes) -> Result<Value, GatewayError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value @ Value::Object(_)) => Ok(value),
+        Ok(_) => Err(GatewayError::BadRequest(
+            "The body must be a JSON object.".to_string(),
+        )),
+        Err(e) => Err(GatewayError::BadRequest(format!("JSON parse error - {e}"))),
+    }
+}

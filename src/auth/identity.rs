@@ -1,0 +1,213 @@
+//! Who a request is: the credential it carries (`Authorization: Bearer`, `Authorization:
+//! Api-Key`, `X-API-Key`), what checking it found, and the identity headers the upstream gets.
+
+use http::header::AUTHORIZATION;
+use pingora::http::RequestHeader;
+
+use super::api_key::{ApiKeys, KeyCheck};
+use super::jwt::{TokenType, Tokens};
+
+pub const X_API_KEY: &str = "x-api-key";
+
+/// Headers only the gateway may set; whatever a client sends under these names is removed.
+pub const IDENTITY_HEADERS: [&str; 5] = [
+    "x-user-id",
+    "x-user-name",
+    "x-user-role",
+    "x-consumer",
+    "x-auth-method",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    Jwt,
+    ApiKey,
+    Anonymous,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::ApiKey => "api_key",
+            AuthMethod::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// Who made the request, as far as the gateway could verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub method: AuthMethod,
+    pub user_id: Option<u64>,
+    pub username: Option<String>,
+    pub role: Option<String>,
+    /// The API key's name.
+    pub consumer: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+impl Identity {
+    pub fn anonymous() -> Identity {
+        Identity {
+            method: AuthMethod::Anonymous,
+            user_id: None,
+            username: None,
+            role: None,
+            consumer: None,
+            scopes: Vec::new(),
+        }
+    }
+}
+
+/// The credential a request presents.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential<'a> {
+    Bearer(&'a str),
+    ApiKey(&'a str),
+    /// Nothing, or an `Authorization` scheme the gateway does not take.
+    None,
+}
+
+pub fn credential(request: &RequestHeader) -> Credential<'_> {
+    let header = |name| request.headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(value) = header(AUTHORIZATION.as_str()) {
+        let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
+            return Credential::Bearer(rest);
+        }
+        if scheme.eq_ignore_ascii_case("api-key") && !rest.is_empty() {
+            return Credential::ApiKey(rest);
+        }
+    }
+    match header(X_API_KEY) {
+        Some(key) if !key.trim().is_empty() => Credential::ApiKey(key.trim()),
+        _ => Credential::None,
+    }
+}
+
+/// What checking the credential found.
+#[derive(Debug)]
+pub enum Authentication {
+    None,
+    Verified(Identity),
+    InvalidToken,
+    InvalidKey,
+    /// An API key that could not be checked because the store is down.
+    StoreUnavailable,
+}
+
+/// Checks the credential. JWTs are verified without any store round trip.
+pub async fn authenticate(
+    credential: Credential<'_>,
+    tokens: Option<&Tokens>,
+    api_keys: &ApiKeys,
+) -> Authentication {
+    match credential {
+        Credential::None => Authentication::None,
+        Credential::Bearer(token) => match tokens.map(|t| t.verify(token, TokenType::Access)) {
+            Some(Ok(claims)) => Authentication::Verified(Identity {
+                method: AuthMethod::Jwt,
+                user_id: Some(claims.user_id),
+                username: Some(claims.username),
+                role: Some(claims.role),
+                consumer: None,
+                scopes: Vec::new(),
+            }),
+            _ => Authentication::InvalidToken,
+        },
+        Credential::ApiKey(key) => match api_keys.check(key).await {
+            KeyCheck::Valid(key) => Authentication::Verified(Identity {
+                method: AuthMethod::ApiKey,
+                user_id: None,
+                username: None,
+                role: Some(key.role),
+                consumer: Some(key.name),
+                scopes: key.scopes,
+            }),
+            KeyCheck::Invalid => Authentication::InvalidKey,
+            KeyCheck::StoreUnavailable => Authentication::StoreUnavailable,
+        },
+    }
+}
+
+/// Removes what clients may not claim, then states who the gateway verified.
+pub fn set_upstream_headers(
+    request: &mut RequestHeader,
+    identity: &Identity,
+    forward_authorization: bool,
+) -> pingora::Result<()> {
+    for name in IDENTITY_HEADERS {
+        request.remove_header(name);
+    }
+    if !forward_authorization {
+        request.remove_header(&AUTHORIZATION);
+        request.remove_header(X_API_KEY);
+    }
+    let values = [
+        ("x-user-id", identity.user_id.map(|id| id.to_string())),
+        ("x-user-name", identity.username.clone()),
+        ("x-user-role", identity.role.clone()),
+        ("x-consumer", identity.consumer.clone()),
+        ("x-auth-method", Some(identity.method.as_str().to_string())),
+    ];
+    for (name, value) in values {
+        if let Some(value) = value {
+            request.insert_header(name, value)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        for (name, value) in headers {
+            request.append_header(name.to_string(), *value).unwrap();
+        }
+        request
+    }
+
+    #[test]
+    fn credentials_are_read_from_the_usual_places() {
+        let bearer = request(&[("authorization", "Bearer abc.def.ghi")]);
+        assert_eq!(credential(&bearer), Credential::Bearer("abc.def.ghi"));
+        let api_key = request(&[("authorization", "Api-Key gk_a.s")]);
+        assert_eq!(credential(&api_key), Credential::ApiKey("gk_a.s"));
+        let header = request(&[("x-api-key", "gk_b.t")]);
+        assert_eq!(credential(&header), Credential::ApiKey("gk_b.t"));
+        let basic = request(&[("authorization", "Basic dXNlcjpwYXNz")]);
+        assert_eq!(credential(&basic), Credential::None);
+        assert_eq!(credential(&request(&[])), Credential::None);
+        assert_eq!(credential(&request(&[("authorization", "Bearer ")])), Credential::None);
+    }
+
+    #[test]
+    fn spoofed_identity_headers_are_replaced_and_credentials_dropped() {
+        let mut upstream = request(&[
+            ("x-user-id", "1"),
+            ("x-user-role", "admin"),
+            ("x-consumer", "spoofed"),
+            ("authorization", "Bearer t"),
+        ]);
+        let identity = Identity {
+            method: AuthMethod::Jwt,
+            user_id: Some(7),
+            username: Some("ada".to_string()),
+            role: Some("student".to_string()),
+            consumer: None,
+            scopes: vec![],
+        };
+        set_upstream_headers(&mut upstream, &identity, false).unwrap();
+        let get = |name| upstream.headers.get(name).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(get("x-user-id").as_deref(), Some("7"));
+        assert_eq!(get("x-user-role").as_deref(), Some("student"));
+        assert_eq!(get("x-consumer"), None);
+        assert_eq!(get("x-auth-method").as_deref(), Some("jwt"));
+        assert_eq!(get("authorization"), None);
+    }
+}

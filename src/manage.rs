@@ -1,0 +1,186 @@
+//! `guichet users …`, `guichet keys …` and `guichet hash-password`: managing users and API keys
+//! in the configured store. Passwords are read from standard input, never from arguments; a new
+//! API key is printed once and only its hash is kept.
+
+use std::io::BufRead;
+
+use clap::Subcommand;
+
+use crate::auth::{api_key, password};
+use crate::config::{Config, StoreBackend};
+use crate::store::{ApiKey, NewUser, RedisStore, Store, User};
+
+#[derive(Subcommand)]
+pub enum UsersCommand {
+    /// Add a user; the password is read from standard input.
+    Add {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Set a user's password, read from standard input.
+    SetPassword { username: String },
+    /// Give a user another role.
+    SetRole { username: String, role: String },
+    /// Stop a user from logging in or refreshing tokens.
+    Disable { username: String },
+    /// List the users.
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key and print it once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: String,
+        /// A scope the key carries; repeat for more.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// When the key stops working, as an RFC 3339 time.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List the API keys (never their secrets).
+    List,
+    /// Revoke a key by its prefix; every gateway stops accepting it within a second.
+    Revoke { prefix: String },
+}
+
+/// Reads one line (the password) from standard input.
+pub fn read_password() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        return Err("no password on standard input (pipe it in: `printf '%s' \"$PASSWORD\" | guichet …`)".to_string());
+    }
+    Ok(password)
+}
+
+fn redis_store(config: &Config) -> Result<RedisStore, String> {
+    match &config.auth.store {
+        StoreBackend::Redis { url } => RedisStore::new(url, std::time::Duration::from_secs(5)),
+        StoreBackend::Memory => Err(format!(
+            "{}: the memory store lives inside each gateway process; manage users and keys there with `seed:` (hashes from `guichet hash-password` and `guichet keys create`), or use `store: {{ backend: redis }}`",
+            config.source.display()
+        )),
+    }
+}
+
+fn check_role(config: &Config, role: &str) -> Result<(), String> {
+    if config.auth.rank(role).is_some() {
+        Ok(())
+    } else {
+        Err(format!("`{role}` is not a role; the roles are {}", config.auth.roles.join(", ")))
+    }
+}
+
+async fn find_user(store: &dyn Store, username: &str) -> Result<User, String> {
+    store
+        .user_by_login(username)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no user `{username}`"))
+}
+
+pub async fn users(config: &Config, command: UsersCommand) -> Result<String, String> {
+    let store = redis_store(config)?;
+    match command {
+        UsersCommand::Add { username, email, role } => {
+            check_role(config, &role)?;
+            let password_hash = password::hash(&read_password()?);
+            let user = store
+                .add_user(NewUser { username, email, role, password_hash })
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!("added user {} ({}, {})", user.id, user.username, user.role))
+        }
+        UsersCommand::SetPassword { username } => {
+            let mut user = find_user(&store, &username).await?;
+            user.password_hash = password::hash(&read_password()?);
+            store.update_user(&user).await.map_err(|e| e.to_string())?;
+            Ok(format!("password of {username} changed"))
+        }
+        UsersCommand::SetRole { username, role } => {
+            check_role(config, &role)?;
+            let mut user = find_user(&store, &username).await?;
+            user.role.clone_from(&role);
+            store.update_user(&user).await.map_err(|e| e.to_string())?;
+            Ok(format!("{username} is now {role}"))
+        }
+        UsersCommand::Disable { username } => {
+            let mut user = find_user(&store, &username).await?;
+            user.active = false;
+            store.update_user(&user).await.map_err(|e| e.to_string())?;
+            Ok(format!("{username} is disabled"))
+        }
+        UsersCommand::List => {
+            let users = store.list_users().await.map_err(|e| e.to_string())?;
+            let mut out = format!("{:<6} {:<20} {:<32} {:<12} {}", "id", "username", "email", "role", "active");
+            for u in users {
+                out.push_str(&format!("\n{:<6} {:<20} {:<32} {:<12} {}", u.id, u.username, u.email, u.role, u.active));
+            }
+            Ok(out)
+        }
+    }
+}
+
+pub async fn keys(config: &Config, command: KeysCommand) -> Result<String, String> {
+    match command {
+        KeysCommand::Create { name, role, scopes, expires } => {
+            check_role(config, &role)?;
+            let expires = expires
+                .map(|text| {
+                    humantime::parse_rfc3339(&text)
+                        .map_err(|_| format!("`{text}` is not an RFC 3339 time such as 2027-01-01T00:00:00Z"))
+                        .map(|at| at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+                })
+                .transpose()?;
+            let (key, prefix, secret_hash) = api_key::generate();
+            let record = ApiKey {
+                prefix: prefix.clone(),
+                name: name.clone(),
+                secret_hash: secret_hash.clone(),
+                role: role.clone(),
+                scopes: scopes.clone(),
+                created: crate::auth::jwt::unix_now(),
+                expires,
+                revoked: false,
+            };
+            if config.auth.store == StoreBackend::Memory {
+                return Ok(format!(
+                    "{key}\n\nThis key is shown once. With the memory store, add it to gateway.yaml:\n  seed:\n    api_keys:\n      - {{ name: {name}, prefix: {prefix}, key_hash: {secret_hash}, role: {role}, scopes: [{}] }}",
+                    scopes.join(", ")
+                ));
+            }
+            redis_store(config)?.add_api_key(&record).await.map_err(|e| e.to_string())?;
+            Ok(format!("{key}\n\nThis key is shown once; only its hash is stored (prefix {prefix})."))
+        }
+        KeysCommand::List => {
+            let store = redis_store(config)?;
+            let keys = store.list_api_keys().await.map_err(|e| e.to_string())?;
+            let mut out = format!("{:<16} {:<24} {:<12} {:<8} {}", "prefix", "name", "role", "revoked", "scopes");
+            for k in keys {
+                out.push_str(&format!("\n{:<16} {:<24} {:<12} {:<8} {}", k.prefix, k.name, k.role, k.revoked, k.scopes.join(",")));
+            }
+            Ok(out)
+        }
+        KeysCommand::Revoke { prefix } => {
+            let store = redis_store(config)?;
+            if store.revoke_api_key(&prefix).await.map_err(|e| e.to_string())? {
+                Ok(format!("revoked {prefix}"))
+            } else {
+                Err(format!("no API key with prefix `{prefix}`"))
+            }
+        }
+    }
+}
