@@ -275,7 +275,7 @@ fn compile_route(
             at(mark),
             format!("{}.auth", spec.field),
             format!("{how}, but gateway.yaml has no `jwt` section"),
-            Some("write `auth: none` for a public route (or `auth: api_key`), or add a `jwt` section to gateway.yaml".to_string()),
+            Some("write `auth: none` for a public route or `auth: api_key` for service keys, or add a `jwt` section to gateway.yaml".to_string()),
         );
     }
     let mut min_role: Option<usize> = None;

@@ -93,7 +93,7 @@ impl Gateway {
             .expect("start guichet");
         let stdout = collect_lines(child.stdout.take().expect("stdout"));
         let stderr = collect_lines(child.stderr.take().expect("stderr"));
-        let gateway = Gateway {
+        let mut gateway = Gateway {
             child,
             addr,
             admin,
@@ -105,10 +105,18 @@ impl Gateway {
         gateway
     }
 
-    async fn wait_until_serving(&self) {
+    async fn wait_until_serving(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let client = super::client();
         loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the readers drain what the process wrote before it exited.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                panic!(
+                    "the gateway exited with {status}.\nstderr:\n{}",
+                    self.stderr.lock().expect("lock").join("\n")
+                );
+            }
             let health = client.get(self.admin_url("/healthz")).send().await;
             let public = tokio::net::TcpStream::connect(self.addr).await;
             if matches!(health, Ok(r) if r.status() == 200) && public.is_ok() {

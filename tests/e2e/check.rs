@@ -20,11 +20,11 @@ fn a_valid_config_passes_with_a_summary() {
     let config = GatewayConfig::new("include: [routes/*.yaml]\n")
         .file(
             "routes/a.yaml",
-            "service: a\nupstreams: [http://127.0.0.1:1]\nroutes:\n  - path: /a/\n  - path: /a/{id}/b/\n",
+            "service: a\nupstreams: [http://127.0.0.1:1]\nroutes:\n  - path: /a/\n    auth: none\n  - path: /a/{id}/b/\n    auth: api_key\n",
         )
         .file(
             "routes/b.yaml",
-            "service: b\nupstreams: [http://127.0.0.1:2]\nroutes:\n  - path: /b/\n",
+            "service: b\nupstreams: [http://127.0.0.1:2]\nroutes:\n  - path: /b/\n    auth: none\n",
         );
     let (code, stdout, stderr, _dir) = run_check(&config);
     assert_eq!(code, 0, "{stderr}");

@@ -20,7 +20,7 @@ fn courses(
     GatewayConfig::new(&format!("include: [routes/*.yaml]\n{gateway_extra}")).file(
         "routes/courses.yaml",
         &format!(
-            "service: courses\nupstreams: [{}]\n{service_extra}routes:\n  - path: /api/courses/\n{route_extra}",
+            "service: courses\nupstreams: [{}]\n{service_extra}routes:\n  - path: /api/courses/\n    auth: none\n{route_extra}",
             urls.join(", ")
         ),
     )
@@ -268,7 +268,7 @@ async fn a_target_that_never_accepts_is_504_after_the_connect_timeout() {
     let config = GatewayConfig::new("include: [routes/*.yaml]\n").file(
         "routes/stuck.yaml",
         &format!(
-            "service: stuck\nupstreams: [http://{addr}]\ntimeouts: {{ connect: 300ms }}\nroutes:\n  - path: /api/\n"
+            "service: stuck\nupstreams: [http://{addr}]\ntimeouts: {{ connect: 300ms }}\nroutes:\n  - path: /api/\n    auth: none\n"
         ),
     );
     let gateway = Gateway::start(config).await;
@@ -331,7 +331,7 @@ async fn fifty_mib_stream_through_both_ways_without_being_buffered() {
     let config = GatewayConfig::new("include: [routes/*.yaml]\n").file(
         "routes/files.yaml",
         &format!(
-            "service: files\nupstreams: [{}]\nroutes:\n  - path: /download/\n  - path: /upload/\n",
+            "service: files\nupstreams: [{}]\nroutes:\n  - path: /download/\n    auth: none\n  - path: /upload/\n    auth: none\n",
             files.url()
         ),
     );

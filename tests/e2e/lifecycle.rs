@@ -11,7 +11,7 @@ fn courses(upstream: &Upstream, gateway_extra: &str) -> GatewayConfig {
     GatewayConfig::new(&format!("include: [routes/*.yaml]\n{gateway_extra}")).file(
         "routes/courses.yaml",
         &format!(
-            "service: courses\nupstreams: [{}]\nroutes:\n  - path: /api/courses/\n",
+            "service: courses\nupstreams: [{}]\nroutes:\n  - path: /api/courses/\n    auth: none\n",
             upstream.url()
         ),
     )

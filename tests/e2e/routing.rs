@@ -17,13 +17,17 @@ async fn two_services() -> (Gateway, Upstream, Upstream) {
 upstreams: [{}]
 routes:
   - path: /api/
+    auth: none
   - path: /api/public/
+    auth: none
     upstream_path: /v1/
   - path: /api/users/{{user_id}}/courses/
+    auth: none
     upstream_path: /members/{{user_id}}/enrolments/
     methods: [GET]
   - id: course-write
     path: /api/courses/
+    auth: none
     methods: [POST]
 ",
                 public.url()
@@ -36,7 +40,9 @@ routes:
 upstreams: [{}]
 routes:
   - path: /api/admin/
+    auth: none
   - path: /api/courses/
+    auth: none
     methods: [GET]
 ",
                 admin.url()
@@ -98,7 +104,7 @@ async fn a_method_no_route_accepts_is_405_with_allow() {
     let config = GatewayConfig::new("include: [routes/*.yaml]\n").file(
         "routes/courses.yaml",
         &format!(
-            "service: courses\nupstreams: [{}]\nroutes:\n  - path: /api/courses/\n    methods: [GET, POST]\n",
+            "service: courses\nupstreams: [{}]\nroutes:\n  - path: /api/courses/\n    methods: [GET, POST]\n    auth: none\n",
             public.url()
         ),
     );
