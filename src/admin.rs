@@ -10,16 +10,18 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use crate::store::Store;
 use crate::upstream::Upstreams;
 
 pub struct Admin {
     pub upstreams: Arc<Upstreams>,
+    pub store: Arc<dyn Store>,
     /// Set when SIGTERM arrives, so load balancers stop sending traffic first.
     pub draining: Arc<AtomicBool>,
 }
 
 impl Admin {
-    fn readiness(&self) -> (StatusCode, Value) {
+    async fn readiness(&self) -> (StatusCode, Value) {
         let mut services = serde_json::Map::new();
         let mut not_ready = Vec::new();
         for pool in self.upstreams.pools() {
@@ -40,8 +42,15 @@ impl Admin {
                 json!({"ready": pool.is_ready(), "healthy": pool.healthy_count(), "targets": targets}),
             );
         }
+        let store = match self.store.ping().await {
+            Ok(()) => json!({"ok": true}),
+            Err(e) => {
+                not_ready.push("store");
+                json!({"ok": false, "error": e.to_string()})
+            }
+        };
         if self.draining.load(Ordering::Relaxed) {
-            let body = json!({"detail": "The gateway is shutting down.", "code": "draining", "services": services});
+            let body = json!({"detail": "The gateway is shutting down.", "code": "draining", "services": services, "store": store});
             (StatusCode::SERVICE_UNAVAILABLE, body)
         } else if not_ready.is_empty() {
             (
@@ -49,8 +58,8 @@ impl Admin {
                 json!({"status": "ready", "services": services}),
             )
         } else {
-            let detail = format!("No healthy upstream yet for: {}.", not_ready.join(", "));
-            let body = json!({"detail": detail, "code": "not_ready", "services": services});
+            let detail = format!("Not ready: {}.", not_ready.join(", "));
+            let body = json!({"detail": detail, "code": "not_ready", "services": services, "store": store});
             (StatusCode::SERVICE_UNAVAILABLE, body)
         }
     }
@@ -63,7 +72,7 @@ impl ServeHttp for Admin {
         let readable = request.method == Method::GET || request.method == Method::HEAD;
         let (status, body) = match request.uri.path() {
             "/healthz" if readable => (StatusCode::OK, json!({"status": "ok"})),
-            "/readyz" if readable => self.readiness(),
+            "/readyz" if readable => self.readiness().await,
             "/healthz" | "/readyz" => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"detail": format!("Method \"{}\" not allowed.", request.method), "code": "method_not_allowed"}),

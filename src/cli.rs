@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config};
-use crate::manage::{self, KeysCommand, UsersCommand};
 use crate::logs::{self, LogFormat};
+use crate::manage::{self, KeysCommand, UsersCommand};
 
 #[derive(Parser)]
 #[command(
@@ -77,8 +77,12 @@ pub fn run() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve(args),
         Command::Check(args) => check(&args.config),
-        Command::Users { config, command } => manage(&config, |c| Box::pin(manage::users(c, command))),
-        Command::Keys { config, command } => manage(&config, |c| Box::pin(manage::keys(c, command))),
+        Command::Users { config, command } => {
+            manage(&config, |c| Box::pin(manage::users(c, command)))
+        }
+        Command::Keys { config, command } => {
+            manage(&config, |c| Box::pin(manage::keys(c, command)))
+        }
         Command::HashPassword => match manage::read_password() {
             Ok(password) => {
                 println!("{}", crate::auth::password::hash(&password));
@@ -92,14 +96,18 @@ pub fn run() -> ExitCode {
     }
 }
 
-type Managed<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + 'a>>;
+type Managed<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + 'a>>;
 
 /// Runs a store command on the configuration at `path` and prints its outcome.
 fn manage(path: &Path, command: impl for<'a> FnOnce(&'a Config) -> Managed<'a>) -> ExitCode {
     let Some(config) = load_or_report(path) else {
         return ExitCode::FAILURE;
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cannot start a runtime: {e}");

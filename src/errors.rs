@@ -21,10 +21,17 @@ pub enum GatewayError {
     },
     PermissionDenied,
     NotFound,
-    MethodNotAllowed { method: String, allowed: MethodSet },
-    PayloadTooLarge { limit: u64 },
+    MethodNotAllowed {
+        method: String,
+        allowed: MethodSet,
+    },
+    PayloadTooLarge {
+        limit: u64,
+    },
     BadGateway,
-    NoHealthyUpstream { service: String },
+    NoHealthyUpstream {
+        service: String,
+    },
     AuthStoreUnavailable,
     UpstreamTimeout,
     Internal,
@@ -127,7 +134,9 @@ pub async fn respond_json(
 ) -> pingora::Result<()> {
     let body = Bytes::from(body.to_string());
     let header = json_header(200, body.len(), request_id)?;
-    session.write_response_header(Box::new(header), false).await?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
     session.write_response_body(Some(body), true).await
 }
 

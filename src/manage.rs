@@ -61,7 +61,10 @@ pub fn read_password() -> Result<String, String> {
         .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
     let password = line.trim_end_matches(['\r', '\n']).to_string();
     if password.is_empty() {
-        return Err("no password on standard input (pipe it in: `printf '%s' \"$PASSWORD\" | guichet …`)".to_string());
+        return Err(
+            "no password on standard input (pipe it in: `printf '%s' \"$PASSWORD\" | guichet …`)"
+                .to_string(),
+        );
     }
     Ok(password)
 }
@@ -80,7 +83,10 @@ fn check_role(config: &Config, role: &str) -> Result<(), String> {
     if config.auth.rank(role).is_some() {
         Ok(())
     } else {
-        Err(format!("`{role}` is not a role; the roles are {}", config.auth.roles.join(", ")))
+        Err(format!(
+            "`{role}` is not a role; the roles are {}",
+            config.auth.roles.join(", ")
+        ))
     }
 }
 
@@ -95,14 +101,26 @@ async fn find_user(store: &dyn Store, username: &str) -> Result<User, String> {
 pub async fn users(config: &Config, command: UsersCommand) -> Result<String, String> {
     let store = redis_store(config)?;
     match command {
-        UsersCommand::Add { username, email, role } => {
+        UsersCommand::Add {
+            username,
+            email,
+            role,
+        } => {
             check_role(config, &role)?;
             let password_hash = password::hash(&read_password()?);
             let user = store
-                .add_user(NewUser { username, email, role, password_hash })
+                .add_user(NewUser {
+                    username,
+                    email,
+                    role,
+                    password_hash,
+                })
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(format!("added user {} ({}, {})", user.id, user.username, user.role))
+            Ok(format!(
+                "added user {} ({}, {})",
+                user.id, user.username, user.role
+            ))
         }
         UsersCommand::SetPassword { username } => {
             let mut user = find_user(&store, &username).await?;
@@ -125,9 +143,15 @@ pub async fn users(config: &Config, command: UsersCommand) -> Result<String, Str
         }
         UsersCommand::List => {
             let users = store.list_users().await.map_err(|e| e.to_string())?;
-            let mut out = format!("{:<6} {:<20} {:<32} {:<12} {}", "id", "username", "email", "role", "active");
+            let mut out = format!(
+                "{:<6} {:<20} {:<32} {:<12} {}",
+                "id", "username", "email", "role", "active"
+            );
             for u in users {
-                out.push_str(&format!("\n{:<6} {:<20} {:<32} {:<12} {}", u.id, u.username, u.email, u.role, u.active));
+                out.push_str(&format!(
+                    "\n{:<6} {:<20} {:<32} {:<12} {}",
+                    u.id, u.username, u.email, u.role, u.active
+                ));
             }
             Ok(out)
         }
@@ -136,13 +160,23 @@ pub async fn users(config: &Config, command: UsersCommand) -> Result<String, Str
 
 pub async fn keys(config: &Config, command: KeysCommand) -> Result<String, String> {
     match command {
-        KeysCommand::Create { name, role, scopes, expires } => {
+        KeysCommand::Create {
+            name,
+            role,
+            scopes,
+            expires,
+        } => {
             check_role(config, &role)?;
             let expires = expires
                 .map(|text| {
                     humantime::parse_rfc3339(&text)
-                        .map_err(|_| format!("`{text}` is not an RFC 3339 time such as 2027-01-01T00:00:00Z"))
-                        .map(|at| at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+                        .map_err(|_| {
+                            format!("`{text}` is not an RFC 3339 time such as 2027-01-01T00:00:00Z")
+                        })
+                        .map(|at| {
+                            at.duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_secs())
+                        })
                 })
                 .transpose()?;
             let (key, prefix, secret_hash) = api_key::generate();
@@ -162,21 +196,40 @@ pub async fn keys(config: &Config, command: KeysCommand) -> Result<String, Strin
                     scopes.join(", ")
                 ));
             }
-            redis_store(config)?.add_api_key(&record).await.map_err(|e| e.to_string())?;
-            Ok(format!("{key}\n\nThis key is shown once; only its hash is stored (prefix {prefix})."))
+            redis_store(config)?
+                .add_api_key(&record)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!(
+                "{key}\n\nThis key is shown once; only its hash is stored (prefix {prefix})."
+            ))
         }
         KeysCommand::List => {
             let store = redis_store(config)?;
             let keys = store.list_api_keys().await.map_err(|e| e.to_string())?;
-            let mut out = format!("{:<16} {:<24} {:<12} {:<8} {}", "prefix", "name", "role", "revoked", "scopes");
+            let mut out = format!(
+                "{:<16} {:<24} {:<12} {:<8} {}",
+                "prefix", "name", "role", "revoked", "scopes"
+            );
             for k in keys {
-                out.push_str(&format!("\n{:<16} {:<24} {:<12} {:<8} {}", k.prefix, k.name, k.role, k.revoked, k.scopes.join(",")));
+                out.push_str(&format!(
+                    "\n{:<16} {:<24} {:<12} {:<8} {}",
+                    k.prefix,
+                    k.name,
+                    k.role,
+                    k.revoked,
+                    k.scopes.join(",")
+                ));
             }
             Ok(out)
         }
         KeysCommand::Revoke { prefix } => {
             let store = redis_store(config)?;
-            if store.revoke_api_key(&prefix).await.map_err(|e| e.to_string())? {
+            if store
+                .revoke_api_key(&prefix)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 Ok(format!("revoked {prefix}"))
             } else {
                 Err(format!("no API key with prefix `{prefix}`"))

@@ -82,7 +82,8 @@ impl Gateway {
         if let (Some(_), Some(endpoint)) = (&self.auth.token_service, Endpoint::at(&path)) {
             ctx.endpoint = Some(endpoint);
             if request.method != endpoint.method() {
-                let allowed = MethodSet::parse([endpoint.method().as_str()]).unwrap_or(MethodSet::EMPTY);
+                let allowed =
+                    MethodSet::parse([endpoint.method().as_str()]).unwrap_or(MethodSet::EMPTY);
                 return Err(GatewayError::MethodNotAllowed {
                     method: request.method.to_string(),
                     allowed,
@@ -196,11 +197,9 @@ fn classify(error: &Error) -> Option<GatewayError> {
             ErrorSource::Downstream,
             ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout,
         ) => None,
-        (ErrorSource::Downstream, _) => {
-            Some(GatewayError::BadRequest(
-                "The request could not be read.".to_string(),
-            ))
-        }
+        (ErrorSource::Downstream, _) => Some(GatewayError::BadRequest(
+            "The request could not be read.".to_string(),
+        )),
         _ => Some(GatewayError::Internal),
     }
 }

@@ -60,6 +60,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         "guichet admin".to_string(),
         Admin {
             upstreams: upstreams.clone(),
+            store: auth.store.clone(),
             draining: draining.clone(),
         },
     );

@@ -104,7 +104,10 @@ impl TokenService {
         let login = field(body, "username")?;
         let password = field(body, "password")?;
         let user = self.store.user_by_login(login).await.map_err(store_error)?;
-        let stored = user.as_ref().filter(|u| u.active).map(|u| u.password_hash.as_str());
+        let stored = user
+            .as_ref()
+            .filter(|u| u.active)
+            .map(|u| u.password_hash.as_str());
         // An unknown or inactive user costs one argon2 verification too: no timing oracle.
         let verified = self.passwords.verify(password, stored).await;
         let user = match user {
@@ -151,7 +154,10 @@ impl TokenService {
             .map_err(store_error)?
             .filter(|u| u.active);
         let Some(user) = user else {
-            self.store.revoke_family(&family, ttl).await.map_err(store_error)?;
+            self.store
+                .revoke_family(&family, ttl)
+                .await
+                .map_err(store_error)?;
             return Err(token_not_valid("Token is invalid or expired"));
         };
         let (access, refresh, next) = self.pair(&user, &family)?;
@@ -207,7 +213,8 @@ impl TokenService {
             .issue(&subject, TokenType::Access, None)
             .and_then(|(access, _)| {
                 let (refresh, claims) =
-                    self.tokens.issue(&subject, TokenType::Refresh, Some(family))?;
+                    self.tokens
+                        .issue(&subject, TokenType::Refresh, Some(family))?;
                 Ok((access, refresh, claims))
             });
         signed.map_err(|e| {

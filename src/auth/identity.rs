@@ -183,7 +183,10 @@ mod tests {
         let basic = request(&[("authorization", "Basic dXNlcjpwYXNz")]);
         assert_eq!(credential(&basic), Credential::None);
         assert_eq!(credential(&request(&[])), Credential::None);
-        assert_eq!(credential(&request(&[("authorization", "Bearer ")])), Credential::None);
+        assert_eq!(
+            credential(&request(&[("authorization", "Bearer ")])),
+            Credential::None
+        );
     }
 
     #[test]
@@ -203,7 +206,12 @@ mod tests {
             scopes: vec![],
         };
         set_upstream_headers(&mut upstream, &identity, false).unwrap();
-        let get = |name| upstream.headers.get(name).map(|v| v.to_str().unwrap().to_string());
+        let get = |name| {
+            upstream
+                .headers
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
         assert_eq!(get("x-user-id").as_deref(), Some("7"));
         assert_eq!(get("x-user-role").as_deref(), Some("student"));
         assert_eq!(get("x-consumer"), None);

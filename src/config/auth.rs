@@ -87,13 +87,23 @@ fn read_roles(node: &Node, field: &str, r: &mut Reader) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for role in roles {
         if names.contains(&role.value) {
-            r.error(role.mark, field, format!("role `{}` is listed twice", role.value), "list each role once");
+            r.error(
+                role.mark,
+                field,
+                format!("role `{}` is listed twice", role.value),
+                "list each role once",
+            );
         } else {
             names.push(role.value);
         }
     }
     if names.is_empty() {
-        r.error(node.mark, field, "no role is defined", "list the roles from least to most privileged, such as [student, instructor, admin]");
+        r.error(
+            node.mark,
+            field,
+            "no role is defined",
+            "list the roles from least to most privileged, such as [student, instructor, admin]",
+        );
     }
     names
 }
@@ -106,7 +116,9 @@ fn read_store(
     let Some(fields) = r.fields(node, field, STORE_KEYS) else {
         return (StoreBackend::Memory, None, None);
     };
-    let url = fields.get("url").and_then(|(node, field)| r.string(node, &field));
+    let url = fields
+        .get("url")
+        .and_then(|(node, field)| r.string(node, &field));
     let backend = match fields.get("backend") {
         Some((node, field)) => match r.scalar(node, &field, "memory or redis") {
             Some("memory") => StoreBackend::Memory,
@@ -118,18 +130,33 @@ fn read_store(
                 match from_env.or(url) {
                     Some(url) => {
                         if let Err(e) = redis::Client::open(url.value.as_str()) {
-                            r.error(url.mark, &format!("{}.url", fields.path()), format!("`{}` is not a Redis URL: {e}", url.value), "write redis://host:6379/0 or unix:///path/to/redis.sock");
+                            r.error(
+                                url.mark,
+                                &format!("{}.url", fields.path()),
+                                format!("`{}` is not a Redis URL: {e}", url.value),
+                                "write redis://host:6379/0 or unix:///path/to/redis.sock",
+                            );
                         }
                         StoreBackend::Redis { url: url.value }
                     }
                     None => {
-                        r.error(node.mark, &field, "the redis store needs a URL", &format!("add `url: redis://127.0.0.1:6379/0`, or set {REDIS_URL_ENV}"));
+                        r.error(
+                            node.mark,
+                            &field,
+                            "the redis store needs a URL",
+                            &format!("add `url: redis://127.0.0.1:6379/0`, or set {REDIS_URL_ENV}"),
+                        );
                         StoreBackend::Memory
                     }
                 }
             }
             Some(other) => {
-                r.error(node.mark, &field, format!("`{other}` is not a store backend"), "write memory or redis");
+                r.error(
+                    node.mark,
+                    &field,
+                    format!("`{other}` is not a store backend"),
+                    "write memory or redis",
+                );
                 StoreBackend::Memory
             }
             None => StoreBackend::Memory,
@@ -166,9 +193,13 @@ fn read_jwt(
     let access_ttl = duration(r, "access_ttl", 3600);
     let refresh_ttl = duration(r, "refresh_ttl", 7 * 24 * 3600);
     let leeway = match fields.get("leeway") {
-        Some((node, field)) => r.parsed(node, &field, "a duration", "write a duration such as 30s", |t| {
-            humantime::parse_duration(t).map_err(|_| format!("`{t}` is not a duration"))
-        }),
+        Some((node, field)) => r.parsed(
+            node,
+            &field,
+            "a duration",
+            "write a duration such as 30s",
+            |t| humantime::parse_duration(t).map_err(|_| format!("`{t}` is not a duration")),
+        ),
         None => Some(Duration::from_secs(30)),
     };
     let generate = match fields.get("generate_key_if_missing") {
@@ -176,13 +207,19 @@ fn read_jwt(
         None => false,
     };
     let algorithm = match fields.get("algorithm") {
-        Some((node, field)) => r.parsed(node, &field, "an algorithm", "write EdDSA, ES256, RS256 or HS256", |t| match t {
-            "EdDSA" => Ok(Algorithm::EdDSA),
-            "ES256" => Ok(Algorithm::ES256),
-            "RS256" => Ok(Algorithm::RS256),
-            "HS256" => Ok(Algorithm::HS256),
-            other => Err(format!("`{other}` is not a supported algorithm")),
-        })?,
+        Some((node, field)) => r.parsed(
+            node,
+            &field,
+            "an algorithm",
+            "write EdDSA, ES256, RS256 or HS256",
+            |t| match t {
+                "EdDSA" => Ok(Algorithm::EdDSA),
+                "ES256" => Ok(Algorithm::ES256),
+                "RS256" => Ok(Algorithm::RS256),
+                "HS256" => Ok(Algorithm::HS256),
+                other => Err(format!("`{other}` is not a supported algorithm")),
+            },
+        )?,
         None => Algorithm::EdDSA,
     };
     let mut keys = if algorithm == Algorithm::HS256 {
@@ -195,14 +232,23 @@ fn read_jwt(
         match Keys::from_secret(secret.as_bytes()) {
             Ok(keys) => keys,
             Err(why) => {
-                let why = if secret.is_empty() { format!("the environment variable {} is not set", name.value) } else { why };
+                let why = if secret.is_empty() {
+                    format!("the environment variable {} is not set", name.value)
+                } else {
+                    why
+                };
                 r.error(name.mark, &field, why, "set it to at least 32 random bytes, such as the output of `openssl rand -base64 48`");
                 return None;
             }
         }
     } else {
         let Some((node, field)) = fields.get("signing_key_file") else {
-            r.error(fields.mark, &format!("{field}.signing_key_file"), format!("{algorithm:?} needs a private key file"), "add `signing_key_file: keys/jwt.pem`");
+            r.error(
+                fields.mark,
+                &format!("{field}.signing_key_file"),
+                format!("{algorithm:?} needs a private key file"),
+                "add `signing_key_file: keys/jwt.pem`",
+            );
             return None;
         };
         let file = r.string(node, &field)?;
@@ -211,23 +257,44 @@ fn read_jwt(
         match pem.and_then(|pem| Keys::from_private_pem(algorithm, pem.as_bytes())) {
             Ok(keys) => keys,
             Err(why) => {
-                r.error(file.mark, &field, format!("{}: {why}", path.display()), &key_hint(algorithm));
+                r.error(
+                    file.mark,
+                    &field,
+                    format!("{}: {why}", path.display()),
+                    &key_hint(algorithm),
+                );
                 return None;
             }
         }
     };
     if let Some((node, field)) = fields.get("verification_keys") {
-        for (index, file) in r.strings(node, &field, "[keys/old-public.pem]").into_iter().enumerate() {
+        for (index, file) in r
+            .strings(node, &field, "[keys/old-public.pem]")
+            .into_iter()
+            .enumerate()
+        {
             let path = base.join(&file.value);
             let accepted = std::fs::read(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
                 .and_then(|pem| keys.accept_public_pem(&pem));
             if let Err(why) = accepted {
-                r.error(file.mark, &format!("{field}[{index}]"), why, "list PEM public keys of earlier signing keys");
+                r.error(
+                    file.mark,
+                    &format!("{field}[{index}]"),
+                    why,
+                    "list PEM public keys of earlier signing keys",
+                );
             }
         }
     }
-    Some(Tokens::new(keys, &issuer?, &audience?, access_ttl?, refresh_ttl?, leeway?))
+    Some(Tokens::new(
+        keys,
+        &issuer?,
+        &audience?,
+        access_ttl?,
+        refresh_ttl?,
+        leeway?,
+    ))
 }
 
 fn key_hint(algorithm: Algorithm) -> String {
@@ -239,13 +306,23 @@ fn key_hint(algorithm: Algorithm) -> String {
 }
 
 /// The key file's text; a missing EdDSA key is generated when allowed (written only by `serve`).
-fn read_or_generate_key(path: &PathBuf, algorithm: Algorithm, generate: bool, key_files: KeyFiles) -> Result<String, String> {
+fn read_or_generate_key(
+    path: &PathBuf,
+    algorithm: Algorithm,
+    generate: bool,
+    key_files: KeyFiles,
+) -> Result<String, String> {
     match std::fs::read_to_string(path) {
         Ok(pem) => Ok(pem),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && generate && algorithm == Algorithm::EdDSA => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && generate
+                && algorithm == Algorithm::EdDSA =>
+        {
             let pem = jwt::generate_ed25519_pem();
             if key_files == KeyFiles::CreateMissing {
-                write_private(path, &pem).map_err(|e| format!("cannot create the key file: {e}"))?;
+                write_private(path, &pem)
+                    .map_err(|e| format!("cannot create the key file: {e}"))?;
                 tracing::warn!(path = %path.display(), "generated a new JWT signing key (demo only: replicas must share one key)");
             }
             Ok(pem)
@@ -260,77 +337,146 @@ fn write_private(path: &Path, pem: &str) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(pem.as_bytes())
 }
 
-fn read_seed(node: &Node, field: &str, r: &mut Reader, roles: &[String]) -> (Vec<User>, Vec<ApiKey>) {
+fn read_seed(
+    node: &Node,
+    field: &str,
+    r: &mut Reader,
+    roles: &[String],
+) -> (Vec<User>, Vec<ApiKey>) {
     let Some(fields) = r.fields(node, field, SEED_KEYS) else {
         return (Vec::new(), Vec::new());
     };
     let users = fields
         .get("users")
-        .and_then(|(node, field)| r.list(node, &field, "[{id: 1, username: demo, ...}]", |r, node, field| read_seed_user(node, field, r, roles)))
+        .and_then(|(node, field)| {
+            r.list(
+                node,
+                &field,
+                "[{id: 1, username: demo, ...}]",
+                |r, node, field| read_seed_user(node, field, r, roles),
+            )
+        })
         .unwrap_or_default();
     let api_keys = fields
         .get("api_keys")
-        .and_then(|(node, field)| r.list(node, &field, "[{name: grading-service, ...}]", |r, node, field| read_seed_key(node, field, r, roles)))
+        .and_then(|(node, field)| {
+            r.list(
+                node,
+                &field,
+                "[{name: grading-service, ...}]",
+                |r, node, field| read_seed_key(node, field, r, roles),
+            )
+        })
         .unwrap_or_default();
     (users, api_keys)
 }
 
-fn required<'n>(r: &mut Reader, fields: &super::decode::Fields<'n>, key: &str, example: &str) -> Option<(&'n Node, String)> {
+fn required<'n>(
+    r: &mut Reader,
+    fields: &super::decode::Fields<'n>,
+    key: &str,
+    example: &str,
+) -> Option<(&'n Node, String)> {
     let found = fields.get(key);
     if found.is_none() {
-        r.error(fields.mark, &format!("{}.{key}", fields.path()), format!("missing `{key}`"), &format!("add `{key}: {example}`"));
+        r.error(
+            fields.mark,
+            &format!("{}.{key}", fields.path()),
+            format!("missing `{key}`"),
+            &format!("add `{key}: {example}`"),
+        );
     }
     found
 }
 
-fn known_role(r: &mut Reader, role: Option<Spanned<String>>, field: &str, roles: &[String]) -> Option<String> {
+fn known_role(
+    r: &mut Reader,
+    role: Option<Spanned<String>>,
+    field: &str,
+    roles: &[String],
+) -> Option<String> {
     let role = role?;
     if roles.contains(&role.value) {
         Some(role.value)
     } else {
-        r.error(role.mark, field, format!("`{}` is not a role", role.value), &format!("write one of {}", roles.join(", ")));
+        r.error(
+            role.mark,
+            field,
+            format!("`{}` is not a role", role.value),
+            &format!("write one of {}", roles.join(", ")),
+        );
         None
     }
 }
 
 fn read_seed_user(node: &Node, field: &str, r: &mut Reader, roles: &[String]) -> Option<User> {
     let fields = r.fields(node, field, SEED_USER_KEYS)?;
-    let id = required(r, &fields, "id", "1").and_then(|(node, field)| r.parsed(node, &field, "a number", "write a whole number", |t| t.parse::<u64>().map_err(|_| format!("`{t}` is not a user id"))));
-    let username = required(r, &fields, "username", "demo").and_then(|(node, field)| r.string(node, &field));
-    let email = required(r, &fields, "email", "demo@hackitech.example").and_then(|(node, field)| r.string(node, &field));
+    let id = required(r, &fields, "id", "1").and_then(|(node, field)| {
+        r.parsed(node, &field, "a number", "write a whole number", |t| {
+            t.parse::<u64>()
+                .map_err(|_| format!("`{t}` is not a user id"))
+        })
+    });
+    let username =
+        required(r, &fields, "username", "demo").and_then(|(node, field)| r.string(node, &field));
+    let email = required(r, &fields, "email", "demo@hackitech.example")
+        .and_then(|(node, field)| r.string(node, &field));
     let role = required(r, &fields, "role", "student").and_then(|(node, field)| {
         let role = r.string(node, &field);
         known_role(r, role, &field, roles)
     });
-    let password_hash = required(r, &fields, "password_hash", "\"$argon2id$...\"").and_then(|(node, field)| {
-        let hash = r.string(node, &field)?;
-        if password::is_argon2_hash(&hash.value) {
-            Some(hash.value)
-        } else {
-            r.error(hash.mark, &field, "not an argon2 password hash", "make one with `guichet hash-password` (it reads the password from stdin)");
-            None
-        }
-    });
+    let password_hash =
+        required(r, &fields, "password_hash", "\"$argon2id$...\"").and_then(|(node, field)| {
+            let hash = r.string(node, &field)?;
+            if password::is_argon2_hash(&hash.value) {
+                Some(hash.value)
+            } else {
+                r.error(
+                    hash.mark,
+                    &field,
+                    "not an argon2 password hash",
+                    "make one with `guichet hash-password` (it reads the password from stdin)",
+                );
+                None
+            }
+        });
     let active = match fields.get("active") {
         Some((node, field)) => r.boolean(node, &field),
         None => Some(true),
     };
-    Some(User { id: id?, username: username?.value, email: email?.value, role: role?, password_hash: password_hash?, active: active? })
+    Some(User {
+        id: id?,
+        username: username?.value,
+        email: email?.value,
+        role: role?,
+        password_hash: password_hash?,
+        active: active?,
+    })
 }
 
 fn read_seed_key(node: &Node, field: &str, r: &mut Reader, roles: &[String]) -> Option<ApiKey> {
     let fields = r.fields(node, field, SEED_KEY_KEYS)?;
-    let name = required(r, &fields, "name", "grading-service").and_then(|(node, field)| r.string(node, &field));
+    let name = required(r, &fields, "name", "grading-service")
+        .and_then(|(node, field)| r.string(node, &field));
     let prefix = required(r, &fields, "prefix", "gk_demo").and_then(|(node, field)| {
         let prefix = r.string(node, &field)?;
         if crate::auth::api_key::split(&format!("{}.x", prefix.value)).is_some() {
             Some(prefix.value)
         } else {
-            r.error(prefix.mark, &field, format!("`{}` is not a key prefix", prefix.value), "use letters, digits, _ and -");
+            r.error(
+                prefix.mark,
+                &field,
+                format!("`{}` is not a key prefix", prefix.value),
+                "use letters, digits, _ and -",
+            );
             None
         }
     });
@@ -349,15 +495,40 @@ fn read_seed_key(node: &Node, field: &str, r: &mut Reader, roles: &[String]) -> 
     });
     let scopes = fields
         .get("scopes")
-        .map(|(node, field)| r.strings(node, &field, "[grades:write]").into_iter().map(|s| s.value).collect())
+        .map(|(node, field)| {
+            r.strings(node, &field, "[grades:write]")
+                .into_iter()
+                .map(|s| s.value)
+                .collect()
+        })
         .unwrap_or_default();
     let expires = match fields.get("expires") {
-        Some((node, field)) => r.parsed(node, &field, "a time", "write an RFC 3339 time such as 2027-01-01T00:00:00Z", |t| {
-            humantime::parse_rfc3339(t)
-                .map_err(|_| format!("`{t}` is not an RFC 3339 time"))
-                .map(|at| at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
-        }).map(Some),
+        Some((node, field)) => r
+            .parsed(
+                node,
+                &field,
+                "a time",
+                "write an RFC 3339 time such as 2027-01-01T00:00:00Z",
+                |t| {
+                    humantime::parse_rfc3339(t)
+                        .map_err(|_| format!("`{t}` is not an RFC 3339 time"))
+                        .map(|at| {
+                            at.duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_secs())
+                        })
+                },
+            )
+            .map(Some),
         None => Some(None),
     };
-    Some(ApiKey { prefix: prefix?, name: name?.value, secret_hash: key_hash?, role: role?, scopes, created: 0, expires: expires?, revoked: false })
+    Some(ApiKey {
+        prefix: prefix?,
+        name: name?.value,
+        secret_hash: key_hash?,
+        role: role?,
+        scopes,
+        created: 0,
+        expires: expires?,
+        revoked: false,
+    })
 }

@@ -269,7 +269,10 @@ fn compile_route(
     if matches!(level, AuthLevel::Jwt | AuthLevel::Any) && auth.tokens.is_none() {
         let (mark, how) = match &spec.auth {
             Some(written) => (written.mark, "this route asks for a JWT"),
-            None => (spec.path.mark, "this route needs a JWT (`auth: jwt` is the default)"),
+            None => (
+                spec.path.mark,
+                "this route needs a JWT (`auth: jwt` is the default)",
+            ),
         };
         errors.push(
             at(mark),
@@ -286,7 +289,10 @@ fn compile_route(
                 at(role.mark),
                 format!("{}.roles[{i}]", spec.field),
                 format!("`{}` is not a role", role.value),
-                Some(format!("write one of {} (the `roles` of gateway.yaml)", auth.roles.join(", "))),
+                Some(format!(
+                    "write one of {} (the `roles` of gateway.yaml)",
+                    auth.roles.join(", ")
+                )),
             ),
         }
     }

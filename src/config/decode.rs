@@ -207,13 +207,17 @@ impl Reader<'_> {
     }
 
     pub fn boolean(&mut self, node: &Node, field: &str) -> Option<bool> {
-        self.parsed(node, field, "true or false", "write true or false", |text| {
-            match text {
+        self.parsed(
+            node,
+            field,
+            "true or false",
+            "write true or false",
+            |text| match text {
                 "true" => Ok(true),
                 "false" => Ok(false),
                 _ => Err(format!("`{text}` is not true or false")),
-            }
-        })
+            },
+        )
     }
 
     /// The node as a list of text values.

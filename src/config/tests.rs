@@ -17,7 +17,12 @@ fn read_both(text: &str) -> ConfigErrors {
             file,
             errors: &mut errors,
         };
-        GatewayFile::read(&node, &mut reader, Path::new("."), super::KeyFiles::ReadOnly);
+        GatewayFile::read(
+            &node,
+            &mut reader,
+            Path::new("."),
+            super::KeyFiles::ReadOnly,
+        );
         ServiceFile::read(&node, &mut reader);
     }
     errors

@@ -66,6 +66,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn user_by_login(&self, login: &str) -> Result<Option<User>, StoreError> {
         let state = self.lock();
         Ok(state

@@ -72,6 +72,9 @@ pub enum StoreError {
 /// Every piece of shared state the gateway keeps.
 #[async_trait]
 pub trait Store: Send + Sync {
+    /// Whether the store answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
     /// The user whose username or email (either, case-insensitively) is `login`.
     async fn user_by_login(&self, login: &str) -> Result<Option<User>, StoreError>;
     async fn user_by_id(&self, id: u64) -> Result<Option<User>, StoreError>;

@@ -106,6 +106,12 @@ return 0
 
 #[async_trait]
 impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+            .await
+            .map(drop)
+    }
+
     async fn user_by_login(&self, login: &str) -> Result<Option<User>, StoreError> {
         let index = login_index(login);
         let id: Option<u64> = self.with(|mut c| async move { c.get(index).await }).await?;
