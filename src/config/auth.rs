@@ -72,6 +72,7 @@ pub fn compile(sections: AuthSections, r: &mut Reader, base: &Path, keys: KeyFil
         None => (Vec::new(), Vec::new()),
     };
     AuthConfig {
+        jwt_written: sections.jwt.is_some(),
         store: backend,
         store_timeout: store_timeout.unwrap_or(Duration::from_millis(250)),
         api_key_cache_ttl: api_key_cache_ttl.unwrap_or(Duration::from_secs(30)),
@@ -443,7 +444,7 @@ fn read_seed_user(node: &Node, field: &str, r: &mut Reader, roles: &[String]) ->
                     hash.mark,
                     &field,
                     "not an argon2 password hash",
-                    "make one with `guichet hash-password` (it reads the password from stdin)",
+                    "make one with `guichet hash-password`, which reads the password from stdin",
                 );
                 None
             }

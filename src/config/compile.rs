@@ -266,7 +266,7 @@ fn compile_route(
     };
     // Closed by default: a route says `auth: none` to be public.
     let level = spec.auth.as_ref().map_or(AuthLevel::Jwt, |a| a.value);
-    if matches!(level, AuthLevel::Jwt | AuthLevel::Any) && auth.tokens.is_none() {
+    if matches!(level, AuthLevel::Jwt | AuthLevel::Any) && !auth.jwt_written {
         let (mark, how) = match &spec.auth {
             Some(written) => (written.mark, "this route asks for a JWT"),
             None => (

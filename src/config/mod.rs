@@ -48,6 +48,8 @@ pub struct AuthConfig {
     pub api_key_cache_ttl: Duration,
     /// `None` without a `jwt` section: the token endpoints are off.
     pub tokens: Option<Arc<Tokens>>,
+    /// Whether gateway.yaml has a `jwt` section (even one with errors).
+    pub jwt_written: bool,
     /// From least to most privileged; each includes the ones before it.
     pub roles: Vec<String>,
     pub seed_users: Vec<User>,

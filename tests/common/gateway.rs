@@ -55,6 +55,27 @@ pub fn serve_refused(config: &Path) -> Output {
     run_to_exit("serve", config)
 }
 
+/// Runs `guichet <args> --config <config>` with `stdin` as its standard input.
+pub fn cli(args: &[&str], config: &Path, stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BINARY)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run guichet");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("guichet output")
+}
+
 fn run_to_exit(command: &str, config: &Path) -> Output {
     Command::new(BINARY)
         .arg(command)
@@ -77,12 +98,17 @@ impl Gateway {
     /// Starts the gateway and waits until its admin listener answers `/healthz`.
     pub async fn start(config: GatewayConfig) -> Gateway {
         let (dir, path) = config.write();
+        Gateway::start_in(dir, &path).await
+    }
+
+    /// Starts a gateway on a configuration already written (several replicas can share one).
+    pub async fn start_in(dir: tempfile::TempDir, path: &Path) -> Gateway {
         let addr = free_port();
         let admin = free_port();
         let mut child = Command::new(BINARY)
             .arg("serve")
             .arg("--config")
-            .arg(&path)
+            .arg(path)
             .args(["--listen", &addr.to_string()])
             .args(["--admin-listen", &admin.to_string()])
             .args(["--log-format", "json"])

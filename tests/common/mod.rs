@@ -8,7 +8,7 @@ pub mod raw;
 pub mod redis;
 pub mod upstream;
 
-pub use gateway::{check, serve_refused, Gateway, GatewayConfig};
+pub use gateway::{check, cli, serve_refused, Gateway, GatewayConfig};
 pub use raw::raw_request;
 pub use redis::RedisServer;
 pub use upstream::Upstream;

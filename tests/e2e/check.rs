@@ -119,3 +119,100 @@ fn the_repository_config_is_valid() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
 }
+
+#[test]
+fn authentication_settings_are_checked_with_positions_and_fixes() {
+    let config = GatewayConfig::new(
+        "include: [routes/*.yaml]
+jwt:
+  algorithm: EdDSA
+  signing_key_file: keys/missing.pem
+roles: [student, instructor]
+seed:
+  users:
+    - { id: 1, username: a, email: a@x, role: wizard, password_hash: plain-text }
+",
+    )
+    .file(
+        "routes/a.yaml",
+        "service: a
+upstreams: [http://127.0.0.1:1]
+routes:
+  - path: /a/
+    roles: [admin]
+  - path: /b/
+    auth: none
+    scopes: [x:y]
+  - path: /c/
+    auth: sometimes
+",
+    );
+    let (code, _, stderr, dir) = run_check(&config);
+    assert_eq!(code, 1);
+    let at = |file: &str| dir.path().join(file).display().to_string();
+    assert!(
+        !stderr.contains("no `jwt` section"),
+        "no cascade from the broken key: {stderr}"
+    );
+    let expected = [
+        format!("{}:4:21: jwt.signing_key_file: {}: cannot read the key file", at("gateway.yaml"), at("keys/missing.pem")),
+        "(create one with `openssl genpkey -algorithm ed25519 -out keys/jwt-ed25519.pem`, or set `generate_key_if_missing: true` for a demo)".to_string(),
+        format!("{}:8:47: seed.users[0].role: `wizard` is not a role (write one of student, instructor)", at("gateway.yaml")),
+        format!("{}:8:70: seed.users[0].password_hash: not an argon2 password hash (make one with `guichet hash-password`", at("gateway.yaml")),
+        format!("{}:5:13: routes[0].roles[0]: `admin` is not a role (write one of student, instructor", at("routes/a.yaml")),
+        format!("{}:6:11: routes[1].auth: a public route (`auth: none`) cannot require roles or scopes", at("routes/a.yaml")),
+        format!("{}:10:11: routes[2].auth: `sometimes` is not an auth level (write none, jwt, api_key or any)", at("routes/a.yaml")),
+    ];
+    for line in &expected {
+        assert!(
+            stderr.contains(line.as_str()),
+            "missing:\n{line}\nin:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_route_needing_a_jwt_without_a_jwt_section_says_what_to_write() {
+    let config = GatewayConfig::new("include: [routes/*.yaml]\n").file(
+        "routes/a.yaml",
+        "service: a\nupstreams: [http://127.0.0.1:1]\nroutes:\n  - path: /a/\n  - path: /b/\n    auth: any\n",
+    );
+    let (code, _, stderr, dir) = run_check(&config);
+    assert_eq!(code, 1);
+    let file = dir.path().join("routes/a.yaml").display().to_string();
+    assert!(stderr.contains(&format!(
+        "{file}:4:11: routes[0].auth: this route needs a JWT (`auth: jwt` is the default), but gateway.yaml has no `jwt` section (write `auth: none` for a public route or `auth: api_key` for service keys, or add a `jwt` section to gateway.yaml)"
+    )), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}:6:11: routes[1].auth: this route asks for a JWT"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn hs256_takes_its_secret_from_the_environment_only() {
+    let config = GatewayConfig::new(
+        "jwt: { algorithm: HS256, secret_env: GUICHET_TEST_SECRET_THAT_IS_NOT_SET }\n",
+    );
+    let (code, _, stderr, _dir) = run_check(&config);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("jwt.secret_env: the environment variable GUICHET_TEST_SECRET_THAT_IS_NOT_SET is not set"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn seed_data_is_refused_with_the_redis_store() {
+    let config = GatewayConfig::new(
+        "store: { backend: redis, url: \"redis://127.0.0.1:1/0\" }\nseed: { users: [] }\n",
+    );
+    let (code, _, stderr, _dir) = run_check(&config);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("seed: seed data is for the memory store only"),
+        "{stderr}"
+    );
+}

@@ -139,3 +139,31 @@ async fn serve_names_the_setting_whose_address_is_in_use() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_missing_demo_key_is_generated_by_serve_only_with_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = Upstream::start("a").await;
+    let config = courses(
+        &a,
+        "jwt: { signing_key_file: keys/generated.pem, generate_key_if_missing: true }\n",
+    );
+    let (dir, path) = config.write();
+    let key = dir.path().join("keys/generated.pem");
+    let checked = crate::common::check(&path);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(!key.exists(), "check writes nothing");
+    let _gateway = Gateway::start_in(dir, &path).await;
+    let mode = std::fs::metadata(&key)
+        .expect("serve created the key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&key)
+        .unwrap()
+        .starts_with("-----BEGIN PRIVATE KEY-----"));
+}

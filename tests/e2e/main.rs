@@ -4,6 +4,7 @@
 mod common;
 
 mod auth;
+mod auth_redis;
 mod check;
 mod forwarding;
 mod harness;
