@@ -29,3 +29,9 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("a client")
 }
+
+/// A response's status and its JSON body.
+pub async fn status_and_json(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON body"))
+}

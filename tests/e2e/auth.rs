@@ -8,7 +8,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use crate::common::{client, Gateway, GatewayConfig, Upstream};
+use crate::common::{client, status_and_json, Gateway, GatewayConfig, Upstream};
 
 pub const DEMO_KEY: &str = "gk_demo.demo-secret";
 pub const READER_KEY: &str = "gk_read.reader-secret";
@@ -148,11 +148,6 @@ fn bearer(token: &str) -> String {
 fn claims_of(token: &str) -> Value {
     let payload = token.split('.').nth(1).unwrap();
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-}
-
-async fn status_and_json(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
 }
 
 #[tokio::test]

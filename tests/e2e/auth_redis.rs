@@ -34,9 +34,24 @@ fn run(args: &[&str], config: &Path, stdin: &str) -> String {
     String::from_utf8_lossy(&output.stdout).to_string()
 }
 
-/// The key printed by `guichet keys create`: its first line.
-fn created_key(output: &str) -> String {
-    output.lines().next().unwrap().trim().to_string()
+/// Creates an instructor key with the grades:write scope and returns it (the first line printed).
+fn create_key(config: &Path, name: &str) -> String {
+    let args = [
+        "keys",
+        "create",
+        "--name",
+        name,
+        "--role",
+        "instructor",
+        "--scope",
+        "grades:write",
+    ];
+    run(&args, config, "")
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// A second replica on the same configuration folder.
@@ -144,20 +159,7 @@ async fn a_revoked_key_is_refused_by_every_replica_within_a_second() {
     let redis = RedisServer::start().await;
     let upstream = Upstream::start("app").await;
     let (_dir, config) = redis_config(&redis, &upstream);
-    let key = created_key(&run(
-        &[
-            "keys",
-            "create",
-            "--name",
-            "grader",
-            "--role",
-            "instructor",
-            "--scope",
-            "grades:write",
-        ],
-        &config,
-        "",
-    ));
+    let key = create_key(&config, "grader");
     let first = replica(&config).await;
     let second = replica(&config).await;
     for gateway in [&first, &second] {
@@ -195,34 +197,8 @@ async fn when_redis_goes_away_jwts_and_cached_keys_keep_working() {
     let redis = RedisServer::start().await;
     let upstream = Upstream::start("app").await;
     let (_dir, config) = redis_config(&redis, &upstream);
-    let cached = created_key(&run(
-        &[
-            "keys",
-            "create",
-            "--name",
-            "cached",
-            "--role",
-            "instructor",
-            "--scope",
-            "grades:write",
-        ],
-        &config,
-        "",
-    ));
-    let uncached = created_key(&run(
-        &[
-            "keys",
-            "create",
-            "--name",
-            "uncached",
-            "--role",
-            "instructor",
-            "--scope",
-            "grades:write",
-        ],
-        &config,
-        "",
-    ));
+    let cached = create_key(&config, "cached");
+    let uncached = create_key(&config, "uncached");
     run(
         &[
             "users",

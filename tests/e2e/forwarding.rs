@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{client, raw_request, Gateway, GatewayConfig, Upstream};
+use crate::common::{client, raw_request, status_and_json, Gateway, GatewayConfig, Upstream};
 
 /// One service `courses` at `/api/courses/` over `upstreams`; `service_extra` goes into the
 /// routes file, `route_extra` into the route, `gateway_extra` into gateway.yaml.
@@ -31,11 +31,6 @@ async fn upstream_of(gateway: &Gateway, path: &str) -> String {
     assert_eq!(response.status(), 200);
     let echo: Value = response.json().await.unwrap();
     echo["upstream"].as_str().unwrap().to_string()
-}
-
-async fn status_and_body(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON body"))
 }
 
 #[tokio::test]
@@ -129,7 +124,7 @@ async fn a_service_with_no_healthy_target_is_503_and_not_ready() {
         .send()
         .await
         .unwrap();
-    let (status, body) = status_and_body(response).await;
+    let (status, body) = status_and_json(response).await;
     assert_eq!(status, 503);
     assert_eq!(body["code"], "service_unavailable");
     assert_eq!(
@@ -141,7 +136,7 @@ async fn a_service_with_no_healthy_target_is_503_and_not_ready() {
         .send()
         .await
         .unwrap();
-    let (status, body) = status_and_body(ready).await;
+    let (status, body) = status_and_json(ready).await;
     assert_eq!(status, 503);
     assert_eq!(body["code"], "not_ready");
     assert!(body["detail"].as_str().unwrap().contains("courses"));
@@ -184,7 +179,7 @@ async fn an_unreachable_upstream_is_502_json_with_an_error_log_line() {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "trace-502");
-    let (status, body) = status_and_body(response).await;
+    let (status, body) = status_and_json(response).await;
     assert_eq!(status, 502);
     assert_eq!(body["code"], "bad_gateway");
     assert_eq!(body["request_id"], "trace-502");
@@ -211,7 +206,7 @@ async fn upstream_errors_pass_through_as_the_upstream_wrote_them() {
         .send()
         .await
         .unwrap();
-    let (status, body) = status_and_body(response).await;
+    let (status, body) = status_and_json(response).await;
     assert_eq!(status, 500);
     assert_eq!(
         body["upstream"], "failing",
@@ -242,7 +237,7 @@ async fn a_slow_upstream_is_504_json() {
         .send()
         .await
         .unwrap();
-    let (status, body) = status_and_body(response).await;
+    let (status, body) = status_and_json(response).await;
     assert_eq!(status, 504);
     assert_eq!(body["code"], "upstream_timeout");
     assert!(
@@ -274,7 +269,7 @@ async fn a_target_that_never_accepts_is_504_after_the_connect_timeout() {
     let gateway = Gateway::start(config).await;
     let started = Instant::now();
     let response = client().get(gateway.url("/api/x")).send().await.unwrap();
-    let (status, body) = status_and_body(response).await;
+    let (status, body) = status_and_json(response).await;
     assert_eq!(status, 504);
     assert_eq!(body["code"], "upstream_timeout");
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -291,7 +286,7 @@ async fn bodies_over_max_body_are_413_whether_declared_or_streamed() {
         .send()
         .await
         .unwrap();
-    let (status, body) = status_and_body(response).await;
+    let (status, body) = status_and_json(response).await;
     assert_eq!(status, 413);
     assert_eq!(body["code"], "payload_too_large");
     assert_eq!(
@@ -318,7 +313,7 @@ async fn bodies_over_max_body_are_413_whether_declared_or_streamed() {
         .send()
         .await
         .unwrap();
-    let (status, echo) = status_and_body(response).await;
+    let (status, echo) = status_and_json(response).await;
     assert_eq!(status, 200);
     assert_eq!(echo["body_bytes"], 1024);
 }
