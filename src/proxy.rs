@@ -13,7 +13,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::auth::endpoints::Endpoint;
+use crate::auth::endpoints::{Endpoint, TokenService};
 use crate::auth::identity;
 use crate::auth::Auth;
 use crate::config::Config;
@@ -35,9 +35,9 @@ pub struct Gateway {
 }
 
 /// Where a request goes once its path is known.
-enum Destination {
+enum Destination<'a> {
     /// One of the gateway's own endpoints.
-    Gateway(Endpoint),
+    Gateway(&'a TokenService, Endpoint),
     /// A route's upstream; the route is in the context.
     Upstream,
 }
@@ -75,11 +75,15 @@ impl Gateway {
     }
 
     /// Normalises the path once and finds where it goes; the normalised path is what goes upstream.
-    fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Destination, GatewayError> {
+    fn route(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Destination<'_>, GatewayError> {
         let request = session.req_header();
         let path = path::normalize(request.uri.path())
             .map_err(|bad| GatewayError::BadRequest(bad.detail().to_string()))?;
-        if let (Some(_), Some(endpoint)) = (&self.auth.token_service, Endpoint::at(&path)) {
+        if let (Some(service), Some(endpoint)) = (&self.auth.token_service, Endpoint::at(&path)) {
             ctx.endpoint = Some(endpoint);
             if request.method != endpoint.method() {
                 let allowed =
@@ -89,7 +93,7 @@ impl Gateway {
                     allowed,
                 });
             }
-            return Ok(Destination::Gateway(endpoint));
+            return Ok(Destination::Gateway(service, endpoint));
         }
         match self.router.lookup(&path, &request.method) {
             Lookup::Found(found) => {
@@ -120,25 +124,6 @@ impl Gateway {
         let found = identity::authenticate(credential, tokens, &self.auth.api_keys).await;
         ctx.identity = authz::decide(&route, &self.config.auth, found)?;
         Ok(())
-    }
-
-    /// Answers one of the gateway's own endpoints.
-    async fn answer_endpoint(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        endpoint: Endpoint,
-    ) -> Result<bool> {
-        let Some(service) = &self.auth.token_service else {
-            return answer_unless_continue(session, ctx, Err(GatewayError::NotFound)).await;
-        };
-        match service.answer(endpoint, session).await {
-            Ok(body) => {
-                errors::respond_json(session, &body, &ctx.request_id).await?;
-                Ok(true)
-            }
-            Err(error) => answer_unless_continue(session, ctx, Err(error)).await,
-        }
     }
 
     /// Records a gateway-made error and turns it into the pingora error that ends proxying.
@@ -215,8 +200,14 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         self.identify(session, ctx);
         let flow = match self.route(session, ctx) {
-            Ok(Destination::Gateway(endpoint)) => {
-                return self.answer_endpoint(session, ctx, endpoint).await
+            Ok(Destination::Gateway(service, endpoint)) => {
+                match service.answer(endpoint, session).await {
+                    Ok(body) => {
+                        errors::respond_json(session, &body, &ctx.request_id).await?;
+                        return Ok(true);
+                    }
+                    Err(error) => Err(error),
+                }
             }
             Ok(Destination::Upstream) => match check_declared_body(session, ctx) {
                 Ok(()) => self.admit(session, ctx).await,

@@ -645,3 +645,80 @@ print(json.dumps(claims))
     assert_eq!(claims["username"], "demo");
     assert_eq!(claims["token_type"], "access");
 }
+
+#[tokio::test]
+async fn tokens_of_an_earlier_key_are_accepted_during_a_rotation() {
+    use base64::engine::general_purpose::STANDARD;
+    use jsonwebtoken::jwk::AlgorithmParameters;
+
+    let old_pem = guichet::auth::jwt::generate_ed25519_pem();
+    let old =
+        guichet::auth::jwt::Keys::from_private_pem(Algorithm::EdDSA, old_pem.as_bytes()).unwrap();
+    let old_jwk = old.jwks().keys[0].clone();
+    let AlgorithmParameters::OctetKeyPair(okp) = &old_jwk.algorithm else {
+        panic!("an Ed25519 key")
+    };
+    // SubjectPublicKeyInfo for Ed25519: a fixed 12-byte prefix, then the 32-byte key.
+    let mut der = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    der.extend(URL_SAFE_NO_PAD.decode(&okp.x).unwrap());
+    let old_public = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        STANDARD.encode(der)
+    );
+
+    let upstream = Upstream::start("app").await;
+    let config = GatewayConfig::new(&format!(
+        "include: [routes/*.yaml]\n{}",
+        jwt_section().replace(
+            "  leeway: 5s\n",
+            "  leeway: 5s\n  verification_keys: [keys/old-public.pem]\n"
+        )
+    ))
+    .file("keys/jwt.pem", &guichet::auth::jwt::generate_ed25519_pem())
+    .file("keys/old-public.pem", &old_public)
+    .file("routes/app.yaml", &routes(&upstream));
+    let gateway = Gateway::start(config).await;
+
+    let jwks: Value = client()
+        .get(gateway.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    let old_kid = old_jwk.common.key_id.clone().unwrap();
+    assert_eq!(kids.len(), 2);
+    assert!(kids.contains(&old_kid.as_str()), "{kids:?}");
+
+    let now = guichet::auth::jwt::unix_now();
+    let claims = json!({
+        "token_type": "access", "jti": "j", "iat": now, "exp": now + 600, "iss": "guichet",
+        "aud": "hackitech", "sub": "9", "user_id": 9, "username": "before-rotation", "role": "student"
+    });
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(old_kid);
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_ed_pem(old_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let response = client()
+        .get(gateway.url("/api/courses/"))
+        .header("authorization", bearer(&token))
+        .send()
+        .await
+        .unwrap();
+    let (status, echo) = status_and_json(response).await;
+    assert_eq!(status, 200);
+    assert_eq!(echo["headers"]["x-user-name"], json!(["before-rotation"]));
+}
