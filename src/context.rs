@@ -20,6 +20,8 @@ pub struct RequestCtx {
     /// Set when the request is for one of the gateway's own endpoints.
     pub endpoint: Option<Endpoint>,
     pub identity: Identity,
+    /// `RateLimit-Policy` and `RateLimit`, on every response of a limited route.
+    pub rate_limit_fields: Vec<(&'static str, String)>,
     /// Path and query as sent upstream.
     pub upstream_target: String,
     /// The target chosen for the current attempt, and one that failed to connect.
@@ -41,6 +43,7 @@ impl RequestCtx {
             route: None,
             endpoint: None,
             identity: Identity::anonymous(),
+            rate_limit_fields: Vec::new(),
             upstream_target: String::new(),
             target: None,
             failed_target: None,

@@ -33,6 +33,12 @@ pub enum GatewayError {
         service: String,
     },
     AuthStoreUnavailable,
+    /// 429 with `Retry-After`.
+    Throttled {
+        retry_after: u64,
+    },
+    /// The shared rate limiter is down and `on_store_error: deny`.
+    RateLimiterUnavailable,
     UpstreamTimeout,
     Internal,
 }
@@ -48,7 +54,10 @@ impl GatewayError {
             GatewayError::PayloadTooLarge { .. } => 413,
             GatewayError::Internal => 500,
             GatewayError::BadGateway => 502,
-            GatewayError::NoHealthyUpstream { .. } | GatewayError::AuthStoreUnavailable => 503,
+            GatewayError::Throttled { .. } => 429,
+            GatewayError::NoHealthyUpstream { .. }
+            | GatewayError::AuthStoreUnavailable
+            | GatewayError::RateLimiterUnavailable => 503,
             GatewayError::UpstreamTimeout => 504,
         }
     }
@@ -65,6 +74,8 @@ impl GatewayError {
             GatewayError::BadGateway => "bad_gateway",
             GatewayError::NoHealthyUpstream { .. } => "service_unavailable",
             GatewayError::AuthStoreUnavailable => "auth_store_unavailable",
+            GatewayError::Throttled { .. } => "throttled",
+            GatewayError::RateLimiterUnavailable => "rate_limiter_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
         }
     }
@@ -90,6 +101,12 @@ impl GatewayError {
             }
             GatewayError::AuthStoreUnavailable => {
                 "The authentication store is unavailable; try again shortly.".to_string()
+            }
+            GatewayError::Throttled { retry_after } => {
+                format!("Request was throttled. Expected available in {retry_after} seconds.")
+            }
+            GatewayError::RateLimiterUnavailable => {
+                "The rate limiter is unavailable; try again shortly.".to_string()
             }
             GatewayError::UpstreamTimeout => {
                 "The upstream service did not answer in time.".to_string()
@@ -140,20 +157,28 @@ pub async fn respond_json(
     session.write_response_body(Some(body), true).await
 }
 
-/// Writes `error` as the whole response, keeping the connection open for the next request.
+/// Writes `error` as the whole response, with `extra` headers (the rate limit fields), keeping
+/// the connection open for the next request.
 pub async fn respond(
     session: &mut Session,
     error: &GatewayError,
     request_id: &str,
+    extra: &[(&'static str, String)],
 ) -> pingora::Result<()> {
     let body = error_body(&error.detail(), error.code(), request_id);
     let mut header = json_header(error.status(), body.len(), request_id)?;
+    for (name, value) in extra {
+        header.insert_header(*name, value.as_str())?;
+    }
     match error {
         GatewayError::MethodNotAllowed { allowed, .. } => {
             header.insert_header(header::ALLOW, allowed.allow_header())?;
         }
         GatewayError::Unauthorized { challenge, .. } => {
             header.insert_header(header::WWW_AUTHENTICATE, challenge.as_str())?;
+        }
+        GatewayError::Throttled { retry_after } => {
+            header.insert_header(header::RETRY_AFTER, retry_after.to_string())?;
         }
         _ => {}
     }

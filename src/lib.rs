@@ -18,6 +18,7 @@ pub mod logs;
 pub mod manage;
 pub mod path;
 pub mod proxy;
+pub mod ratelimit;
 pub mod request_id;
 pub mod router;
 pub mod server;

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::context::{InFlight, RequestCtx};
 use crate::errors::{self, GatewayError};
 use crate::forwarded::{self, Origin};
+use crate::ratelimit::{Limiter, Mode};
 use crate::request_id;
 use crate::router::{Lookup, MethodSet, Router};
 use crate::upstream::Upstreams;
@@ -31,6 +32,7 @@ pub struct Gateway {
     router: Router,
     upstreams: Arc<Upstreams>,
     auth: Arc<Auth>,
+    limiter: Arc<Limiter>,
     in_flight: InFlight,
 }
 
@@ -47,6 +49,7 @@ impl Gateway {
         config: Arc<Config>,
         upstreams: Arc<Upstreams>,
         auth: Arc<Auth>,
+        limiter: Arc<Limiter>,
         in_flight: InFlight,
     ) -> Gateway {
         Gateway {
@@ -54,6 +57,7 @@ impl Gateway {
             config,
             upstreams,
             auth,
+            limiter,
             in_flight,
         }
     }
@@ -126,6 +130,34 @@ impl Gateway {
         Ok(())
     }
 
+    /// Counts the request against its consumer's tier and its route's limits, all or none.
+    async fn throttle(&self, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+        let (Some(route), Some(origin)) = (&ctx.route, &ctx.origin) else {
+            return Err(GatewayError::Internal);
+        };
+        let limits = self
+            .config
+            .rate_limits
+            .limits(route, &ctx.identity, origin.client);
+        if limits.is_empty() {
+            return Ok(());
+        }
+        let decision = self
+            .limiter
+            .check(&limits, Mode::Consume)
+            .await
+            .map_err(|_| GatewayError::RateLimiterUnavailable)?;
+        let (policy, current) = decision.fields(&limits);
+        ctx.rate_limit_fields = vec![(RATELIMIT_POLICY, policy), (RATELIMIT, current)];
+        if decision.allowed {
+            Ok(())
+        } else {
+            Err(GatewayError::Throttled {
+                retry_after: decision.retry_after,
+            })
+        }
+    }
+
     /// Records a gateway-made error and turns it into the pingora error that ends proxying.
     fn fail(ctx: &mut RequestCtx, error: GatewayError) -> Box<Error> {
         let status = error.status();
@@ -133,6 +165,9 @@ impl Gateway {
         Error::new(ErrorType::HTTPStatus(status))
     }
 }
+
+const RATELIMIT_POLICY: &str = "ratelimit-policy";
+const RATELIMIT: &str = "ratelimit";
 
 /// A request whose `Content-Length` already says it is over the route's `max_body`.
 fn check_declared_body(session: &Session, ctx: &RequestCtx) -> Result<(), GatewayError> {
@@ -160,7 +195,7 @@ async fn answer_unless_continue(
     match flow {
         Ok(()) => Ok(false),
         Err(error) => {
-            errors::respond(session, &error, &ctx.request_id).await?;
+            errors::respond(session, &error, &ctx.request_id, &ctx.rate_limit_fields).await?;
             ctx.error = Some(error);
             Ok(true)
         }
@@ -201,7 +236,11 @@ impl ProxyHttp for Gateway {
         self.identify(session, ctx);
         let flow = match self.route(session, ctx) {
             Ok(Destination::Gateway(service, endpoint)) => {
-                match service.answer(endpoint, session).await {
+                let client = ctx
+                    .origin
+                    .as_ref()
+                    .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |o| o.client);
+                match service.answer(endpoint, session, client).await {
                     Ok(body) => {
                         errors::respond_json(session, &body, &ctx.request_id).await?;
                         return Ok(true);
@@ -210,7 +249,10 @@ impl ProxyHttp for Gateway {
                 }
             }
             Ok(Destination::Upstream) => match check_declared_body(session, ctx) {
-                Ok(()) => self.admit(session, ctx).await,
+                Ok(()) => match self.admit(session, ctx).await {
+                    Ok(()) => self.throttle(ctx).await,
+                    Err(error) => Err(error),
+                },
                 Err(error) => Err(error),
             },
             Err(error) => Err(error),
@@ -321,6 +363,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response.insert_header(request_id::HEADER, &ctx.request_id)?;
+        for (name, value) in &ctx.rate_limit_fields {
+            response.insert_header(*name, value.as_str())?;
+        }
         Ok(())
     }
 
@@ -342,7 +387,8 @@ impl ProxyHttp for Gateway {
             logs::gateway_error(&self.upstreams, ctx, &gateway_error, error);
         }
         if session.response_written().is_none() {
-            if let Err(e) = errors::respond(session, &gateway_error, &ctx.request_id).await {
+            let extra = &ctx.rate_limit_fields;
+            if let Err(e) = errors::respond(session, &gateway_error, &ctx.request_id, extra).await {
                 tracing::debug!(request_id = %ctx.request_id, error = %e, "could not send the error response");
             }
         }

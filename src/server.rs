@@ -19,6 +19,7 @@ use crate::auth::Auth;
 use crate::config::{Config, Listen};
 use crate::context::InFlight;
 use crate::proxy::Gateway;
+use crate::ratelimit::{Limiter, RedisLimiter, SystemClock};
 use crate::upstream::{HealthChecks, Upstreams};
 
 /// Runs the gateway until it is told to stop. Returns an error, already worded for the user,
@@ -27,7 +28,19 @@ pub fn serve(config: Config) -> Result<(), String> {
     for listen in [&config.listen, &config.admin_listen] {
         ensure_bindable(listen)?;
     }
-    let auth = Arc::new(Auth::new(&config.auth)?);
+    let crate::store::Opened { store, redis } = crate::store::open(&config.auth)?;
+    let limiter = Arc::new(Limiter::new(
+        Arc::new(SystemClock),
+        redis.clone().map(RedisLimiter::new),
+        config.rate_limits.on_store_error,
+    ));
+    let auth = Arc::new(Auth::new(
+        &config.auth,
+        store,
+        redis,
+        limiter.clone(),
+        &config.rate_limits,
+    ));
     let config = Arc::new(config);
     let upstreams = Arc::new(Upstreams::new(&config.services));
     let in_flight = InFlight::default();
@@ -47,6 +60,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         config.clone(),
         upstreams.clone(),
         auth.clone(),
+        limiter,
         in_flight.clone(),
     );
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
@@ -72,9 +86,9 @@ pub fn serve(config: Config) -> Result<(), String> {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(health_checks);
-    if let Some(client) = auth.redis.clone() {
+    if let Some(connection) = &auth.redis {
         let revocations = Revocations {
-            client,
+            client: connection.client().clone(),
             api_keys: auth.api_keys.clone(),
         };
         server.add_service(background_service("API key revocations", revocations));

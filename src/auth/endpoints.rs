@@ -9,9 +9,12 @@ use http::Method;
 use pingora::proxy::Session;
 use serde_json::{json, Value};
 
+use std::net::IpAddr;
+
 use super::jwt::{Claims, Subject, TokenType, Tokens};
 use super::password::PasswordChecker;
 use crate::errors::GatewayError;
+use crate::ratelimit::{Limiter, Mode, RatePolicy};
 use crate::store::{Rotation, Store, StoreError, User};
 
 /// Login and token bodies are small; anything larger is refused before it is read whole.
@@ -72,11 +75,18 @@ fn store_error(error: StoreError) -> GatewayError {
     GatewayError::AuthStoreUnavailable
 }
 
+/// The failed-login limits and the limiter that counts them.
+pub struct LoginThrottle {
+    pub limiter: Arc<Limiter>,
+    pub policy: RatePolicy,
+}
+
 /// Everything the token endpoints need.
 pub struct TokenService {
     pub tokens: Arc<Tokens>,
     pub store: Arc<dyn Store>,
     pub passwords: PasswordChecker,
+    pub throttle: LoginThrottle,
 }
 
 impl TokenService {
@@ -85,6 +95,7 @@ impl TokenService {
         &self,
         endpoint: Endpoint,
         session: &mut Session,
+        client: IpAddr,
     ) -> Result<Value, GatewayError> {
         if endpoint == Endpoint::Jwks {
             return serde_json::to_value(self.tokens.keys().jwks())
@@ -92,7 +103,7 @@ impl TokenService {
         }
         let body = read_json(session).await?;
         match endpoint {
-            Endpoint::Token => self.login(&body).await,
+            Endpoint::Token => self.login(&body, client).await,
             Endpoint::Refresh => self.refresh(field(&body, "refresh")?).await,
             Endpoint::Verify => self.verify(field(&body, "token")?),
             Endpoint::Revoke => self.revoke(field(&body, "refresh")?).await,
@@ -100,9 +111,21 @@ impl TokenService {
         }
     }
 
-    async fn login(&self, body: &Value) -> Result<Value, GatewayError> {
+    async fn login(&self, body: &Value, client: IpAddr) -> Result<Value, GatewayError> {
         let login = field(body, "username")?;
         let password = field(body, "password")?;
+        // Failed logins are limited per address and per username from that address.
+        let limits = self.throttle.policy.login_limits(login, client);
+        let limiter = &self.throttle.limiter;
+        let seen = limiter
+            .check(&limits, Mode::Peek)
+            .await
+            .map_err(|_| GatewayError::RateLimiterUnavailable)?;
+        if !seen.allowed {
+            return Err(GatewayError::Throttled {
+                retry_after: seen.retry_after,
+            });
+        }
         let user = self.store.user_by_login(login).await.map_err(store_error)?;
         let stored = user
             .as_ref()
@@ -113,11 +136,13 @@ impl TokenService {
         let user = match user {
             Some(user) if verified => user,
             _ => {
+                // Counting the failure may fail too; the 401 stands either way.
+                let _ = limiter.check(&limits, Mode::Consume).await;
                 return Err(GatewayError::Unauthorized {
                     detail: "No active account found with the given credentials",
                     code: "no_active_account",
                     challenge: "Bearer realm=\"api\"".to_string(),
-                })
+                });
             }
         };
         let family = uuid::Uuid::new_v4().simple().to_string();

@@ -44,6 +44,8 @@ pub struct Identity {
     pub role: Option<String>,
     /// The API key's name.
     pub consumer: Option<String>,
+    /// The API key's prefix, which identifies it (names need not be unique).
+    pub key_id: Option<String>,
     pub scopes: Vec<String>,
 }
 
@@ -55,6 +57,7 @@ impl Identity {
             username: None,
             role: None,
             consumer: None,
+            key_id: None,
             scopes: Vec::new(),
         }
     }
@@ -113,6 +116,7 @@ pub async fn authenticate(
                 username: Some(claims.username),
                 role: Some(claims.role),
                 consumer: None,
+                key_id: None,
                 scopes: Vec::new(),
             }),
             _ => Authentication::InvalidToken,
@@ -124,6 +128,7 @@ pub async fn authenticate(
                 username: None,
                 role: Some(key.role),
                 consumer: Some(key.name),
+                key_id: Some(key.prefix),
                 scopes: key.scopes,
             }),
             KeyCheck::Invalid => Authentication::InvalidKey,
@@ -203,6 +208,7 @@ mod tests {
             username: Some("ada".to_string()),
             role: Some("student".to_string()),
             consumer: None,
+            key_id: None,
             scopes: vec![],
         };
         set_upstream_headers(&mut upstream, &identity, false).unwrap();

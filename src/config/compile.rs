@@ -182,6 +182,7 @@ fn build(
         services: Vec::new(),
         routes: Vec::new(),
         auth: gateway.auth,
+        rate_limits: gateway.rate_limits,
     };
     if config.listen.addr == config.admin_listen.addr {
         errors.push(
@@ -317,6 +318,7 @@ fn compile_route(
         min_role,
         scopes: spec.scopes,
         forward_authorization: spec.forward_authorization,
+        rate_limits: spec.rate_limits,
     }
 }
 

@@ -6,6 +6,7 @@ mod auth;
 mod compile;
 mod decode;
 mod error;
+mod limits;
 mod model;
 mod yaml;
 
@@ -19,6 +20,7 @@ use ipnet::IpNet;
 pub use error::{ConfigError, ConfigErrors, Location};
 
 use crate::auth::jwt::Tokens;
+use crate::ratelimit::{Rate, RatePolicy};
 use crate::router::{MethodSet, PathPattern, PathTemplate};
 use crate::store::{ApiKey, User};
 
@@ -38,6 +40,7 @@ pub struct Config {
     pub services: Vec<Arc<Service>>,
     pub routes: Vec<Arc<Route>>,
     pub auth: AuthConfig,
+    pub rate_limits: RatePolicy,
 }
 
 /// Where state lives, the token keys, the roles and the seed data.
@@ -148,6 +151,8 @@ pub struct Route {
     /// Every scope an API key must carry.
     pub scopes: Vec<String>,
     pub forward_authorization: bool,
+    /// Limits of this route, per consumer, on top of the consumer's tier.
+    pub rate_limits: Vec<Rate>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

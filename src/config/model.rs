@@ -13,6 +13,7 @@ use super::auth::AuthSections;
 use super::decode::{Reader, Spanned};
 use super::yaml::Node;
 use super::{AuthConfig, AuthLevel, KeyFiles};
+use crate::ratelimit::{Rate, RatePolicy};
 use crate::router::{MethodSet, PathPattern, PathTemplate};
 
 /// `gateway.yaml`.
@@ -25,6 +26,7 @@ pub struct GatewayFile {
     pub threads: Option<usize>,
     pub shutdown_grace_period: Option<Duration>,
     pub auth: AuthConfig,
+    pub rate_limits: RatePolicy,
 }
 
 /// `routes/<service>.yaml`.
@@ -61,6 +63,7 @@ pub struct RouteSpec {
     pub roles: Vec<Spanned<String>>,
     pub scopes: Vec<String>,
     pub forward_authorization: bool,
+    pub rate_limits: Vec<Rate>,
 }
 
 const GATEWAY_KEYS: &[&str] = &[
@@ -75,6 +78,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "jwt",
     "roles",
     "seed",
+    "rate_limits",
 ];
 const SERVICE_KEYS: &[&str] = &["service", "upstreams", "health_check", "timeouts", "routes"];
 const HEALTH_CHECK_KEYS: &[&str] = &["path", "interval", "timeout"];
@@ -89,6 +93,7 @@ const ROUTE_KEYS: &[&str] = &[
     "roles",
     "scopes",
     "forward_authorization",
+    "rate_limit",
 ];
 
 impl GatewayFile {
@@ -110,10 +115,14 @@ impl GatewayFile {
             threads: None,
             shutdown_grace_period: None,
             auth: super::auth::compile(sections, r, base, key_files),
+            rate_limits: RatePolicy::default(),
         };
         let Some(fields) = fields else {
             return file;
         };
+        if let Some((node, field)) = fields.get("rate_limits") {
+            file.rate_limits = super::limits::read_policy(node, &field, r, &file.auth.roles);
+        }
         if let Some((node, field)) = fields.get("listen") {
             file.listen = r.socket_addr(node, &field);
         }
@@ -404,6 +413,10 @@ fn read_route(r: &mut Reader, node: &Node, field: &str) -> Option<RouteSpec> {
         .into_iter()
         .map(|s| s.value)
         .collect();
+    let rate_limits = match fields.get("rate_limit") {
+        Some((node, field)) => super::limits::read_route_rates(node, &field, r),
+        None => Some(Vec::new()),
+    };
     let forward_authorization = match fields.get("forward_authorization") {
         Some((node, field)) => r.boolean(node, &field),
         None => Some(false),
@@ -419,6 +432,7 @@ fn read_route(r: &mut Reader, node: &Node, field: &str) -> Option<RouteSpec> {
         roles,
         scopes,
         forward_authorization: forward_authorization?,
+        rate_limits: rate_limits?,
     })
 }
 

@@ -24,6 +24,7 @@ fn route(id: &str, path: &str, upstream_path: Option<&str>, methods: &[&str]) ->
         min_role: None,
         scopes: Vec::new(),
         forward_authorization: false,
+        rate_limits: Vec::new(),
     })
 }
 

@@ -5,13 +5,14 @@
 mod memory;
 mod redis;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisStore, REVOCATIONS};
+pub use self::redis::{RedisConnection, RedisStore, REVOCATIONS};
 
 /// A user who can log in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +103,43 @@ pub trait Store: Send + Sync {
         ttl: Duration,
     ) -> Result<Rotation, StoreError>;
     async fn revoke_family(&self, family: &str, ttl: Duration) -> Result<(), StoreError>;
+}
+
+/// The configured store and, for Redis, its connection, to share with the rate limiter.
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    pub redis: Option<Arc<RedisConnection>>,
+}
+
+/// Opens the configured store (seeded, for memory).
+pub fn open(config: &crate::config::AuthConfig) -> Result<Opened, String> {
+    match &config.store {
+        crate::config::StoreBackend::Memory => {
+            let store = MemoryStore::new();
+            for user in &config.seed_users {
+                store
+                    .insert_user(user.clone())
+                    .map_err(|e| format!("seed user `{}`: {e}", user.username))?;
+            }
+            for key in &config.seed_api_keys {
+                store
+                    .insert_api_key(key.clone())
+                    .map_err(|e| format!("seed API key `{}`: {e}", key.name))?;
+            }
+            Ok(Opened {
+                store: Arc::new(store),
+                redis: None,
+            })
+        }
+        crate::config::StoreBackend::Redis { url } => {
+            let store = RedisStore::new(url, config.store_timeout)?;
+            let redis = Some(store.connection());
+            Ok(Opened {
+                store: Arc::new(store),
+                redis,
+            })
+        }
+    }
 }
 
 /// Usernames and emails are matched case-insensitively.

@@ -1,6 +1,7 @@
 //! The Redis store, shared by every replica. Each call has a short timeout so a slow Redis never
 //! hangs a request; the connection is made lazily inside the runtime that uses it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,10 +15,50 @@ const PREFIX: &str = "guichet";
 /// The pub/sub channel on which revoked API key prefixes are announced.
 pub const REVOCATIONS: &str = "guichet:revocations";
 
-pub struct RedisStore {
+/// One lazily made, shared connection; every call runs within the timeout.
+pub struct RedisConnection {
     client: redis::Client,
     connection: OnceCell<ConnectionManager>,
     timeout: Duration,
+}
+
+impl RedisConnection {
+    /// A connection for `url` (`redis://host:port/db` or `unix:///path/to/socket`); nothing is
+    /// connected until the first call, so the connection belongs to the runtime that uses it.
+    pub fn new(url: &str, timeout: Duration) -> Result<RedisConnection, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("`{url}`: {e}"))?;
+        Ok(RedisConnection {
+            client,
+            connection: OnceCell::new(),
+            timeout,
+        })
+    }
+
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// Runs `op` on the shared connection within the timeout.
+    pub async fn with<T, F>(&self, op: impl FnOnce(ConnectionManager) -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let attempt = async {
+            let connection = self
+                .connection
+                .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
+                .await
+                .map_err(unavailable)?;
+            op(connection.clone()).await.map_err(unavailable)
+        };
+        tokio::time::timeout(self.timeout, attempt)
+            .await
+            .unwrap_or_else(|_| Err(unavailable("no answer within the timeout")))
+    }
+}
+
+pub struct RedisStore {
+    connection: Arc<RedisConnection>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -41,37 +82,26 @@ fn family_key(family: &str) -> String {
 }
 
 impl RedisStore {
-    /// A store for `url` (`redis://host:port/db` or `unix:///path/to/socket`); nothing is
-    /// connected until the first call.
     pub fn new(url: &str, timeout: Duration) -> Result<RedisStore, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("`{url}`: {e}"))?;
         Ok(RedisStore {
-            client,
-            connection: OnceCell::new(),
-            timeout,
+            connection: Arc::new(RedisConnection::new(url, timeout)?),
         })
     }
 
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// The connection, to share with other users of the same Redis (the rate limiter).
+    pub fn connection(&self) -> Arc<RedisConnection> {
+        self.connection.clone()
     }
 
-    /// Runs `op` on the shared connection within the timeout.
+    pub fn client(&self) -> &redis::Client {
+        self.connection.client()
+    }
+
     async fn with<T, F>(&self, op: impl FnOnce(ConnectionManager) -> F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let attempt = async {
-            let connection = self
-                .connection
-                .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
-                .await
-                .map_err(unavailable)?;
-            op(connection.clone()).await.map_err(unavailable)
-        };
-        tokio::time::timeout(self.timeout, attempt)
-            .await
-            .unwrap_or_else(|_| Err(unavailable("no answer within the timeout")))
+        self.connection.with(op).await
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(

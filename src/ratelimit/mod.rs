@@ -1,0 +1,130 @@
+//! Rate limits: which limits apply to a request (its consumer tier, its route, failed logins),
+//! checked all at once with GCRA — in process, or in Redis so every replica enforces one limit —
+//! and the IETF `RateLimit-Policy` / `RateLimit` fields that tell clients where they stand.
+
+pub mod gcra;
+mod local;
+mod policy;
+pub mod rate;
+mod redis;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use self::local::{Clock, LocalLimiter, SystemClock};
+pub use self::policy::{OnStoreError, RatePolicy};
+pub use self::rate::Rate;
+pub use self::redis::RedisLimiter;
+
+/// One limit to check: a named policy, the key it counts under, and its rate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// The policy's name in the response fields, such as `user` or `route`.
+    pub policy: String,
+    pub key: String,
+    pub rate: Rate,
+}
+
+/// Whether a check counts the request (`Consume`) or only looks (`Peek`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Consume,
+    Peek,
+}
+
+/// The verdict on a set of limits: all pass (and are all counted) or none is counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Whole seconds until the request would pass, when refused.
+    pub retry_after: u64,
+    /// Per limit, in order: requests remaining now and seconds until the quota is full again.
+    pub states: Vec<(u64, u64)>,
+}
+
+impl Decision {
+    /// The `RateLimit-Policy` and `RateLimit` field values (draft-ietf-httpapi-ratelimit-headers-11).
+    pub fn fields(&self, limits: &[Limit]) -> (String, String) {
+        let policy = limits
+            .iter()
+            .map(|l| {
+                format!(
+                    "\"{}\";q={};w={}",
+                    l.policy,
+                    l.rate.burst,
+                    l.rate.period.as_secs()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let current = limits
+            .iter()
+            .zip(&self.states)
+            .map(|(l, (remaining, reset))| format!("\"{}\";r={remaining};t={reset}", l.policy))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (policy, current)
+    }
+}
+
+/// The limiter the gateway uses: Redis when configured (falling back as `on_store_error`
+/// says), the local one otherwise.
+pub struct Limiter {
+    local: LocalLimiter,
+    redis: Option<RedisLimiter>,
+    on_store_error: OnStoreError,
+    last_warning: AtomicU64,
+}
+
+/// The shared limiter could not be asked and the configuration says to refuse.
+#[derive(Debug)]
+pub struct Unavailable;
+
+impl Limiter {
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        redis: Option<RedisLimiter>,
+        on_store_error: OnStoreError,
+    ) -> Limiter {
+        Limiter {
+            local: LocalLimiter::new(clock),
+            redis,
+            on_store_error,
+            last_warning: AtomicU64::new(0),
+        }
+    }
+
+    pub async fn check(&self, limits: &[Limit], mode: Mode) -> Result<Decision, Unavailable> {
+        let Some(redis) = &self.redis else {
+            return Ok(self.local.check(limits, mode));
+        };
+        match redis.check(limits, mode).await {
+            Ok(decision) => Ok(decision),
+            Err(cause) => {
+                self.warn_now_and_then(&cause);
+                match self.on_store_error {
+                    OnStoreError::Allow => Ok(self.local.check(limits, mode)),
+                    OnStoreError::Deny => Err(Unavailable),
+                }
+            }
+        }
+    }
+
+    /// One warning per ten seconds, not one per request.
+    fn warn_now_and_then(&self, cause: &str) {
+        let now = self.local.now_us() / 1_000_000;
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now >= last + 10
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let fallback = match self.on_store_error {
+                OnStoreError::Allow => "limiting locally until it is back",
+                OnStoreError::Deny => "refusing limited requests with 503 until it is back",
+            };
+            tracing::warn!(%cause, "the Redis rate limiter is unavailable; {fallback}");
+        }
+    }
+}

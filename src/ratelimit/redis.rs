@@ -1,0 +1,98 @@
+//! The shared limiter: one Redis script per check carries every limit of the request, so N
+//! replicas enforce one limit in a single round trip. Redis's own clock is used, so replicas
+//! with drifting clocks still agree. Keys expire once their quota is full again.
+
+use std::sync::Arc;
+
+use redis::Script;
+
+use super::gcra::Outcome;
+use super::local::decide;
+use super::{Decision, Limit, Mode};
+use crate::store::RedisConnection;
+
+/// KEYS: the limits' keys. ARGV: consume (1/0), then per limit its interval and tolerance (µs).
+/// Returns now, allowed, then per limit its TAT after the step and whether it conforms.
+const GCRA: &str = r"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local consume = ARGV[1] == '1'
+local allowed = 1
+local result = {now, 0}
+local next = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i])
+  local tolerance = tonumber(ARGV[2 * i + 1])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local conforms = 0
+  if tat + interval - now <= tolerance then
+    conforms = 1
+    next[i] = tat + interval
+  else
+    allowed = 0
+    next[i] = tat
+  end
+  table.insert(result, next[i])
+  table.insert(result, conforms)
+end
+result[2] = allowed
+if allowed == 1 and consume then
+  for i, key in ipairs(KEYS) do
+    redis.call('SET', key, next[i], 'PX', math.ceil((next[i] - now) / 1000) + 1000)
+  end
+end
+return result
+";
+
+pub struct RedisLimiter {
+    connection: Arc<RedisConnection>,
+    script: Script,
+}
+
+impl RedisLimiter {
+    pub fn new(connection: Arc<RedisConnection>) -> RedisLimiter {
+        RedisLimiter {
+            connection,
+            script: Script::new(GCRA),
+        }
+    }
+
+    /// The decision, or why Redis could not give one.
+    pub async fn check(&self, limits: &[Limit], mode: Mode) -> Result<Decision, String> {
+        if limits.is_empty() {
+            return Ok(Decision {
+                allowed: true,
+                retry_after: 0,
+                states: Vec::new(),
+            });
+        }
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(u8::from(mode == Mode::Consume));
+        for limit in limits {
+            invocation
+                .key(format!("guichet:rl:{}", limit.key))
+                .arg(limit.rate.interval_us())
+                .arg(limit.rate.tolerance_us());
+        }
+        let reply: Vec<u64> = self
+            .connection
+            .with(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await
+            .map_err(|e| e.to_string())?;
+        let (Some(&now), Some(&allowed)) = (reply.first(), reply.get(1)) else {
+            return Err("the rate limit script answered nothing".to_string());
+        };
+        let outcomes: Vec<Outcome> = reply[2..]
+            .chunks(2)
+            .map(|pair| Outcome {
+                tat: pair[0],
+                conforms: pair.get(1) == Some(&1),
+            })
+            .collect();
+        if outcomes.len() != limits.len() {
+            return Err("the rate limit script answered the wrong number of limits".to_string());
+        }
+        Ok(decide(limits, &outcomes, allowed == 1, mode, now))
+    }
+}
