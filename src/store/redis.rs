@@ -2,12 +2,11 @@
 //! hangs a request; the connection is made lazily inside the runtime that uses it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
-use tokio::sync::OnceCell;
 
 use super::{login_key, ApiKey, NewUser, Rotation, Store, StoreError, User};
 
@@ -15,10 +14,16 @@ const PREFIX: &str = "guichet";
 /// The pub/sub channel on which revoked API key prefixes are announced.
 pub const REVOCATIONS: &str = "guichet:revocations";
 
-/// One lazily made, shared connection; every call runs within the timeout.
+/// After a failure, calls fail fast for this long before one tries to reconnect, so an outage
+/// costs requests nothing but the fallback.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
+
+/// One lazily made, shared connection; every call runs within the timeout. A broken connection
+/// is dropped and made again (after a short pause) once Redis answers again.
 pub struct RedisConnection {
     client: redis::Client,
-    connection: OnceCell<ConnectionManager>,
+    connection: tokio::sync::Mutex<Option<ConnectionManager>>,
+    retry_at: std::sync::Mutex<Option<Instant>>,
     timeout: Duration,
 }
 
@@ -29,7 +34,8 @@ impl RedisConnection {
         let client = redis::Client::open(url).map_err(|e| format!("`{url}`: {e}"))?;
         Ok(RedisConnection {
             client,
-            connection: OnceCell::new(),
+            connection: tokio::sync::Mutex::new(None),
+            retry_at: std::sync::Mutex::new(None),
             timeout,
         })
     }
@@ -38,22 +44,64 @@ impl RedisConnection {
         &self.client
     }
 
+    fn retry_at(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.retry_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn connected(&self) -> Result<ConnectionManager, StoreError> {
+        if self.retry_at().is_some_and(|at| Instant::now() < at) {
+            return Err(unavailable("down a moment ago; retrying shortly"));
+        }
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let connecting = ConnectionManager::new_with_config(self.client.clone(), config);
+        match tokio::time::timeout(self.timeout, connecting).await {
+            Ok(Ok(connection)) => {
+                *slot = Some(connection.clone());
+                Ok(connection)
+            }
+            Ok(Err(e)) => Err(self.down(&mut slot, e)),
+            Err(_) => Err(self.down(&mut slot, "no connection within the timeout")),
+        }
+    }
+
+    fn down(
+        &self,
+        slot: &mut Option<ConnectionManager>,
+        cause: impl std::fmt::Display,
+    ) -> StoreError {
+        *slot = None;
+        *self.retry_at() = Some(Instant::now() + RETRY_AFTER_FAILURE);
+        unavailable(cause)
+    }
+
     /// Runs `op` on the shared connection within the timeout.
     pub async fn with<T, F>(&self, op: impl FnOnce(ConnectionManager) -> F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let attempt = async {
-            let connection = self
-                .connection
-                .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
-                .await
-                .map_err(unavailable)?;
-            op(connection.clone()).await.map_err(unavailable)
-        };
-        tokio::time::timeout(self.timeout, attempt)
-            .await
-            .unwrap_or_else(|_| Err(unavailable("no answer within the timeout")))
+        let connection = self.connected().await?;
+        match tokio::time::timeout(self.timeout, op(connection)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e))
+                if !(e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()) =>
+            {
+                Err(unavailable(e))
+            }
+            Ok(Err(e)) => Err(self.down(&mut *self.connection.lock().await, e)),
+            Err(_) => Err(self.down(
+                &mut *self.connection.lock().await,
+                "no answer within the timeout",
+            )),
+        }
     }
 }
 

@@ -18,27 +18,33 @@ impl RedisServer {
     pub async fn start() -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("redis.sock");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (apt-get install redis-server)");
         let server = RedisServer {
-            child,
+            child: spawn(&socket, dir.path()),
             socket,
             _dir: dir,
         };
+        server.wait_until_up().await;
+        server
+    }
+
+    /// Stops the server; `resume` starts a fresh one on the same socket.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub async fn resume(&mut self) {
+        let dir = self.socket.parent().expect("socket folder").to_path_buf();
+        self.child = spawn(&self.socket, &dir);
+        self.wait_until_up().await;
+    }
+
+    async fn wait_until_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while server.command(&["PING"]).await.as_deref() != Some("+PONG") {
+        while self.command(&["PING"]).await.as_deref() != Some("+PONG") {
             assert!(Instant::now() < deadline, "redis-server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        server
     }
 
     /// The URL redis clients take for the socket.
@@ -63,7 +69,19 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
+}
+
+fn spawn(socket: &std::path::Path, dir: &std::path::Path) -> Child {
+    Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--appendonly", "no"])
+        .arg("--unixsocket")
+        .arg(socket)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (apt-get install redis-server)")
 }

@@ -55,7 +55,7 @@ roles: [student, instructor, admin]
 "
 }
 
-fn seed() -> String {
+pub fn seed() -> String {
     let hash = |password: &str| guichet::auth::password::hash(password);
     let key_hash = |secret: &str| guichet::auth::api_key::hash_secret(secret);
     format!(

@@ -9,5 +9,6 @@ mod check;
 mod forwarding;
 mod harness;
 mod lifecycle;
+mod ratelimit;
 mod routing;
 mod store;

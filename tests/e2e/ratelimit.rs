@@ -1,0 +1,365 @@
+//! Rate limits through the real listener: tiers per identity class, role tiers, route limits,
+//! the RateLimit fields, failed logins, Redis going away, and replicas sharing one limit.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::auth::{jwt_section, seed, DEMO_KEY};
+use crate::common::{client, status_and_json, Gateway, GatewayConfig, RedisServer, Upstream};
+
+fn routes(upstream: &Upstream) -> String {
+    format!(
+        "service: app
+upstreams: [{}]
+routes:
+  - path: /api/public/
+    auth: none
+  - path: /api/any/
+    auth: any
+  - path: /api/limited/
+    rate_limit: 2/hour
+",
+        upstream.url()
+    )
+}
+
+const LIMITS: &str = "rate_limits:
+  anonymous: 3/hour
+  user: 5/hour
+  api_key: 4/hour
+  roles: { instructor: 7/hour }
+  login: 3/min
+";
+
+fn config(upstream: &Upstream, store: &str, limits: &str) -> GatewayConfig {
+    GatewayConfig::new(&format!(
+        "include: [routes/*.yaml]\ntrusted_proxies: [127.0.0.1/32]\n{store}{}{}{limits}",
+        jwt_section(),
+        if store.is_empty() {
+            seed()
+        } else {
+            String::new()
+        },
+    ))
+    .file("keys/jwt.pem", &guichet::auth::jwt::generate_ed25519_pem())
+    .file("routes/app.yaml", &routes(upstream))
+}
+
+async fn token(gateway: &Gateway, username: &str, password: &str) -> String {
+    let response = client()
+        .post(gateway.url("/api/auth/token/"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_and_json(response).await;
+    assert_eq!(status, 200, "{body}");
+    body["access"].as_str().unwrap().to_string()
+}
+
+/// Sends `n` GETs with `headers` and returns the statuses.
+async fn hammer(gateway: &Gateway, path: &str, headers: &[(&str, &str)], n: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        let mut request = client().get(gateway.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        statuses.push(request.send().await.unwrap().status().as_u16());
+    }
+    statuses
+}
+
+fn passed(statuses: &[u16]) -> usize {
+    statuses.iter().filter(|s| **s == 200).count()
+}
+
+#[tokio::test]
+async fn each_identity_class_has_its_own_limit_and_a_role_tier_replaces_the_user_tier() {
+    let upstream = Upstream::start("app").await;
+    let gateway = Gateway::start(config(&upstream, "", LIMITS)).await;
+    let student = format!("Bearer {}", token(&gateway, "demo", "demo-password").await);
+    let teacher = format!(
+        "Bearer {}",
+        token(&gateway, "teacher", "teacher-password").await
+    );
+
+    let anonymous = hammer(&gateway, "/api/public/", &[], 10).await;
+    assert_eq!(passed(&anonymous), 3);
+    assert!(anonymous[3..].iter().all(|s| *s == 429));
+    // Another client address (through the trusted proxy) has its own anonymous quota.
+    let elsewhere = hammer(
+        &gateway,
+        "/api/public/",
+        &[("x-forwarded-for", "203.0.113.9")],
+        10,
+    )
+    .await;
+    assert_eq!(passed(&elsewhere), 3);
+
+    assert_eq!(
+        passed(&hammer(&gateway, "/api/any/", &[("authorization", &student)], 10).await),
+        5
+    );
+    assert_eq!(
+        passed(&hammer(&gateway, "/api/any/", &[("authorization", &teacher)], 10).await),
+        7
+    );
+    assert_eq!(
+        passed(&hammer(&gateway, "/api/any/", &[("x-api-key", DEMO_KEY)], 10).await),
+        4
+    );
+}
+
+#[tokio::test]
+async fn a_route_limit_adds_to_the_tier_and_the_fields_count_down() {
+    let upstream = Upstream::start("app").await;
+    let gateway = Gateway::start(config(&upstream, "", LIMITS)).await;
+    let student = format!("Bearer {}", token(&gateway, "demo", "demo-password").await);
+    let get = |path: &'static str| {
+        client()
+            .get(gateway.url(path))
+            .header("authorization", student.as_str())
+            .send()
+    };
+    for remaining in [1, 0] {
+        let response = get("/api/limited/").await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["ratelimit-policy"],
+            "\"user\";q=5;w=3600, \"route\";q=2;w=3600"
+        );
+        let current = response.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let user_left = 3 + remaining;
+        assert!(
+            current.starts_with(&format!("\"user\";r={user_left};t="))
+                && current.contains(&format!("\"route\";r={remaining};t=")),
+            "{current}"
+        );
+    }
+    let response = get("/api/limited/").await.unwrap();
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(response.headers()["ratelimit"]
+        .to_str()
+        .unwrap()
+        .contains("\"route\";r=0"));
+    let (status, body) = status_and_json(response).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["code"], "throttled");
+    assert_eq!(
+        body["detail"],
+        format!("Request was throttled. Expected available in {retry_after} seconds.").as_str()
+    );
+    assert!((1..=1800).contains(&retry_after), "{retry_after}");
+    // The refused request used none of the user tier: 3 of 5 are left elsewhere.
+    let statuses = hammer(&gateway, "/api/any/", &[("authorization", &student)], 5).await;
+    assert_eq!(passed(&statuses), 3);
+    // Unlimited routes carry no fields.
+    let response = client()
+        .get(gateway.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("ratelimit").is_none());
+}
+
+async fn login_status(gateway: &Gateway, username: &str, password: &str, from: &str) -> u16 {
+    client()
+        .post(gateway.url("/api/auth/token/"))
+        .header("x-forwarded-for", from)
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_address_and_per_username_from_it() {
+    let upstream = Upstream::start("app").await;
+    let gateway = Gateway::start(config(&upstream, "", LIMITS)).await;
+    let attacker = "198.51.100.66";
+    for _ in 0..3 {
+        assert_eq!(login_status(&gateway, "demo", "guess", attacker).await, 401);
+    }
+    assert_eq!(login_status(&gateway, "demo", "guess", attacker).await, 429);
+    assert_eq!(
+        login_status(&gateway, "demo", "demo-password", attacker).await,
+        429,
+        "not even the right password from the attacking address"
+    );
+    assert_eq!(
+        login_status(&gateway, "teacher", "guess", attacker).await,
+        429,
+        "the address is out of failed attempts for every username"
+    );
+    assert_eq!(
+        login_status(&gateway, "demo", "demo-password", "192.0.2.10").await,
+        200,
+        "the real user, from their own address, still logs in"
+    );
+    // Successful logins are not counted.
+    for _ in 0..5 {
+        assert_eq!(
+            login_status(&gateway, "teacher", "teacher-password", "192.0.2.11").await,
+            200
+        );
+    }
+}
+
+fn redis_store(redis: &RedisServer) -> String {
+    format!("store: {{ backend: redis, url: \"{}\" }}\n", redis.url())
+}
+
+async fn add_user(config: &Path) {
+    let output = crate::common::cli(
+        &[
+            "users",
+            "add",
+            "--username",
+            "demo",
+            "--email",
+            "demo@x.example",
+            "--role",
+            "student",
+        ],
+        config,
+        "demo-password\n",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn three_replicas_sharing_redis_let_through_exactly_the_limit() {
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::start("app").await;
+    let limits = "rate_limits: { anonymous: 40/hour }\n";
+    let (_dir, path) = config(&upstream, &redis_store(&redis), limits).write();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Gateway::start_in(tempfile::tempdir().unwrap(), &path).await);
+    }
+    // 120 requests at once, 40 per replica, all from one client address.
+    let mut tasks = Vec::new();
+    for replica in &replicas {
+        for _ in 0..40 {
+            let url = replica.url("/api/public/");
+            tasks.push(tokio::spawn(async move {
+                client().get(url).send().await.unwrap().status().as_u16()
+            }));
+        }
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    // Exact: one atomic script per check, and the refill (one request every 90 s) is far
+    // slower than the test.
+    assert_eq!(passed(&statuses), 40);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 80);
+}
+
+#[tokio::test]
+async fn with_on_store_error_allow_a_redis_outage_falls_back_to_local_limits_and_recovers() {
+    let mut redis = RedisServer::start().await;
+    let upstream = Upstream::start("app").await;
+    let limits = "rate_limits: { anonymous: 3/hour, on_store_error: allow }\n";
+    let (_dir, path) = config(&upstream, &redis_store(&redis), limits).write();
+    let first = Gateway::start_in(tempfile::tempdir().unwrap(), &path).await;
+    let second = Gateway::start_in(tempfile::tempdir().unwrap(), &path).await;
+    assert_eq!(passed(&hammer(&first, "/api/public/", &[], 2).await), 2);
+    assert_eq!(
+        passed(&hammer(&second, "/api/public/", &[], 5).await),
+        1,
+        "shared"
+    );
+
+    redis.stop();
+    // Each process now limits on its own, with a fresh local count.
+    assert_eq!(passed(&hammer(&first, "/api/public/", &[], 5).await), 3);
+    assert_eq!(passed(&hammer(&second, "/api/public/", &[], 5).await), 3);
+    first
+        .wait_for_log(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("rate limiter is unavailable"))
+        })
+        .await;
+
+    redis.resume().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Back on the (empty) shared Redis: the replicas count together again.
+    loop {
+        let a = passed(
+            &hammer(
+                &first,
+                "/api/public/",
+                &[("x-forwarded-for", "192.0.2.77")],
+                2,
+            )
+            .await,
+        );
+        let b = passed(
+            &hammer(
+                &second,
+                "/api/public/",
+                &[("x-forwarded-for", "192.0.2.77")],
+                2,
+            )
+            .await,
+        );
+        if (a, b) == (2, 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shared limiting did not resume ({a}, {b})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_on_store_error_deny_a_redis_outage_is_503() {
+    let mut redis = RedisServer::start().await;
+    let upstream = Upstream::start("app").await;
+    let limits = "rate_limits: { user: 100/hour, on_store_error: deny }\n";
+    let (_dir, path) = config(&upstream, &redis_store(&redis), limits).write();
+    add_user(&path).await;
+    let gateway = Gateway::start_in(tempfile::tempdir().unwrap(), &path).await;
+    let bearer = format!("Bearer {}", token(&gateway, "demo", "demo-password").await);
+    assert_eq!(
+        passed(&hammer(&gateway, "/api/any/", &[("authorization", &bearer)], 2).await),
+        2
+    );
+    redis.stop();
+    let response = client()
+        .get(gateway.url("/api/any/"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    let (status, body): (u16, Value) = status_and_json(response).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["code"], "rate_limiter_unavailable");
+    // A route without limits does not need the limiter.
+    let response = client()
+        .get(gateway.url("/api/public/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
