@@ -101,6 +101,42 @@ mod tests {
         assert_eq!(second, 3);
     }
 
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// However requests are spread over a span D, at most burst + D / interval pass,
+            /// and a refused request leaves the state as it was.
+            #[test]
+            fn never_more_than_the_burst_plus_the_refill(
+                count in 1u32..50,
+                seconds in prop::sample::select(vec![1u64, 60, 3600]),
+                burst in 1u32..50,
+                gaps in prop::collection::vec(0u64..5_000_000, 1..300),
+            ) {
+                let r = rate(count, seconds, burst);
+                let mut tat = None;
+                let mut now = 1_000_000_000u64;
+                let start = now;
+                let mut allowed = 0u64;
+                for gap in gaps {
+                    now += gap;
+                    let outcome = step(&r, tat, now);
+                    if outcome.conforms {
+                        allowed += 1;
+                        tat = Some(outcome.tat);
+                    } else {
+                        prop_assert_eq!(Some(outcome.tat), tat.map(|t| t.max(now)));
+                    }
+                }
+                let refill = (now - start) / r.interval_us();
+                prop_assert!(allowed <= u64::from(burst) + refill, "{} > {} + {}", allowed, burst, refill);
+            }
+        }
+    }
+
     #[test]
     fn remaining_counts_down() {
         let r = rate(5, 60, 5);
