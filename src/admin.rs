@@ -1,5 +1,6 @@
-//! The admin listener, apart from client traffic: `/healthz` (the process is up) and `/readyz`
-//! (configuration loaded, every service has a healthy target, not shutting down).
+//! The admin listener, apart from client traffic: `/healthz` (the process is up), `/readyz`
+//! (configuration loaded, every service has a healthy target, the store answers, not shutting
+//! down) and `/metrics` (Prometheus text format).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,12 +11,14 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::upstream::Upstreams;
 
 pub struct Admin {
     pub upstreams: Arc<Upstreams>,
     pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
     /// Set when SIGTERM arrives, so load balancers stop sending traffic first.
     pub draining: Arc<AtomicBool>,
 }
@@ -70,6 +73,18 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let request = session.req_header();
         let readable = request.method == Method::GET || request.method == Method::HEAD;
+        if readable && request.uri.path() == "/metrics" {
+            let body = self.metrics.render();
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+                .header(header::CONTENT_LENGTH, body.len())
+                .body(body)
+                .unwrap_or_default();
+        }
         let (status, body) = match request.uri.path() {
             "/healthz" if readable => (StatusCode::OK, json!({"status": "ok"})),
             "/readyz" if readable => self.readiness().await,

@@ -1,9 +1,10 @@
 //! The per-request context that travels through every proxy phase, and the count of requests
 //! in flight that graceful shutdown waits on.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use prometheus::IntGauge;
 
 use crate::auth::endpoints::Endpoint;
 use crate::auth::identity::Identity;
@@ -29,6 +30,11 @@ pub struct RequestCtx {
     pub failed_target: Option<usize>,
     pub attempts: u8,
     pub body_bytes: u64,
+    /// When the request went upstream, and how long its response head took.
+    pub upstream_sent: Option<Instant>,
+    pub upstream_time: Option<Duration>,
+    /// The rate limit policy that refused the request, if one did.
+    pub throttled_by: Option<String>,
     /// The response the gateway made or is about to make itself.
     pub error: Option<GatewayError>,
     _in_flight: InFlightGuard,
@@ -49,32 +55,40 @@ impl RequestCtx {
             failed_target: None,
             attempts: 0,
             body_bytes: 0,
+            upstream_sent: None,
+            upstream_time: None,
+            throttled_by: None,
             error: None,
             _in_flight: in_flight.enter(),
         }
     }
 }
 
-/// Requests between their first byte parsed and their last log line.
-#[derive(Clone, Default)]
-pub struct InFlight(Arc<AtomicUsize>);
+/// Requests between their head being parsed and their last log line: the
+/// `guichet_requests_in_flight` gauge, which graceful shutdown also waits on.
+#[derive(Clone)]
+pub struct InFlight(IntGauge);
 
 impl InFlight {
+    pub fn new(gauge: IntGauge) -> InFlight {
+        InFlight(gauge)
+    }
+
     fn enter(&self) -> InFlightGuard {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.inc();
         InFlightGuard(self.0.clone())
     }
 
-    pub fn count(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+    pub fn count(&self) -> i64 {
+        self.0.get()
     }
 }
 
 /// Leaves the count when the request's context is dropped, whatever path it took.
-struct InFlightGuard(Arc<AtomicUsize>);
+struct InFlightGuard(IntGauge);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.dec();
     }
 }

@@ -16,6 +16,7 @@ pub mod errors;
 pub mod forwarded;
 pub mod logs;
 pub mod manage;
+pub mod metrics;
 pub mod path;
 pub mod proxy;
 pub mod ratelimit;

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::context::{InFlight, RequestCtx};
 use crate::errors::{self, GatewayError};
 use crate::forwarded::{self, Origin};
+use crate::metrics::Metrics;
 use crate::ratelimit::{Limiter, Mode};
 use crate::request_id;
 use crate::router::{Lookup, MethodSet, Router};
@@ -33,6 +34,7 @@ pub struct Gateway {
     upstreams: Arc<Upstreams>,
     auth: Arc<Auth>,
     limiter: Arc<Limiter>,
+    metrics: Arc<Metrics>,
     in_flight: InFlight,
 }
 
@@ -50,6 +52,7 @@ impl Gateway {
         upstreams: Arc<Upstreams>,
         auth: Arc<Auth>,
         limiter: Arc<Limiter>,
+        metrics: Arc<Metrics>,
         in_flight: InFlight,
     ) -> Gateway {
         Gateway {
@@ -58,6 +61,7 @@ impl Gateway {
             upstreams,
             auth,
             limiter,
+            metrics,
             in_flight,
         }
     }
@@ -126,6 +130,10 @@ impl Gateway {
         let credential = identity::credential(session.req_header());
         let tokens = self.auth.tokens.as_deref();
         let found = identity::authenticate(credential, tokens, &self.auth.api_keys).await;
+        // Known even when the route refuses it (403), for the logs and metrics.
+        if let identity::Authentication::Verified(identity) = &found {
+            ctx.identity = identity.clone();
+        }
         ctx.identity = authz::decide(&route, &self.config.auth, found)?;
         Ok(())
     }
@@ -149,6 +157,7 @@ impl Gateway {
             .map_err(|_| GatewayError::RateLimiterUnavailable)?;
         let (policy, current) = decision.fields(&limits);
         ctx.rate_limit_fields = vec![(RATELIMIT_POLICY, policy), (RATELIMIT, current)];
+        ctx.throttled_by = decision.refused_by.map(|i| limits[i].policy.clone());
         if decision.allowed {
             Ok(())
         } else {
@@ -199,6 +208,16 @@ async fn answer_unless_continue(
             ctx.error = Some(error);
             Ok(true)
         }
+    }
+}
+
+/// The `kind` label of `guichet_upstream_errors_total` for an upstream failure.
+fn upstream_error_kind(error: &GatewayError) -> Option<&'static str> {
+    match error {
+        GatewayError::BadGateway => Some("broken"),
+        GatewayError::UpstreamTimeout => Some("timeout"),
+        GatewayError::NoHealthyUpstream { .. } => Some("no_healthy_target"),
+        _ => None,
     }
 }
 
@@ -302,6 +321,13 @@ impl ProxyHttp for Gateway {
         if retry {
             ctx.failed_target = ctx.target;
         }
+        if let Some(route) = &ctx.route {
+            let service = &self.upstreams.pool(route.service).service.name;
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[service.as_str(), "connect"])
+                .inc();
+        }
         error.set_retry(retry);
         error
     }
@@ -322,6 +348,7 @@ impl ProxyHttp for Gateway {
             .map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?;
         request.set_uri(uri);
         let host = &self.upstreams.pool(route.service).target(target).host;
+        ctx.upstream_sent = Some(std::time::Instant::now());
         forwarded::rewrite_upstream_headers(request, origin, host)?;
         identity::set_upstream_headers(request, &ctx.identity, route.forward_authorization)?;
         request.insert_header(request_id::HEADER, &ctx.request_id)?;
@@ -349,8 +376,9 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         response: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.upstream_time = ctx.upstream_sent.map(|sent| sent.elapsed());
         response.remove_header("keep-alive");
         response.remove_header("proxy-connection");
         Ok(())
@@ -383,6 +411,13 @@ impl ProxyHttp for Gateway {
             };
         };
         let status = gateway_error.status();
+        if let (Some(route), Some(kind)) = (&ctx.route, upstream_error_kind(&gateway_error)) {
+            let service = &self.upstreams.pool(route.service).service.name;
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[service.as_str(), kind])
+                .inc();
+        }
         if status >= 500 {
             logs::gateway_error(&self.upstreams, ctx, &gateway_error, error);
         }
@@ -405,6 +440,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut RequestCtx) {
+        self.metrics
+            .record(session, ctx, &self.config, &self.upstreams);
         logs::access(&self.upstreams, session, ctx);
     }
 }

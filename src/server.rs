@@ -18,8 +18,10 @@ use crate::auth::api_key::{self, ApiKeys};
 use crate::auth::Auth;
 use crate::config::{Config, Listen};
 use crate::context::InFlight;
+use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::ratelimit::{Limiter, RedisLimiter, SystemClock};
+use crate::store::{Instrumented, Store};
 use crate::upstream::{HealthChecks, Upstreams};
 
 /// Runs the gateway until it is told to stop. Returns an error, already worded for the user,
@@ -28,7 +30,13 @@ pub fn serve(config: Config) -> Result<(), String> {
     for listen in [&config.listen, &config.admin_listen] {
         ensure_bindable(listen)?;
     }
+    let metrics = Arc::new(Metrics::new().map_err(|e| format!("cannot set up metrics: {e}"))?);
     let crate::store::Opened { store, redis } = crate::store::open(&config.auth)?;
+    let store: Arc<dyn Store> = Arc::new(Instrumented::new(
+        store,
+        metrics.store_duration.clone(),
+        metrics.store_errors.clone(),
+    ));
     let limiter = Arc::new(Limiter::new(
         Arc::new(SystemClock),
         redis.clone().map(RedisLimiter::new),
@@ -42,8 +50,8 @@ pub fn serve(config: Config) -> Result<(), String> {
         &config.rate_limits,
     ));
     let config = Arc::new(config);
-    let upstreams = Arc::new(Upstreams::new(&config.services));
-    let in_flight = InFlight::default();
+    let upstreams = Arc::new(Upstreams::new(&config.services, &metrics.upstream_healthy));
+    let in_flight = InFlight::new(metrics.in_flight.clone());
     let draining = Arc::new(AtomicBool::new(false));
 
     let grace = config.shutdown_grace_period;
@@ -61,6 +69,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         upstreams.clone(),
         auth.clone(),
         limiter,
+        metrics.clone(),
         in_flight.clone(),
     );
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
@@ -75,6 +84,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         Admin {
             upstreams: upstreams.clone(),
             store: auth.store.clone(),
+            metrics,
             draining: draining.clone(),
         },
     );

@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::HttpPeer;
+use prometheus::{IntGauge, IntGaugeVec};
 use tokio::net::TcpStream;
 
 use crate::config::{HealthCheck, Service, Target};
@@ -21,11 +22,12 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(services: &[Arc<Service>]) -> Upstreams {
+    /// Pools for `services`, whose health shows in `healthy` (by service and target).
+    pub fn new(services: &[Arc<Service>], healthy: &IntGaugeVec) -> Upstreams {
         Upstreams {
             pools: services
                 .iter()
-                .map(|s| Arc::new(Pool::new(s.clone())))
+                .map(|s| Arc::new(Pool::new(s.clone(), healthy)))
                 .collect(),
         }
     }
@@ -47,10 +49,12 @@ pub struct Pool {
     next: AtomicUsize,
     /// Set once every target has been checked once; until then `/readyz` says not ready.
     checked: Vec<AtomicBool>,
+    /// `guichet_upstream_healthy`, one gauge per target.
+    gauges: Vec<IntGauge>,
 }
 
 impl Pool {
-    fn new(service: Arc<Service>) -> Pool {
+    fn new(service: Arc<Service>, healthy: &IntGaugeVec) -> Pool {
         let peers = service
             .targets
             .iter()
@@ -64,7 +68,18 @@ impl Pool {
             .collect();
         let count = service.targets.len();
         let unchecked = service.health_check.is_some();
+        let gauges = service
+            .targets
+            .iter()
+            .map(|target| {
+                let gauge =
+                    healthy.with_label_values(&[service.name.as_str(), target.url.as_str()]);
+                gauge.set(1);
+                gauge
+            })
+            .collect();
         Pool {
+            gauges,
             peers,
             healthy: (0..count).map(|_| AtomicBool::new(true)).collect(),
             next: AtomicUsize::new(0),
@@ -113,6 +128,7 @@ impl Pool {
     fn record(&self, index: usize, result: Result<(), String>) {
         let target = &self.service.targets[index];
         let was_healthy = self.healthy[index].swap(result.is_ok(), Ordering::Relaxed);
+        self.gauges[index].set(i64::from(result.is_ok()));
         let first = !self.checked[index].swap(true, Ordering::Relaxed);
         match result {
             Err(cause) if was_healthy || first => tracing::warn!(

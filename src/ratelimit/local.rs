@@ -100,6 +100,7 @@ pub(super) fn decide(
         allowed,
         retry_after: retry_us.div_ceil(1_000_000).max(u64::from(!allowed)),
         states,
+        refused_by: outcomes.iter().position(|o| !o.conforms),
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Decision {
     pub retry_after: u64,
     /// Per limit, in order: requests remaining now and seconds until the quota is full again.
     pub states: Vec<(u64, u64)>,
+    /// The first limit that refused the request.
+    pub refused_by: Option<usize>,
 }
 
 impl Decision {

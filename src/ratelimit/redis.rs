@@ -65,6 +65,7 @@ impl RedisLimiter {
                 allowed: true,
                 retry_after: 0,
                 states: Vec::new(),
+                refused_by: None,
             });
         }
         let mut invocation = self.script.prepare_invoke();

@@ -2,6 +2,7 @@
 //! two implementations: in-process memory (the embedded default, seeded from config) and Redis
 //! (shared by every replica).
 
+mod instrumented;
 mod memory;
 mod redis;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use self::instrumented::Instrumented;
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisConnection, RedisStore, REVOCATIONS};
 

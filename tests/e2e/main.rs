@@ -9,6 +9,7 @@ mod check;
 mod forwarding;
 mod harness;
 mod lifecycle;
+mod metrics;
 mod ratelimit;
 mod routing;
 mod store;

@@ -1,0 +1,121 @@
+//! A [`Store`] that times every call and counts the failures, by operation, for
+//! `guichet_store_duration_seconds` and `guichet_store_errors_total`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use prometheus::{HistogramVec, IntCounterVec};
+
+use super::{ApiKey, NewUser, Rotation, Store, StoreError, User};
+
+pub struct Instrumented {
+    inner: Arc<dyn Store>,
+    duration: HistogramVec,
+    errors: IntCounterVec,
+}
+
+impl Instrumented {
+    pub fn new(
+        inner: Arc<dyn Store>,
+        duration: HistogramVec,
+        errors: IntCounterVec,
+    ) -> Instrumented {
+        Instrumented {
+            inner,
+            duration,
+            errors,
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.duration
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = &result {
+            self.errors.with_label_values(&[op]).inc();
+            if matches!(error, StoreError::Unavailable(_)) {
+                tracing::warn!(op, %error, "store call failed");
+            }
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Store for Instrumented {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.timed("ping", self.inner.ping()).await
+    }
+
+    async fn user_by_login(&self, login: &str) -> Result<Option<User>, StoreError> {
+        self.timed("user_by_login", self.inner.user_by_login(login))
+            .await
+    }
+
+    async fn user_by_id(&self, id: u64) -> Result<Option<User>, StoreError> {
+        self.timed("user_by_id", self.inner.user_by_id(id)).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.timed("list_users", self.inner.list_users()).await
+    }
+
+    async fn add_user(&self, user: NewUser) -> Result<User, StoreError> {
+        self.timed("add_user", self.inner.add_user(user)).await
+    }
+
+    async fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        self.timed("update_user", self.inner.update_user(user))
+            .await
+    }
+
+    async fn api_key(&self, prefix: &str) -> Result<Option<ApiKey>, StoreError> {
+        self.timed("api_key", self.inner.api_key(prefix)).await
+    }
+
+    async fn add_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        self.timed("add_api_key", self.inner.add_api_key(key)).await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        self.timed("list_api_keys", self.inner.list_api_keys())
+            .await
+    }
+
+    async fn revoke_api_key(&self, prefix: &str) -> Result<bool, StoreError> {
+        self.timed("revoke_api_key", self.inner.revoke_api_key(prefix))
+            .await
+    }
+
+    async fn start_family(&self, family: &str, jti: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.timed("start_family", self.inner.start_family(family, jti, ttl))
+            .await
+    }
+
+    async fn rotate_family(
+        &self,
+        family: &str,
+        presented: &str,
+        next: &str,
+        ttl: Duration,
+    ) -> Result<Rotation, StoreError> {
+        self.timed(
+            "rotate_family",
+            self.inner.rotate_family(family, presented, next, ttl),
+        )
+        .await
+    }
+
+    async fn revoke_family(&self, family: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.timed("revoke_family", self.inner.revoke_family(family, ttl))
+            .await
+    }
+}

@@ -1,0 +1,261 @@
+//! `/metrics` after a scripted sequence of requests: exact counter values and histogram counts,
+//! and an exposition that `promtool check metrics` accepts.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use crate::auth::{jwt_section, seed};
+use crate::common::{client, Gateway, GatewayConfig, Upstream};
+
+/// `name{a="1",b="2"}` (labels sorted) → value.
+fn parse(exposition: &str) -> BTreeMap<String, f64> {
+    let mut samples = BTreeMap::new();
+    for line in exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("a sample line");
+        let key = match series.split_once('{') {
+            Some((name, labels)) => {
+                let mut pairs: Vec<&str> = labels.trim_end_matches('}').split("\",").collect();
+                for pair in &mut pairs {
+                    *pair = pair.trim_end_matches('"');
+                }
+                pairs.sort_unstable();
+                let labels: Vec<String> = pairs.iter().map(|p| format!("{p}\"")).collect();
+                format!("{name}{{{}}}", labels.join(","))
+            }
+            None => series.to_string(),
+        };
+        samples.insert(key, value.parse().expect("a number"));
+    }
+    samples
+}
+
+fn series(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    labels.sort_unstable();
+    if labels.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{}}}", labels.join(","))
+    }
+}
+
+#[tokio::test]
+async fn a_scripted_sequence_shows_exactly_in_the_metrics() {
+    let app = Upstream::start("app").await;
+    let dead = Upstream::start("dead").await;
+    dead.kill();
+    let config = GatewayConfig::new(&format!("include: [routes/*.yaml]\n{}{}", jwt_section(), seed()))
+        .file("keys/jwt.pem", &guichet::auth::jwt::generate_ed25519_pem())
+        .file(
+            "routes/app.yaml",
+            &format!(
+                "service: app\nupstreams: [{}]\nroutes:\n  - path: /api/public/\n    auth: none\n    rate_limit: 2/hour\n  - path: /api/courses/\n  - path: /api/teach/\n    roles: [instructor]\n",
+                app.url()
+            ),
+        )
+        .file(
+            "routes/dead.yaml",
+            &format!("service: dead\nupstreams: [{}]\nroutes:\n  - path: /api/dead/\n    auth: none\n", dead.url()),
+        );
+    let gateway = Gateway::start(config).await;
+    let get = |path: &str, bearer: Option<&str>| {
+        let mut request = client().get(gateway.url(path));
+        if let Some(token) = bearer {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(get("/api/public/", None).await.unwrap().status().as_u16());
+    }
+    statuses.push(get("/api/courses/", None).await.unwrap().status().as_u16());
+    let login = client()
+        .post(gateway.url("/api/auth/token/"))
+        .json(&json!({"username": "demo", "password": "demo-password"}))
+        .send()
+        .await
+        .unwrap();
+    statuses.push(login.status().as_u16());
+    let access = login.json::<serde_json::Value>().await.unwrap()["access"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    statuses.push(
+        get("/api/teach/", Some(&access))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+    );
+    statuses.push(get("/nope", None).await.unwrap().status().as_u16());
+    statuses.push(get("/api/dead/", None).await.unwrap().status().as_u16());
+    assert_eq!(statuses, [200, 200, 429, 401, 200, 403, 404, 502]);
+
+    // The access log line is written after the response: give the last one a moment.
+    gateway
+        .wait_for_log(|l| l["route"] == "dead:/api/dead/")
+        .await;
+    let exposition = client()
+        .get(gateway.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples = parse(&exposition);
+    let requests = |route: &str, method: &str, status: &str, auth: &str, role: &str| {
+        let key = series(
+            "guichet_http_requests_total",
+            &[
+                ("route", route),
+                ("method", method),
+                ("status", status),
+                ("auth", auth),
+                ("role", role),
+            ],
+        );
+        samples
+            .get(&key)
+            .copied()
+            .unwrap_or_else(|| panic!("no {key} in\n{exposition}"))
+    };
+    assert_eq!(
+        requests("app:/api/public/", "GET", "200", "anonymous", "none"),
+        2.0
+    );
+    assert_eq!(
+        requests("app:/api/public/", "GET", "429", "anonymous", "none"),
+        1.0
+    );
+    assert_eq!(
+        requests("app:/api/courses/", "GET", "401", "anonymous", "none"),
+        1.0
+    );
+    assert_eq!(
+        requests("guichet:token", "POST", "200", "anonymous", "none"),
+        1.0
+    );
+    assert_eq!(
+        requests("app:/api/teach/", "GET", "403", "jwt", "student"),
+        1.0
+    );
+    assert_eq!(
+        requests("unmatched", "GET", "404", "anonymous", "none"),
+        1.0
+    );
+    assert_eq!(
+        requests("dead:/api/dead/", "GET", "502", "anonymous", "none"),
+        1.0
+    );
+    let total: f64 = samples
+        .iter()
+        .filter(|(k, _)| k.starts_with("guichet_http_requests_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(total, 8.0, "no request counted twice or missed");
+
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        let key = series(name, labels);
+        samples
+            .get(&key)
+            .copied()
+            .unwrap_or_else(|| panic!("no {key} in\n{exposition}"))
+    };
+    assert_eq!(
+        value(
+            "guichet_http_request_duration_seconds_count",
+            &[("route", "app:/api/public/"), ("method", "GET")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            "guichet_upstream_duration_seconds_count",
+            &[("service", "app")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            "guichet_auth_failures_total",
+            &[("reason", "missing_credentials")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "guichet_auth_failures_total",
+            &[("reason", "permission_denied")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "guichet_rate_limited_total",
+            &[("route", "app:/api/public/"), ("scope", "route")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "guichet_upstream_errors_total",
+            &[("service", "dead"), ("kind", "connect")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "guichet_upstream_errors_total",
+            &[("service", "dead"), ("kind", "broken")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "guichet_upstream_healthy",
+            &[("service", "app"), ("target", &app.url())]
+        ),
+        1.0
+    );
+    assert_eq!(value("guichet_request_size_bytes_count", &[]), 8.0);
+    assert_eq!(value("guichet_requests_in_flight", &[]), 0.0);
+    assert_eq!(
+        value(
+            "guichet_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(samples
+        .keys()
+        .any(|k| k.starts_with("guichet_store_duration_seconds_count{op=\"user_by_login\"")));
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
