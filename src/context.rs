@@ -11,10 +11,13 @@ use crate::auth::identity::Identity;
 use crate::config::Route;
 use crate::errors::GatewayError;
 use crate::forwarded::Origin;
+use crate::trace::TraceContext;
 
 /// What the gateway has learned about one request so far.
 pub struct RequestCtx {
     pub request_id: String,
+    /// The W3C trace this request continues or starts.
+    pub trace: Option<TraceContext>,
     pub started: Instant,
     pub origin: Option<Origin>,
     pub route: Option<Arc<Route>>,
@@ -44,6 +47,7 @@ impl RequestCtx {
     pub fn new(in_flight: &InFlight) -> RequestCtx {
         RequestCtx {
             request_id: String::new(),
+            trace: None,
             started: Instant::now(),
             origin: None,
             route: None,

@@ -24,4 +24,5 @@ pub mod request_id;
 pub mod router;
 pub mod server;
 pub mod store;
+pub mod trace;
 pub mod upstream;

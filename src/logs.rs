@@ -60,9 +60,11 @@ pub fn access(upstreams: &Upstreams, session: &Session, ctx: &RequestCtx) {
     let status = session
         .response_written()
         .map_or(0, |response| response.status.as_u16());
+    let identity = &ctx.identity;
     tracing::info!(
         target: "guichet::access",
         request_id = %ctx.request_id,
+        trace_id = ctx.trace.as_ref().map_or("", |t| t.trace_id.as_str()),
         client_ip = %ctx.origin.as_ref().map(|o| o.client.to_string()).unwrap_or_default(),
         method = %request.method,
         path = %request.uri.path(),
@@ -70,6 +72,11 @@ pub fn access(upstreams: &Upstreams, session: &Session, ctx: &RequestCtx) {
         status,
         duration_ms = ctx.started.elapsed().as_micros() as f64 / 1000.0,
         upstream = upstream_url(upstreams, ctx),
+        upstream_ms = ctx.upstream_time.map(|t| t.as_micros() as f64 / 1000.0),
+        auth = identity.method.as_str(),
+        user_id = identity.user_id,
+        consumer = identity.consumer.as_deref(),
+        rate_limited = ctx.throttled_by.as_deref(),
         bytes_in = ctx.body_bytes,
         bytes_out = session.body_bytes_sent(),
         "request"
@@ -86,6 +93,7 @@ pub fn gateway_error(
     tracing::error!(
         target: "guichet::error",
         request_id = %ctx.request_id,
+        trace_id = ctx.trace.as_ref().map_or("", |t| t.trace_id.as_str()),
         status = error.status(),
         code = error.code(),
         route = route_id(ctx),

@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::{Limiter, Mode};
 use crate::request_id;
 use crate::router::{Lookup, MethodSet, Router};
+use crate::trace::{TraceContext, TRACEPARENT};
 use crate::upstream::Upstreams;
 use crate::{authz, logs, path};
 
@@ -70,6 +71,7 @@ impl Gateway {
     fn identify(&self, session: &Session, ctx: &mut RequestCtx) {
         let request = session.req_header();
         ctx.request_id = request_id::from_client_or_new(request.headers.get(request_id::HEADER));
+        ctx.trace = Some(TraceContext::from_header(request.headers.get(TRACEPARENT)));
         let peer = session
             .client_addr()
             .and_then(|addr| addr.as_inet())
@@ -352,6 +354,9 @@ impl ProxyHttp for Gateway {
         forwarded::rewrite_upstream_headers(request, origin, host)?;
         identity::set_upstream_headers(request, &ctx.identity, route.forward_authorization)?;
         request.insert_header(request_id::HEADER, &ctx.request_id)?;
+        if let Some(trace) = &ctx.trace {
+            request.insert_header(TRACEPARENT, trace.header())?;
+        }
         Ok(())
     }
 

@@ -545,6 +545,11 @@ async fn api_keys_work_from_either_header_and_scopes_are_enforced() {
         assert_eq!(echo["headers"]["x-auth-method"], json!(["api_key"]));
         assert!(echo["headers"].get("x-api-key").is_none());
     }
+    let line = f
+        .gateway
+        .wait_for_log(|l| l["target"] == "guichet::access" && l["auth"] == "api_key")
+        .await;
+    assert_eq!(line["consumer"], "grading");
     let response = f
         .get("/api/grades/", &[("x-api-key", "gk_demo.wrong")])
         .await;

@@ -468,3 +468,55 @@ async fn request_ids_are_kept_when_well_formed_and_made_otherwise() {
     assert_eq!(line["client_ip"], "127.0.0.1");
     assert!(line["duration_ms"].as_f64().is_some());
 }
+
+#[tokio::test]
+async fn the_w3c_trace_is_continued_or_started_and_logged() {
+    let a = Upstream::start("a").await;
+    let gateway = Gateway::start(courses(&[&a], "", "", "")).await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let echo: Value = client()
+        .get(gateway.url("/api/courses/"))
+        .header("traceparent", incoming)
+        .header("tracestate", "vendor=opaque")
+        .header("x-request-id", "traced")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sent = echo["headers"]["traceparent"][0].as_str().unwrap();
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(
+        (parts[0], parts[1], parts[3]),
+        ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01")
+    );
+    assert_ne!(
+        parts[2], "00f067aa0ba902b7",
+        "the gateway is the new parent"
+    );
+    assert_eq!(echo["headers"]["tracestate"][0], "vendor=opaque");
+    let line = gateway.wait_for_log(|l| l["request_id"] == "traced").await;
+    assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+
+    let echo: Value = client()
+        .get(gateway.url("/api/courses/"))
+        .header("x-request-id", "untraced")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let started = echo["headers"]["traceparent"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let trace_id = started.split('-').nth(1).unwrap().to_string();
+    assert_eq!(trace_id.len(), 32);
+    let line = gateway
+        .wait_for_log(|l| l["request_id"] == "untraced")
+        .await;
+    assert_eq!(line["trace_id"], trace_id.as_str());
+    assert!(line["upstream_ms"].as_f64().is_some(), "{line}");
+}
