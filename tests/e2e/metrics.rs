@@ -98,19 +98,25 @@ async fn a_scripted_sequence_shows_exactly_in_the_metrics() {
     statuses.push(get("/api/dead/", None).await.unwrap().status().as_u16());
     assert_eq!(statuses, [200, 200, 429, 401, 200, 403, 404, 502]);
 
-    // The access log line is written after the response: give the last one a moment.
-    gateway
-        .wait_for_log(|l| l["route"] == "dead:/api/dead/")
-        .await;
-    let exposition = client()
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let samples = parse(&exposition);
+    // Recording happens after each response is sent: scrape until the last one is in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (exposition, samples) = loop {
+        let exposition = client()
+            .get(gateway.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let samples = parse(&exposition);
+        let settled = samples.get("guichet_requests_in_flight") == Some(&0.0)
+            && samples.get("guichet_request_size_bytes_count") == Some(&8.0);
+        if settled || std::time::Instant::now() > deadline {
+            break (exposition, samples);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let requests = |route: &str, method: &str, status: &str, auth: &str, role: &str| {
         let key = series(
             "guichet_http_requests_total",
