@@ -99,7 +99,13 @@ fn main() {
         .build()
         .expect("a runtime");
     let clock = Arc::new(SystemClock);
-    let local = Arc::new(Limiter::new(clock.clone(), None, OnStoreError::Deny));
+    let errors = prometheus::IntCounter::new("bench_errors", "unused").expect("a counter");
+    let local = Arc::new(Limiter::new(
+        clock.clone(),
+        None,
+        OnStoreError::Deny,
+        errors.clone(),
+    ));
     let connection = Arc::new(
         RedisConnection::new(
             &format!("redis://127.0.0.1:{port}/0"),
@@ -111,6 +117,7 @@ fn main() {
         clock,
         Some(RedisLimiter::new(connection)),
         OnStoreError::Deny,
+        errors,
     ));
 
     let (mut local_rates, mut redis_rates) = (Vec::new(), Vec::new());

@@ -41,6 +41,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         Arc::new(SystemClock),
         redis.clone().map(RedisLimiter::new),
         config.rate_limits.on_store_error,
+        metrics.store_errors.with_label_values(&["rate_limit"]),
     ));
     let auth = Arc::new(Auth::new(
         &config.auth,

@@ -11,6 +11,8 @@ mod redis;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use prometheus::IntCounter;
+
 pub use self::local::{Clock, LocalLimiter, SystemClock};
 pub use self::policy::{OnStoreError, RatePolicy};
 pub use self::rate::Rate;
@@ -76,6 +78,8 @@ pub struct Limiter {
     redis: Option<RedisLimiter>,
     on_store_error: OnStoreError,
     last_warning: AtomicU64,
+    /// Counts the checks Redis could not answer (`guichet_store_errors_total{op="rate_limit"}`).
+    redis_errors: IntCounter,
 }
 
 /// The shared limiter could not be asked and the configuration says to refuse.
@@ -87,12 +91,14 @@ impl Limiter {
         clock: Arc<dyn Clock>,
         redis: Option<RedisLimiter>,
         on_store_error: OnStoreError,
+        redis_errors: IntCounter,
     ) -> Limiter {
         Limiter {
             local: LocalLimiter::new(clock),
             redis,
             on_store_error,
             last_warning: AtomicU64::new(0),
+            redis_errors,
         }
     }
 
@@ -103,6 +109,7 @@ impl Limiter {
         match redis.check(limits, mode).await {
             Ok(decision) => Ok(decision),
             Err(cause) => {
+                self.redis_errors.inc();
                 self.warn_now_and_then(&cause);
                 match self.on_store_error {
                     OnStoreError::Allow => Ok(self.local.check(limits, mode)),

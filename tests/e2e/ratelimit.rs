@@ -298,6 +298,21 @@ async fn with_on_store_error_allow_a_redis_outage_falls_back_to_local_limits_and
                 .is_some_and(|m| m.contains("rate limiter is unavailable"))
         })
         .await;
+    let exposition = client()
+        .get(first.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        exposition.lines().any(
+            |l| l.starts_with("guichet_store_errors_total{op=\"rate_limit\"} ")
+                && !l.ends_with(" 0")
+        ),
+        "the outage shows in the metrics:\n{exposition}"
+    );
 
     redis.resume().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
