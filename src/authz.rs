@@ -13,7 +13,27 @@ pub fn decide(
     auth: &AuthConfig,
     found: Authentication,
 ) -> Result<Identity, GatewayError> {
-    let identity = match (route.auth, found) {
+    let needs = Needs {
+        level: route.auth,
+        min_role: route.min_role,
+        scopes: &route.scopes,
+    };
+    decide_for(&needs, auth, found)
+}
+
+/// What a route (or one of the gateway's own protected endpoints) asks of its callers.
+pub struct Needs<'a> {
+    pub level: AuthLevel,
+    pub min_role: Option<usize>,
+    pub scopes: &'a [String],
+}
+
+pub fn decide_for(
+    needs: &Needs,
+    auth: &AuthConfig,
+    found: Authentication,
+) -> Result<Identity, GatewayError> {
+    let identity = match (needs.level, found) {
         // A public route ignores bad credentials but passes good ones on.
         (AuthLevel::None, Authentication::Verified(identity)) => return Ok(identity),
         (AuthLevel::None, _) => return Ok(Identity::anonymous()),
@@ -46,10 +66,10 @@ pub fn decide(
         }
     };
     let rank = identity.role.as_deref().and_then(|role| auth.rank(role));
-    let role_ok = route
+    let role_ok = needs
         .min_role
         .is_none_or(|needed| rank.is_some_and(|rank| rank >= needed));
-    let scopes_ok = route.scopes.iter().all(|s| identity.scopes.contains(s));
+    let scopes_ok = needs.scopes.iter().all(|s| identity.scopes.contains(s));
     if role_ok && scopes_ok {
         Ok(identity)
     } else {

@@ -46,6 +46,18 @@ enum Command {
     },
     /// Print the argon2id hash of the password read from standard input (for `seed:`).
     HashPassword,
+    /// Print the cluster-wide usage statistics of the Redis store.
+    Usage {
+        #[arg(long, default_value = "gateway.yaml")]
+        config: PathBuf,
+        /// 1h, 24h or 7d.
+        #[arg(long, default_value = "1h")]
+        window: String,
+        #[arg(long)]
+        consumer: Option<String>,
+        #[arg(long)]
+        route: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -83,6 +95,16 @@ pub fn run() -> ExitCode {
         Command::Keys { config, command } => {
             manage(&config, |c| Box::pin(manage::keys(c, command)))
         }
+        Command::Usage {
+            config,
+            window,
+            consumer,
+            route,
+        } => manage(&config, |c| {
+            Box::pin(async move {
+                manage::usage(c, &window, consumer.as_deref(), route.as_deref()).await
+            })
+        }),
         Command::HashPassword => match manage::read_password() {
             Ok(password) => {
                 println!("{}", crate::auth::password::hash(&password));

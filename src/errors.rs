@@ -33,6 +33,8 @@ pub enum GatewayError {
         service: String,
     },
     AuthStoreUnavailable,
+    /// A store the gateway needs for its own answer (usage statistics) is down.
+    StoreUnavailable,
     /// 429 with `Retry-After`.
     Throttled {
         retry_after: u64,
@@ -57,6 +59,7 @@ impl GatewayError {
             GatewayError::Throttled { .. } => 429,
             GatewayError::NoHealthyUpstream { .. }
             | GatewayError::AuthStoreUnavailable
+            | GatewayError::StoreUnavailable
             | GatewayError::RateLimiterUnavailable => 503,
             GatewayError::UpstreamTimeout => 504,
         }
@@ -74,6 +77,7 @@ impl GatewayError {
             GatewayError::BadGateway => "bad_gateway",
             GatewayError::NoHealthyUpstream { .. } => "service_unavailable",
             GatewayError::AuthStoreUnavailable => "auth_store_unavailable",
+            GatewayError::StoreUnavailable => "store_unavailable",
             GatewayError::Throttled { .. } => "throttled",
             GatewayError::RateLimiterUnavailable => "rate_limiter_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
@@ -101,6 +105,9 @@ impl GatewayError {
             }
             GatewayError::AuthStoreUnavailable => {
                 "The authentication store is unavailable; try again shortly.".to_string()
+            }
+            GatewayError::StoreUnavailable => {
+                "The store is unavailable; try again shortly.".to_string()
             }
             GatewayError::Throttled { retry_after } => {
                 format!("Request was throttled. Expected available in {retry_after} seconds.")

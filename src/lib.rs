@@ -7,6 +7,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod admin;
+pub mod analytics;
 pub mod auth;
 pub mod authz;
 pub mod cli;

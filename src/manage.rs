@@ -52,6 +52,46 @@ pub enum KeysCommand {
     Revoke { prefix: String },
 }
 
+/// `guichet usage`: the usage report of the Redis store as a table.
+pub async fn usage(
+    config: &Config,
+    window: &str,
+    consumer: Option<&str>,
+    route: Option<&str>,
+) -> Result<String, String> {
+    let store = redis_store(config)?;
+    let span = crate::analytics::window(window)
+        .ok_or_else(|| format!("`{window}` is not a window; use 1h, 24h or 7d"))?;
+    let usage = crate::analytics::Usage::new(Some(store.connection()));
+    let report = usage
+        .report(span, crate::auth::jwt::unix_now(), consumer, route)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = format!(
+        "{:<9} {:<40} {:>9} {:>6} {:>6} {:>9} {:>9} {:>9}",
+        "", "name", "requests", "4xx", "5xx", "throttled", "p50_ms", "p95_ms"
+    );
+    let ms = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |ms| format!("{ms}"));
+    for section in ["consumers", "routes"] {
+        if let Some(rows) = report[section].as_object() {
+            for (name, stats) in rows {
+                out.push_str(&format!(
+                    "\n{:<9} {:<40} {:>9} {:>6} {:>6} {:>9} {:>9} {:>9}",
+                    section.trim_end_matches('s'),
+                    name,
+                    stats["requests"],
+                    stats["errors_4xx"],
+                    stats["errors_5xx"],
+                    stats["throttled"],
+                    ms(&stats["p50_ms"]),
+                    ms(&stats["p95_ms"]),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Reads one line (the password) from standard input.
 pub fn read_password() -> Result<String, String> {
     let mut line = String::new();
@@ -73,7 +113,7 @@ fn redis_store(config: &Config) -> Result<RedisStore, String> {
     match &config.auth.store {
         StoreBackend::Redis { url } => RedisStore::new(url, std::time::Duration::from_secs(5)),
         StoreBackend::Memory => Err(format!(
-            "{}: the memory store lives inside each gateway process; manage users and keys there with `seed:` (hashes from `guichet hash-password` and `guichet keys create`), or use `store: {{ backend: redis }}`",
+            "{}: this command needs `store: {{ backend: redis }}`; the memory store lives inside each gateway process (users and keys come from `seed:`, with hashes from `guichet hash-password` and `guichet keys create`; usage from GET /api/analytics/usage/ on the gateway)",
             config.source.display()
         )),
     }

@@ -13,9 +13,10 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::analytics::{self, Usage};
 use crate::auth::endpoints::{Endpoint, TokenService};
-use crate::auth::identity;
 use crate::auth::Auth;
+use crate::auth::{identity, jwt};
 use crate::config::Config;
 use crate::context::{InFlight, RequestCtx};
 use crate::errors::{self, GatewayError};
@@ -36,13 +37,16 @@ pub struct Gateway {
     auth: Arc<Auth>,
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
+    usage: Arc<Usage>,
     in_flight: InFlight,
 }
 
 /// Where a request goes once its path is known.
 enum Destination<'a> {
-    /// One of the gateway's own endpoints.
+    /// One of the gateway's own token endpoints.
     Gateway(&'a TokenService, Endpoint),
+    /// The usage statistics, for admins.
+    Usage,
     /// A route's upstream; the route is in the context.
     Upstream,
 }
@@ -54,6 +58,7 @@ impl Gateway {
         auth: Arc<Auth>,
         limiter: Arc<Limiter>,
         metrics: Arc<Metrics>,
+        usage: Arc<Usage>,
         in_flight: InFlight,
     ) -> Gateway {
         Gateway {
@@ -63,6 +68,7 @@ impl Gateway {
             auth,
             limiter,
             metrics,
+            usage,
             in_flight,
         }
     }
@@ -93,7 +99,14 @@ impl Gateway {
         let request = session.req_header();
         let path = path::normalize(request.uri.path())
             .map_err(|bad| GatewayError::BadRequest(bad.detail().to_string()))?;
-        if let (Some(service), Some(endpoint)) = (&self.auth.token_service, Endpoint::at(&path)) {
+        let destination = match (Endpoint::at(&path), &self.auth.token_service) {
+            (Some(Endpoint::Usage), _) => Some((Endpoint::Usage, Destination::Usage)),
+            (Some(endpoint), Some(service)) => {
+                Some((endpoint, Destination::Gateway(service, endpoint)))
+            }
+            _ => None,
+        };
+        if let Some((endpoint, destination)) = destination {
             ctx.endpoint = Some(endpoint);
             if request.method != endpoint.method() {
                 let allowed =
@@ -103,7 +116,7 @@ impl Gateway {
                     allowed,
                 });
             }
-            return Ok(Destination::Gateway(service, endpoint));
+            return Ok(destination);
         }
         match self.router.lookup(&path, &request.method) {
             Lookup::Found(found) => {
@@ -138,6 +151,41 @@ impl Gateway {
         }
         ctx.identity = authz::decide(&route, &self.config.auth, found)?;
         Ok(())
+    }
+
+    /// The usage report, for the `admin` role (JWT or API key).
+    async fn usage_report(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<serde_json::Value, GatewayError> {
+        let credential = identity::credential(session.req_header());
+        let tokens = self.auth.tokens.as_deref();
+        let found = identity::authenticate(credential, tokens, &self.auth.api_keys).await;
+        let roles = &self.config.auth.roles;
+        let needs = authz::Needs {
+            level: crate::config::AuthLevel::Any,
+            min_role: self
+                .config
+                .auth
+                .rank("admin")
+                .or(roles.len().checked_sub(1)),
+            scopes: &[],
+        };
+        ctx.identity = authz::decide_for(&needs, &self.config.auth, found)?;
+        let query = analytics::Query::parse(session.req_header().uri.query().unwrap_or(""))?;
+        self.usage
+            .report(
+                query.window,
+                jwt::unix_now(),
+                query.consumer.as_deref(),
+                query.route.as_deref(),
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "usage statistics unavailable");
+                GatewayError::StoreUnavailable
+            })
     }
 
     /// Counts the request against its consumer's tier and its route's limits, all or none.
@@ -213,6 +261,31 @@ async fn answer_unless_continue(
     }
 }
 
+impl Gateway {
+    /// Adds the request to the usage statistics, under its consumer and route.
+    fn record_usage(&self, session: &Session, ctx: &RequestCtx) {
+        let identity = &ctx.identity;
+        let consumer = match (identity.method, &identity.username, &identity.consumer) {
+            (identity::AuthMethod::Jwt, Some(name), _) => format!("user:{name}"),
+            (identity::AuthMethod::ApiKey, _, Some(name)) => format!("key:{name}"),
+            _ => "anonymous".to_string(),
+        };
+        let route = match (&ctx.route, ctx.endpoint) {
+            (Some(route), _) => route.id.as_str(),
+            (None, Some(endpoint)) => endpoint.id(),
+            (None, None) => "unmatched",
+        };
+        let observation = analytics::Observation {
+            consumer: &consumer,
+            route,
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            latency: ctx.started.elapsed(),
+            throttled: ctx.throttled_by.is_some(),
+        };
+        self.usage.record(&observation, jwt::unix_now());
+    }
+}
+
 /// The `kind` label of `guichet_upstream_errors_total` for an upstream failure.
 fn upstream_error_kind(error: &GatewayError) -> Option<&'static str> {
     match error {
@@ -269,6 +342,13 @@ impl ProxyHttp for Gateway {
                     Err(error) => Err(error),
                 }
             }
+            Ok(Destination::Usage) => match self.usage_report(session, ctx).await {
+                Ok(body) => {
+                    errors::respond_json(session, &body, &ctx.request_id).await?;
+                    return Ok(true);
+                }
+                Err(error) => Err(error),
+            },
             Ok(Destination::Upstream) => match check_declared_body(session, ctx) {
                 Ok(()) => match self.admit(session, ctx).await {
                     Ok(()) => self.throttle(ctx).await,
@@ -447,6 +527,7 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut RequestCtx) {
         self.metrics
             .record(session, ctx, &self.config, &self.upstreams);
+        self.record_usage(session, ctx);
         logs::access(&self.upstreams, session, ctx);
     }
 }

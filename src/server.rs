@@ -14,6 +14,7 @@ use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::Admin;
+use crate::analytics::Usage;
 use crate::auth::api_key::{self, ApiKeys};
 use crate::auth::Auth;
 use crate::config::{Config, Listen};
@@ -43,6 +44,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         config.rate_limits.on_store_error,
         metrics.store_errors.with_label_values(&["rate_limit"]),
     ));
+    let usage = Arc::new(Usage::new(redis.clone()));
     let auth = Arc::new(Auth::new(
         &config.auth,
         store,
@@ -71,6 +73,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         auth.clone(),
         limiter,
         metrics.clone(),
+        usage.clone(),
         in_flight.clone(),
     );
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
@@ -97,6 +100,9 @@ pub fn serve(config: Config) -> Result<(), String> {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(health_checks);
+    if auth.redis.is_some() {
+        server.add_service(background_service("usage flush", UsageFlush(usage)));
+    }
     if let Some(connection) = &auth.redis {
         let revocations = Revocations {
             client: connection.client().clone(),
@@ -133,6 +139,23 @@ impl pingora::services::background::BackgroundService for Revocations {
         tokio::select! {
             () = api_key::follow_revocations(self.client.clone(), self.api_keys.clone()) => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Flushes the usage statistics to Redis about every second until shutdown.
+struct UsageFlush(Arc<Usage>);
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for UsageFlush {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        tokio::select! {
+            () = crate::analytics::flush_every_second(self.0.clone()) => {}
+            _ = shutdown.changed() => {}
+        }
+        // What the last second aggregated is not lost on a graceful stop.
+        if let Err(error) = self.0.flush().await {
+            tracing::warn!(%error, "usage statistics lost at shutdown");
         }
     }
 }

@@ -27,6 +27,8 @@ pub enum Endpoint {
     Verify,
     Revoke,
     Jwks,
+    /// `GET /api/analytics/usage/`, for admins.
+    Usage,
 }
 
 impl Endpoint {
@@ -38,6 +40,7 @@ impl Endpoint {
             "/api/auth/token/verify" => Some(Endpoint::Verify),
             "/api/auth/token/revoke" => Some(Endpoint::Revoke),
             "/.well-known/jwks.json" => Some(Endpoint::Jwks),
+            "/api/analytics/usage" => Some(Endpoint::Usage),
             _ => None,
         }
     }
@@ -50,11 +53,12 @@ impl Endpoint {
             Endpoint::Verify => "guichet:token-verify",
             Endpoint::Revoke => "guichet:token-revoke",
             Endpoint::Jwks => "guichet:jwks",
+            Endpoint::Usage => "guichet:usage",
         }
     }
 
     pub fn method(self) -> Method {
-        if self == Endpoint::Jwks {
+        if matches!(self, Endpoint::Jwks | Endpoint::Usage) {
             Method::GET
         } else {
             Method::POST
@@ -107,7 +111,7 @@ impl TokenService {
             Endpoint::Refresh => self.refresh(field(&body, "refresh")?).await,
             Endpoint::Verify => self.verify(field(&body, "token")?),
             Endpoint::Revoke => self.revoke(field(&body, "refresh")?).await,
-            Endpoint::Jwks => Err(GatewayError::Internal),
+            Endpoint::Jwks | Endpoint::Usage => Err(GatewayError::Internal),
         }
     }
 

@@ -12,6 +12,7 @@ use crate::common::{client, status_and_json, Gateway, GatewayConfig, Upstream};
 
 pub const DEMO_KEY: &str = "gk_demo.demo-secret";
 pub const READER_KEY: &str = "gk_read.reader-secret";
+pub const OPS_KEY: &str = "gk_ops.ops-secret";
 
 /// A gateway with a JWT key, seeded users and keys, and one route per permission kind.
 pub struct Fixture {
@@ -67,12 +68,14 @@ pub fn seed() -> String {
   api_keys:
     - {{ name: grading, prefix: gk_demo, key_hash: {}, role: instructor, scopes: [grades:write] }}
     - {{ name: reader, prefix: gk_read, key_hash: {}, role: student }}
+    - {{ name: ops, prefix: gk_ops, key_hash: {}, role: admin }}
 ",
         hash("demo-password"),
         hash("teacher-password"),
         hash("gone-password"),
         key_hash("demo-secret"),
         key_hash("reader-secret"),
+        key_hash("ops-secret"),
     )
 }
 

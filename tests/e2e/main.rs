@@ -13,3 +13,4 @@ mod metrics;
 mod ratelimit;
 mod routing;
 mod store;
+mod usage;
