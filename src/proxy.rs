@@ -217,6 +217,33 @@ impl Gateway {
         }
     }
 
+    /// The request's way up to forwarding: its destination, then either the answer of one of
+    /// the gateway's own endpoints or the checks a proxied request must pass, in order.
+    async fn pass(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Step, GatewayError> {
+        match self.route(session, ctx)? {
+            Destination::Gateway(service, endpoint) => {
+                let client = ctx
+                    .origin
+                    .as_ref()
+                    .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |o| o.client);
+                Ok(Step::Answer(
+                    service.answer(endpoint, session, client).await?,
+                ))
+            }
+            Destination::Usage => Ok(Step::Answer(self.usage_report(session, ctx).await?)),
+            Destination::Upstream => {
+                check_declared_body(session, ctx)?;
+                self.admit(session, ctx).await?;
+                self.throttle(ctx).await?;
+                Ok(Step::Forward)
+            }
+        }
+    }
+
     /// Records a gateway-made error and turns it into the pingora error that ends proxying.
     fn fail(ctx: &mut RequestCtx, error: GatewayError) -> Box<Error> {
         let status = error.status();
@@ -245,14 +272,26 @@ fn check_declared_body(session: &Session, ctx: &RequestCtx) -> Result<(), Gatewa
     }
 }
 
-/// The one place where a step's outcome becomes pingora's "already answered" flag.
-async fn answer_unless_continue(
+/// Where a request stands once the gateway's own checks are done.
+enum Step {
+    /// On to the upstream.
+    Forward,
+    /// Answered by the gateway with this JSON document.
+    Answer(serde_json::Value),
+}
+
+/// The one place where the outcome becomes pingora's "already answered" flag.
+async fn conclude(
     session: &mut Session,
     ctx: &mut RequestCtx,
-    flow: Result<(), GatewayError>,
+    step: Result<Step, GatewayError>,
 ) -> Result<bool> {
-    match flow {
-        Ok(()) => Ok(false),
+    match step {
+        Ok(Step::Forward) => Ok(false),
+        Ok(Step::Answer(body)) => {
+            errors::respond_json(session, &body, &ctx.request_id).await?;
+            Ok(true)
+        }
         Err(error) => {
             errors::respond(session, &error, &ctx.request_id, &ctx.rate_limit_fields).await?;
             ctx.error = Some(error);
@@ -328,37 +367,8 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         self.identify(session, ctx);
-        let flow = match self.route(session, ctx) {
-            Ok(Destination::Gateway(service, endpoint)) => {
-                let client = ctx
-                    .origin
-                    .as_ref()
-                    .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |o| o.client);
-                match service.answer(endpoint, session, client).await {
-                    Ok(body) => {
-                        errors::respond_json(session, &body, &ctx.request_id).await?;
-                        return Ok(true);
-                    }
-                    Err(error) => Err(error),
-                }
-            }
-            Ok(Destination::Usage) => match self.usage_report(session, ctx).await {
-                Ok(body) => {
-                    errors::respond_json(session, &body, &ctx.request_id).await?;
-                    return Ok(true);
-                }
-                Err(error) => Err(error),
-            },
-            Ok(Destination::Upstream) => match check_declared_body(session, ctx) {
-                Ok(()) => match self.admit(session, ctx).await {
-                    Ok(()) => self.throttle(ctx).await,
-                    Err(error) => Err(error),
-                },
-                Err(error) => Err(error),
-            },
-            Err(error) => Err(error),
-        };
-        answer_unless_continue(session, ctx, flow).await
+        let step = self.pass(session, ctx).await;
+        conclude(session, ctx, step).await
     }
 
     async fn upstream_peer(
