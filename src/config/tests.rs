@@ -1,3 +1,5 @@
+//! Reading configuration files: no input panics, every error has a position.
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,3 +1,5 @@
+//! Route table tests, with a property test against an independent matcher.
+
 use std::sync::Arc;
 
 use http::Method;

@@ -1,3 +1,5 @@
+//! Tests of token keys, issuing and verification, including the attacks on them.
+
 use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
