@@ -535,9 +535,13 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut RequestCtx) {
-        self.metrics
-            .record(session, ctx, &self.config, &self.upstreams);
-        self.record_usage(session, ctx);
+        if self.config.record_metrics {
+            self.metrics
+                .record(session, ctx, &self.config, &self.upstreams);
+        }
+        if self.config.record_usage {
+            self.record_usage(session, ctx);
+        }
         logs::access(&self.upstreams, session, ctx);
     }
 }

@@ -183,6 +183,8 @@ fn build(
         routes: Vec::new(),
         auth: gateway.auth,
         rate_limits: gateway.rate_limits,
+        record_metrics: gateway.record_metrics,
+        record_usage: gateway.record_usage,
     };
     if config.listen.addr == config.admin_listen.addr {
         errors.push(

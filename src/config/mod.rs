@@ -41,6 +41,10 @@ pub struct Config {
     pub routes: Vec<Arc<Route>>,
     pub auth: AuthConfig,
     pub rate_limits: RatePolicy,
+    /// Whether each request is recorded in the metrics families (`/metrics` is served anyway).
+    pub record_metrics: bool,
+    /// Whether each request is added to the usage statistics.
+    pub record_usage: bool,
 }
 
 /// Where state lives, the token keys, the roles and the seed data.

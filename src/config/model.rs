@@ -27,6 +27,8 @@ pub struct GatewayFile {
     pub shutdown_grace_period: Option<Duration>,
     pub auth: AuthConfig,
     pub rate_limits: RatePolicy,
+    pub record_metrics: bool,
+    pub record_usage: bool,
 }
 
 /// `routes/<service>.yaml`.
@@ -79,7 +81,9 @@ const GATEWAY_KEYS: &[&str] = &[
     "roles",
     "seed",
     "rate_limits",
+    "observability",
 ];
+const OBSERVABILITY_KEYS: &[&str] = &["metrics", "usage"];
 const SERVICE_KEYS: &[&str] = &["service", "upstreams", "health_check", "timeouts", "routes"];
 const HEALTH_CHECK_KEYS: &[&str] = &["path", "interval", "timeout"];
 const TIMEOUT_KEYS: &[&str] = &["connect", "read"];
@@ -116,10 +120,22 @@ impl GatewayFile {
             shutdown_grace_period: None,
             auth: super::auth::compile(sections, r, base, key_files),
             rate_limits: RatePolicy::default(),
+            record_metrics: true,
+            record_usage: true,
         };
         let Some(fields) = fields else {
             return file;
         };
+        if let Some((node, field)) = fields.get("observability") {
+            if let Some(section) = r.fields(node, &field, OBSERVABILITY_KEYS) {
+                if let Some((node, field)) = section.get("metrics") {
+                    file.record_metrics = r.boolean(node, &field).unwrap_or(true);
+                }
+                if let Some((node, field)) = section.get("usage") {
+                    file.record_usage = r.boolean(node, &field).unwrap_or(true);
+                }
+            }
+        }
         if let Some((node, field)) = fields.get("rate_limits") {
             file.rate_limits = super::limits::read_policy(node, &field, r, &file.auth.roles);
         }

@@ -265,3 +265,48 @@ async fn a_scripted_sequence_shows_exactly_in_the_metrics() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test]
+async fn recording_can_be_switched_off_for_benchmarks() {
+    let app = Upstream::start("app").await;
+    let config = GatewayConfig::new(
+        "include: [routes/*.yaml]\nobservability: { metrics: false, usage: false }\n",
+    )
+    .file(
+        "routes/app.yaml",
+        &format!(
+            "service: app\nupstreams: [{}]\nroutes:\n  - path: /api/\n    auth: none\n",
+            app.url()
+        ),
+    );
+    let gateway = Gateway::start(config).await;
+    assert_eq!(
+        client()
+            .get(gateway.url("/api/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    gateway.wait_for_log(|l| l["route"] == "app:/api/").await;
+    let exposition = client()
+        .get(gateway.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples = parse(&exposition);
+    assert!(
+        !samples
+            .keys()
+            .any(|k| k.starts_with("guichet_http_requests_total{")),
+        "{exposition}"
+    );
+    assert_eq!(
+        samples.get("guichet_build_info{version=\"0.1.0\"}"),
+        Some(&1.0)
+    );
+}
