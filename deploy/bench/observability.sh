@@ -83,20 +83,20 @@ read -r off_port _ < <(start_gateway off false false)
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-: > "$work/on"; : > "$work/off"; : > "$work/quiet"; : > "$work/scraped"
+: > "$work/r-on"; : > "$work/r-off"; : > "$work/r-quiet"; : > "$work/r-scraped"
 for round in $(seq "$ROUNDS"); do
-  measure "$on_port" >> "$work/on"
-  measure "$off_port" >> "$work/off"
-  measure "$on_port" >> "$work/quiet"
+  measure "$on_port" >> "$work/r-on"
+  measure "$off_port" >> "$work/r-off"
+  measure "$on_port" >> "$work/r-quiet"
   ( while true; do curl -s "http://127.0.0.1:$on_admin/metrics" >/dev/null; sleep 0.1; done ) &
   scraper=$!
-  measure "$on_port" >> "$work/scraped"
+  measure "$on_port" >> "$work/r-scraped"
   kill "$scraper"; wait "$scraper" 2>/dev/null || true
   echo "round $round done" >&2
 done
 
-rps() { cut -d' ' -f1 < "$work/$1" | median; }
-p99() { cut -d' ' -f2 < "$work/$1" | median; }
+rps() { cut -d' ' -f1 < "$work/r-$1" | median; }
+p99() { cut -d' ' -f2 < "$work/r-$1" | median; }
 echo
 echo "guichet, 1 worker thread, wrk -t1 -c64 -d$DURATION, $ROUNDS alternating rounds (medians)"
 printf '%-34s %12s %10s\n' "configuration" "req/s" "p99 ms"
