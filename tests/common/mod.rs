@@ -35,3 +35,27 @@ pub async fn status_and_json(response: reqwest::Response) -> (u16, serde_json::V
     let status = response.status().as_u16();
     (status, response.json().await.expect("a JSON body"))
 }
+
+/// GET `url` and its JSON body, whatever the status.
+pub async fn get_json(url: String) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("a response")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
+/// GET `url` and its body as text, such as the `/metrics` exposition.
+pub async fn get_text(url: String) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("a response")
+        .text()
+        .await
+        .expect("a text body")
+}

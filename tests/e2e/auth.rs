@@ -8,7 +8,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use crate::common::{client, status_and_json, Gateway, GatewayConfig, Upstream};
+use crate::common::{client, get_json, status_and_json, Gateway, GatewayConfig, Upstream};
 
 pub const DEMO_KEY: &str = "gk_demo.demo-secret";
 pub const READER_KEY: &str = "gk_read.reader-secret";
@@ -129,14 +129,7 @@ impl Fixture {
 
     /// Signs `claims` with the gateway's own key and kid, for forged-but-signed tokens.
     async fn sign(&self, claims: &Value) -> String {
-        let jwks: Value = client()
-            .get(self.gateway.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let jwks: Value = get_json(self.gateway.url("/.well-known/jwks.json")).await;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = jwks["keys"][0]["kid"].as_str().map(str::to_string);
         let key = EncodingKey::from_ed_pem(self.key_pem.as_bytes()).unwrap();
@@ -689,14 +682,7 @@ async fn tokens_of_an_earlier_key_are_accepted_during_a_rotation() {
     .file("routes/app.yaml", &routes(&upstream));
     let gateway = Gateway::start(config).await;
 
-    let jwks: Value = client()
-        .get(gateway.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = get_json(gateway.url("/.well-known/jwks.json")).await;
     let kids: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()

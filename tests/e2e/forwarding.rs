@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{client, raw_request, status_and_json, Gateway, GatewayConfig, Upstream};
+use crate::common::{
+    client, get_json, raw_request, status_and_json, Gateway, GatewayConfig, Upstream,
+};
 
 /// One service `courses` at `/api/courses/` over `upstreams`; `service_extra` goes into the
 /// routes file, `route_extra` into the route, `gateway_extra` into gateway.yaml.
@@ -61,14 +63,7 @@ async fn an_unhealthy_target_leaves_rotation_within_two_intervals_and_returns() 
     for _ in 0..6 {
         assert_eq!(upstream_of(&gateway, "/api/courses/").await, "a");
     }
-    let ready: Value = client()
-        .get(gateway.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = get_json(gateway.admin_url("/readyz")).await;
     assert_eq!(ready["services"]["courses"]["healthy"], 1);
     assert_eq!(ready["services"]["courses"]["targets"][1]["healthy"], false);
     gateway

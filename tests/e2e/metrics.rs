@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use serde_json::json;
 
 use crate::auth::{jwt_section, seed};
-use crate::common::{client, Gateway, GatewayConfig, Upstream};
+use crate::common::{client, get_text, Gateway, GatewayConfig, Upstream};
 
 /// `name{a="1",b="2"}` (labels sorted) → value.
 fn parse(exposition: &str) -> BTreeMap<String, f64> {
@@ -101,14 +101,7 @@ async fn a_scripted_sequence_shows_exactly_in_the_metrics() {
     // Recording happens after each response is sent: scrape until the last one is in.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let (exposition, samples) = loop {
-        let exposition = client()
-            .get(gateway.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let exposition = get_text(gateway.admin_url("/metrics")).await;
         let samples = parse(&exposition);
         let settled = samples.get("guichet_requests_in_flight") == Some(&0.0)
             && samples.get("guichet_request_size_bytes_count") == Some(&8.0);
@@ -290,14 +283,7 @@ async fn recording_can_be_switched_off_for_benchmarks() {
         200
     );
     gateway.wait_for_log(|l| l["route"] == "app:/api/").await;
-    let exposition = client()
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let exposition = get_text(gateway.admin_url("/metrics")).await;
     let samples = parse(&exposition);
     assert!(
         !samples

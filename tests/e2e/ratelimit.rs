@@ -6,7 +6,9 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::auth::{jwt_section, seed, DEMO_KEY};
-use crate::common::{client, status_and_json, Gateway, GatewayConfig, RedisServer, Upstream};
+use crate::common::{
+    client, get_text, status_and_json, Gateway, GatewayConfig, RedisServer, Upstream,
+};
 
 fn routes(upstream: &Upstream) -> String {
     format!(
@@ -298,14 +300,7 @@ async fn with_on_store_error_allow_a_redis_outage_falls_back_to_local_limits_and
                 .is_some_and(|m| m.contains("rate limiter is unavailable"))
         })
         .await;
-    let exposition = client()
-        .get(first.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let exposition = get_text(first.admin_url("/metrics")).await;
     assert!(
         exposition.lines().any(
             |l| l.starts_with("guichet_store_errors_total{op=\"rate_limit\"} ")
