@@ -1,6 +1,6 @@
 //! The admin listener, apart from client traffic: `/healthz` (the process is up), `/readyz`
 //! (configuration loaded, every service has a healthy target, the store answers, not shutting
-//! down) and `/metrics` (Prometheus text format).
+//! down), `/metrics` (Prometheus text format) and `POST /reload` (read the configuration again).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,11 +12,13 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
+use crate::snapshot::Current;
 use crate::store::Store;
-use crate::upstream::Upstreams;
 
 pub struct Admin {
-    pub upstreams: Arc<Upstreams>,
+    pub current: Current,
+    pub reloader: Arc<Reloader>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     /// Set when SIGTERM arrives, so load balancers stop sending traffic first.
@@ -27,7 +29,8 @@ impl Admin {
     async fn readiness(&self) -> (StatusCode, Value) {
         let mut services = serde_json::Map::new();
         let mut not_ready = Vec::new();
-        for pool in self.upstreams.pools() {
+        let snapshot = self.current.load_full();
+        for pool in snapshot.upstreams.pools() {
             let targets: Vec<Value> = pool
                 .service
                 .targets
@@ -52,20 +55,52 @@ impl Admin {
                 json!({"ok": false, "error": e.to_string()})
             }
         };
+        let config = self.reloader.status();
         if self.draining.load(Ordering::Relaxed) {
-            let body = json!({"detail": "The gateway is shutting down.", "code": "draining", "services": services, "store": store});
+            let body = json!({"detail": "The gateway is shutting down.", "code": "draining", "services": services, "store": store, "config": config});
             (StatusCode::SERVICE_UNAVAILABLE, body)
         } else if not_ready.is_empty() {
             (
                 StatusCode::OK,
-                json!({"status": "ready", "services": services}),
+                json!({"status": "ready", "services": services, "config": config}),
             )
         } else {
             let detail = format!("Not ready: {}.", not_ready.join(", "));
-            let body = json!({"detail": detail, "code": "not_ready", "services": services, "store": store});
+            let body = json!({"detail": detail, "code": "not_ready", "services": services, "store": store, "config": config});
             (StatusCode::SERVICE_UNAVAILABLE, body)
         }
     }
+
+    /// `POST /reload`: 200 with what now serves, or 422 with every error and nothing changed.
+    async fn reload(&self) -> (StatusCode, Value) {
+        match self.reloader.reload("POST /reload").await {
+            Ok(done) => (
+                StatusCode::OK,
+                json!({
+                    "status": "reloaded",
+                    "generation": done.generation,
+                    "routes": done.routes,
+                    "services": done.services,
+                    "restart_required": done.restart_required,
+                }),
+            ),
+            Err(errors) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({
+                    "detail": "The configuration has errors; the running configuration is unchanged.",
+                    "code": "config_invalid",
+                    "errors": errors,
+                }),
+            ),
+        }
+    }
+}
+
+fn method_not_allowed(method: &Method) -> (StatusCode, Value) {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        json!({"detail": format!("Method \"{method}\" not allowed."), "code": "method_not_allowed"}),
+    )
 }
 
 #[async_trait]
@@ -88,10 +123,8 @@ impl ServeHttp for Admin {
         let (status, body) = match request.uri.path() {
             "/healthz" if readable => (StatusCode::OK, json!({"status": "ok"})),
             "/readyz" if readable => self.readiness().await,
-            "/healthz" | "/readyz" => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"detail": format!("Method \"{}\" not allowed.", request.method), "code": "method_not_allowed"}),
-            ),
+            "/reload" if request.method == Method::POST => self.reload().await,
+            "/healthz" | "/readyz" | "/reload" => method_not_allowed(&request.method),
             _ => (
                 StatusCode::NOT_FOUND,
                 json!({"detail": "Not found.", "code": "not_found"}),

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, Config};
 use crate::logs::{self, LogFormat};
 use crate::manage::{self, KeysCommand, UsersCommand};
+use crate::reload::Overrides;
 
 #[derive(Parser)]
 #[command(
@@ -180,15 +181,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(addr) = args.listen {
-        config.listen.addr = addr;
-        config.listen.at = None;
-    }
-    if let Some(addr) = args.admin_listen {
-        config.admin_listen.addr = addr;
-        config.admin_listen.at = None;
-    }
-    match crate::server::serve(config) {
+    let overrides = Overrides {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+    };
+    overrides.apply(&mut config);
+    match crate::server::serve(config, overrides) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("{message}");

@@ -11,10 +11,13 @@ use crate::auth::identity::Identity;
 use crate::config::Route;
 use crate::errors::GatewayError;
 use crate::forwarded::Origin;
+use crate::snapshot::Snapshot;
 use crate::trace::TraceContext;
 
 /// What the gateway has learned about one request so far.
 pub struct RequestCtx {
+    /// The configuration this request is served with, from its first phase to its last.
+    pub snapshot: Arc<Snapshot>,
     pub request_id: String,
     /// The W3C trace this request continues or starts.
     pub trace: Option<TraceContext>,
@@ -44,8 +47,9 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new(in_flight: &InFlight) -> RequestCtx {
+    pub fn new(in_flight: &InFlight, snapshot: Arc<Snapshot>) -> RequestCtx {
         RequestCtx {
+            snapshot,
             request_id: String::new(),
             trace: None,
             started: Instant::now(),

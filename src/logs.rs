@@ -6,7 +6,6 @@ use tracing_subscriber::EnvFilter;
 
 use crate::context::RequestCtx;
 use crate::errors::GatewayError;
-use crate::upstream::Upstreams;
 
 /// `--log-format`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -38,9 +37,15 @@ pub fn init(format: LogFormat) {
     drop(installed);
 }
 
-fn upstream_url<'a>(upstreams: &'a Upstreams, ctx: &RequestCtx) -> &'a str {
+fn upstream_url(ctx: &RequestCtx) -> &str {
     match (&ctx.route, ctx.target) {
-        (Some(route), Some(target)) => &upstreams.pool(route.service).target(target).url,
+        (Some(route), Some(target)) => {
+            &ctx.snapshot
+                .upstreams
+                .pool(route.service)
+                .target(target)
+                .url
+        }
         _ => "",
     }
 }
@@ -55,7 +60,7 @@ fn route_id(ctx: &RequestCtx) -> &str {
 }
 
 /// One line per request, proxied or answered by the gateway.
-pub fn access(upstreams: &Upstreams, session: &Session, ctx: &RequestCtx) {
+pub fn access(session: &Session, ctx: &RequestCtx) {
     let request = session.req_header();
     let status = session
         .response_written()
@@ -71,7 +76,7 @@ pub fn access(upstreams: &Upstreams, session: &Session, ctx: &RequestCtx) {
         route = route_id(ctx),
         status,
         duration_ms = ctx.started.elapsed().as_micros() as f64 / 1000.0,
-        upstream = upstream_url(upstreams, ctx),
+        upstream = upstream_url(ctx),
         upstream_ms = ctx.upstream_time.map(|t| t.as_micros() as f64 / 1000.0),
         auth = identity.method.as_str(),
         user_id = identity.user_id,
@@ -84,12 +89,7 @@ pub fn access(upstreams: &Upstreams, session: &Session, ctx: &RequestCtx) {
 }
 
 /// One line per 5xx the gateway made, with the cause.
-pub fn gateway_error(
-    upstreams: &Upstreams,
-    ctx: &RequestCtx,
-    error: &GatewayError,
-    cause: &pingora::Error,
-) {
+pub fn gateway_error(ctx: &RequestCtx, error: &GatewayError, cause: &pingora::Error) {
     tracing::error!(
         target: "guichet::error",
         request_id = %ctx.request_id,
@@ -97,7 +97,7 @@ pub fn gateway_error(
         status = error.status(),
         code = error.code(),
         route = route_id(ctx),
-        upstream = upstream_url(upstreams, ctx),
+        upstream = upstream_url(ctx),
         cause = %cause,
         "{}",
         error.detail()

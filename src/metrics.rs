@@ -3,15 +3,18 @@
 //! raw paths), standard methods, roles from the configuration, never user ids.
 
 use pingora::proxy::Session;
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::auth::endpoints::Endpoint;
+use crate::auth::identity::AuthMethod;
 use crate::config::Config;
 use crate::context::RequestCtx;
 use crate::errors::GatewayError;
-use crate::upstream::Upstreams;
 
 /// 100 µs to 30 s.
 const DURATION_BUCKETS: [f64; 17] = [
@@ -47,6 +50,7 @@ pub struct Metrics {
     pub upstream_healthy: IntGaugeVec,
     pub store_errors: IntCounterVec,
     pub store_duration: HistogramVec,
+    pub config_reloads: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -140,8 +144,18 @@ impl Metrics {
                 ),
                 &["op"],
             )?,
+            config_reloads: IntCounterVec::new(
+                opts(
+                    "config_reloads_total",
+                    "Configuration reloads (SIGHUP or POST /reload), by result: ok or error.",
+                ),
+                &["result"],
+            )?,
             registry,
         };
+        for result in ["ok", "error"] {
+            metrics.config_reloads.with_label_values(&[result]);
+        }
         let build_info = IntGaugeVec::new(
             opts("build_info", "The running build; always 1."),
             &["version"],
@@ -149,7 +163,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.duration.clone()),
             Box::new(metrics.upstream_duration.clone()),
@@ -162,6 +176,7 @@ impl Metrics {
             Box::new(metrics.upstream_healthy.clone()),
             Box::new(metrics.store_errors.clone()),
             Box::new(metrics.store_duration.clone()),
+            Box::new(metrics.config_reloads.clone()),
             Box::new(build_info),
         ];
         for collector in collectors {
@@ -180,45 +195,26 @@ impl Metrics {
 }
 
 impl Metrics {
-    /// Records one finished request (proxied, answered by the gateway, or failed).
-    pub fn record(
-        &self,
-        session: &Session,
-        ctx: &RequestCtx,
-        config: &Config,
-        upstreams: &Upstreams,
-    ) {
-        let route = match (&ctx.route, ctx.endpoint) {
-            (Some(route), _) => route.id.as_str(),
-            (None, Some(endpoint)) => endpoint.id(),
-            (None, None) => "unmatched",
-        };
-        let method = method_label(&session.req_header().method);
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let role = ctx
-            .identity
-            .role
-            .as_deref()
-            .filter(|role| config.auth.rank(role).is_some())
-            .unwrap_or("none");
-        self.requests
-            .with_label_values(&[
-                route,
-                method,
-                status_label(status),
-                ctx.identity.method.as_str(),
-                role,
-            ])
+    /// Records one finished request (proxied, answered by the gateway, or failed), through the
+    /// label handles of the configuration it was served with.
+    pub fn record(&self, session: &Session, ctx: &RequestCtx) {
+        let series = &ctx.snapshot.series;
+        let route = series.route(ctx);
+        let method = method_slot(&session.req_header().method);
+        let status = status_slot(session.response_written().map_or(0, |r| r.status.as_u16()));
+        let auth = ctx.identity.method as usize;
+        let role = series.role_slot(ctx.identity.role.as_deref());
+        route
+            .request_counter(&self.requests, &series.roles, [method, status, auth, role])
             .inc();
-        self.duration
-            .with_label_values(&[route, method])
+        route
+            .duration(&self.duration, method)
             .observe(ctx.started.elapsed().as_secs_f64());
         self.request_size.observe(ctx.body_bytes as f64);
         self.response_size.observe(session.body_bytes_sent() as f64);
         if let (Some(route), Some(time)) = (&ctx.route, ctx.upstream_time) {
-            let service = &upstreams.pool(route.service).service.name;
-            self.upstream_duration
-                .with_label_values(&[service.as_str()])
+            series
+                .upstream_duration(&self.upstream_duration, route.service)
                 .observe(time.as_secs_f64());
         }
         if let Some(reason) = ctx.error.as_ref().and_then(auth_failure_reason) {
@@ -226,11 +222,120 @@ impl Metrics {
         }
         if let Some(scope) = &ctx.throttled_by {
             self.rate_limited
-                .with_label_values(&[route, scope.as_str()])
+                .with_label_values(&[&route.id, scope.as_str()])
                 .inc();
         }
     }
 }
+
+/// The label handles of one configuration, resolved on first use and kept for as long as the
+/// configuration serves, so that recording a request is array indexing and atomic adds: no
+/// label hashing, no lock. A reload builds new ones; the families (and their counts) stay.
+pub struct Series {
+    /// The configured routes in order, then the gateway's endpoints, then `unmatched`.
+    routes: Vec<RouteSeries>,
+    /// `upstream_duration_seconds`, by service index.
+    services: Vec<(String, OnceLock<Histogram>)>,
+    /// The role labels, least privileged first, then `none`.
+    roles: Vec<String>,
+}
+
+impl Series {
+    pub fn new(config: &Config) -> Series {
+        let ids = config
+            .routes
+            .iter()
+            .map(|route| route.id.clone())
+            .chain(Endpoint::ALL.iter().map(|e| e.id().to_string()))
+            .chain(["unmatched".to_string()]);
+        let mut roles = config.auth.roles.clone();
+        roles.push("none".to_string());
+        Series {
+            routes: ids.map(RouteSeries::new).collect(),
+            services: config
+                .services
+                .iter()
+                .map(|s| (s.name.clone(), OnceLock::new()))
+                .collect(),
+            roles,
+        }
+    }
+
+    fn route(&self, ctx: &RequestCtx) -> &RouteSeries {
+        let configured = self.routes.len() - Endpoint::ALL.len() - 1;
+        let index = match (&ctx.route, ctx.endpoint) {
+            (Some(route), _) => route.index,
+            (None, Some(endpoint)) => configured + endpoint as usize,
+            (None, None) => self.routes.len() - 1,
+        };
+        &self.routes[index]
+    }
+
+    /// A configured role's position, or the `none` slot for no role or one no longer configured.
+    fn role_slot(&self, role: Option<&str>) -> usize {
+        let configured = &self.roles[..self.roles.len() - 1];
+        role.and_then(|role| configured.iter().position(|r| r == role))
+            .unwrap_or(configured.len())
+    }
+
+    fn upstream_duration(&self, family: &HistogramVec, service: usize) -> &Histogram {
+        let (name, handle) = &self.services[service];
+        handle.get_or_init(|| family.with_label_values(&[name.as_str()]))
+    }
+}
+
+/// The handles of one route label value.
+struct RouteSeries {
+    id: String,
+    /// Per method: `http_requests_total` by status, auth method and role, made on the method's
+    /// first request so routes pay only for the methods they see.
+    requests: [OnceLock<Box<[OnceLock<IntCounter>]>>; METHOD_LABELS.len()],
+    durations: [OnceLock<Histogram>; METHOD_LABELS.len()],
+}
+
+impl RouteSeries {
+    fn new(id: String) -> RouteSeries {
+        RouteSeries {
+            id,
+            requests: std::array::from_fn(|_| OnceLock::new()),
+            durations: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn request_counter(
+        &self,
+        family: &IntCounterVec,
+        roles: &[String],
+        [method, status, auth, role]: [usize; 4],
+    ) -> &IntCounter {
+        let per_method = self.requests[method].get_or_init(|| {
+            let slots = STATUS_LABELS.len() * AUTH_LABELS.len() * roles.len();
+            (0..slots).map(|_| OnceLock::new()).collect()
+        });
+        let slot = (status * AUTH_LABELS.len() + auth) * roles.len() + role;
+        per_method[slot].get_or_init(|| {
+            family.with_label_values(&[
+                self.id.as_str(),
+                METHOD_LABELS[method],
+                STATUS_LABELS[status],
+                AUTH_LABELS[auth],
+                roles[role].as_str(),
+            ])
+        })
+    }
+
+    fn duration(&self, family: &HistogramVec, method: usize) -> &Histogram {
+        self.durations[method]
+            .get_or_init(|| family.with_label_values(&[self.id.as_str(), METHOD_LABELS[method]]))
+    }
+}
+
+/// The `auth` label values, in the order of [`AuthMethod`]'s variants.
+const AUTH_LABELS: [&str; 3] = [
+    AuthMethod::Jwt.as_str(),
+    AuthMethod::ApiKey.as_str(),
+    AuthMethod::Anonymous.as_str(),
+];
 
 /// The `reason` label of `guichet_auth_failures_total`, for the errors that are auth failures.
 fn auth_failure_reason(error: &GatewayError) -> Option<&'static str> {
@@ -248,52 +353,96 @@ fn auth_failure_reason(error: &GatewayError) -> Option<&'static str> {
     }
 }
 
-/// Status codes as label values without allocating: the codes APIs use by name, others by class.
-fn status_label(status: u16) -> &'static str {
+/// The status label values: the codes APIs use by name, others by class.
+const STATUS_LABELS: [&str; 25] = [
+    "0", "200", "201", "204", "301", "302", "304", "400", "401", "403", "404", "405", "409", "413",
+    "422", "429", "500", "502", "503", "504", "1xx", "2xx", "3xx", "4xx", "5xx",
+];
+
+/// The position of a status's label in [`STATUS_LABELS`].
+fn status_slot(status: u16) -> usize {
     match status {
-        0 => "0",
-        200 => "200",
-        201 => "201",
-        204 => "204",
-        301 => "301",
-        302 => "302",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        409 => "409",
-        413 => "413",
-        422 => "422",
-        429 => "429",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
+        0 => 0,
+        200 => 1,
+        201 => 2,
+        204 => 3,
+        301 => 4,
+        302 => 5,
+        304 => 6,
+        400 => 7,
+        401 => 8,
+        403 => 9,
+        404 => 10,
+        405 => 11,
+        409 => 12,
+        413 => 13,
+        422 => 14,
+        429 => 15,
+        500 => 16,
+        502 => 17,
+        503 => 18,
+        504 => 19,
         other => match other / 100 {
-            1 => "1xx",
-            2 => "2xx",
-            3 => "3xx",
-            4 => "4xx",
-            _ => "5xx",
+            1 => 20,
+            2 => 21,
+            3 => 22,
+            4 => 23,
+            _ => 24,
         },
     }
 }
 
-/// A method label: the standard methods by name, anything else as `OTHER`.
-pub fn method_label(method: &http::Method) -> &'static str {
+/// The method label values: the standard methods by name, anything else as `OTHER`.
+const METHOD_LABELS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "OTHER",
+];
+
+/// The position of a method's label in [`METHOD_LABELS`].
+fn method_slot(method: &http::Method) -> usize {
     use http::Method;
     match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::CONNECT => "CONNECT",
-        _ => "OTHER",
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::PATCH => 4,
+        Method::DELETE => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::CONNECT => 8,
+        _ => 9,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_statuses_keep_their_code_and_others_their_class() {
+        for label in &STATUS_LABELS[..20] {
+            let code: u16 = label.parse().unwrap();
+            assert_eq!(STATUS_LABELS[status_slot(code)], *label);
+        }
+        for (code, label) in [
+            (102, "1xx"),
+            (206, "2xx"),
+            (307, "3xx"),
+            (418, "4xx"),
+            (501, "5xx"),
+            (999, "5xx"),
+        ] {
+            assert_eq!(STATUS_LABELS[status_slot(code)], label, "{code}");
+        }
+    }
+
+    #[test]
+    fn standard_methods_keep_their_name_and_others_are_other() {
+        for name in &METHOD_LABELS[..9] {
+            let method = http::Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(METHOD_LABELS[method_slot(&method)], *name);
+        }
+        let propfind = http::Method::from_bytes(b"PROPFIND").unwrap();
+        assert_eq!(METHOD_LABELS[method_slot(&propfind)], "OTHER");
     }
 }

@@ -17,23 +17,20 @@ use crate::analytics::{self, Usage};
 use crate::auth::endpoints::{Endpoint, TokenService};
 use crate::auth::Auth;
 use crate::auth::{identity, jwt};
-use crate::config::Config;
 use crate::context::{InFlight, RequestCtx};
 use crate::errors::{self, GatewayError};
 use crate::forwarded::{self, Origin};
 use crate::metrics::Metrics;
 use crate::ratelimit::{Limiter, Mode};
 use crate::request_id;
-use crate::router::{Lookup, MethodSet, Router};
+use crate::router::{Lookup, MethodSet};
+use crate::snapshot::Current;
 use crate::trace::{TraceContext, TRACEPARENT};
-use crate::upstream::Upstreams;
 use crate::{authz, logs, path};
 
 /// The proxy service: the current configuration and everything shared between requests.
 pub struct Gateway {
-    config: Arc<Config>,
-    router: Router,
-    upstreams: Arc<Upstreams>,
+    current: Current,
     auth: Arc<Auth>,
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
@@ -53,8 +50,7 @@ enum Destination<'a> {
 
 impl Gateway {
     pub fn new(
-        config: Arc<Config>,
-        upstreams: Arc<Upstreams>,
+        current: Current,
         auth: Arc<Auth>,
         limiter: Arc<Limiter>,
         metrics: Arc<Metrics>,
@@ -62,9 +58,7 @@ impl Gateway {
         in_flight: InFlight,
     ) -> Gateway {
         Gateway {
-            router: Router::new(&config.routes),
-            config,
-            upstreams,
+            current,
             auth,
             limiter,
             metrics,
@@ -86,7 +80,7 @@ impl Gateway {
         ctx.origin = Some(Origin::new(
             peer,
             claimed.as_deref(),
-            &self.config.trusted_proxies,
+            &ctx.snapshot.config.trusted_proxies,
         ));
     }
 
@@ -118,7 +112,7 @@ impl Gateway {
             }
             return Ok(destination);
         }
-        match self.router.lookup(&path, &request.method) {
+        match ctx.snapshot.router.lookup(&path, &request.method) {
             Lookup::Found(found) => {
                 let mut target = found.upstream_path();
                 if let Some(query) = request.uri.query() {
@@ -149,7 +143,7 @@ impl Gateway {
         if let identity::Authentication::Verified(identity) = &found {
             ctx.identity = identity.clone();
         }
-        ctx.identity = authz::decide(&route, &self.config.auth, found)?;
+        ctx.identity = authz::decide(&route, &ctx.snapshot.config.auth, found)?;
         Ok(())
     }
 
@@ -162,17 +156,13 @@ impl Gateway {
         let credential = identity::credential(session.req_header());
         let tokens = self.auth.tokens.as_deref();
         let found = identity::authenticate(credential, tokens, &self.auth.api_keys).await;
-        let roles = &self.config.auth.roles;
+        let auth = &ctx.snapshot.config.auth;
         let needs = authz::Needs {
             level: crate::config::AuthLevel::Any,
-            min_role: self
-                .config
-                .auth
-                .rank("admin")
-                .or(roles.len().checked_sub(1)),
+            min_role: auth.rank("admin").or(auth.roles.len().checked_sub(1)),
             scopes: &[],
         };
-        ctx.identity = authz::decide_for(&needs, &self.config.auth, found)?;
+        ctx.identity = authz::decide_for(&needs, auth, found)?;
         let query = analytics::Query::parse(session.req_header().uri.query().unwrap_or(""))?;
         self.usage
             .report(
@@ -193,7 +183,8 @@ impl Gateway {
         let (Some(route), Some(origin)) = (&ctx.route, &ctx.origin) else {
             return Err(GatewayError::Internal);
         };
-        let limits = self
+        let limits = ctx
+            .snapshot
             .config
             .rate_limits
             .limits(route, &ctx.identity, origin.client);
@@ -362,7 +353,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(&self.in_flight)
+        RequestCtx::new(&self.in_flight, self.current.load_full())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -379,7 +370,7 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.clone() else {
             return Err(Self::fail(ctx, GatewayError::Internal));
         };
-        let pool = self.upstreams.pool(route.service);
+        let pool = ctx.snapshot.upstreams.pool(route.service);
         match pool.select(ctx.failed_target) {
             Some(index) => {
                 ctx.target = Some(index);
@@ -402,7 +393,8 @@ impl ProxyHttp for Gateway {
         mut error: Box<Error>,
     ) -> Box<Error> {
         let another_target = match (&ctx.route, ctx.target) {
-            (Some(route), Some(target)) => self
+            (Some(route), Some(target)) => ctx
+                .snapshot
                 .upstreams
                 .pool(route.service)
                 .has_healthy_other_than(target),
@@ -414,7 +406,7 @@ impl ProxyHttp for Gateway {
             ctx.failed_target = ctx.target;
         }
         if let Some(route) = &ctx.route {
-            let service = &self.upstreams.pool(route.service).service.name;
+            let service = &ctx.snapshot.upstreams.pool(route.service).service.name;
             self.metrics
                 .upstream_errors
                 .with_label_values(&[service.as_str(), "connect"])
@@ -439,7 +431,12 @@ impl ProxyHttp for Gateway {
             .parse::<http::Uri>()
             .map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?;
         request.set_uri(uri);
-        let host = &self.upstreams.pool(route.service).target(target).host;
+        let host = &ctx
+            .snapshot
+            .upstreams
+            .pool(route.service)
+            .target(target)
+            .host;
         ctx.upstream_sent = Some(std::time::Instant::now());
         forwarded::rewrite_upstream_headers(request, origin, host)?;
         identity::set_upstream_headers(request, &ctx.identity, route.forward_authorization)?;
@@ -507,14 +504,14 @@ impl ProxyHttp for Gateway {
         };
         let status = gateway_error.status();
         if let (Some(route), Some(kind)) = (&ctx.route, upstream_error_kind(&gateway_error)) {
-            let service = &self.upstreams.pool(route.service).service.name;
+            let service = &ctx.snapshot.upstreams.pool(route.service).service.name;
             self.metrics
                 .upstream_errors
                 .with_label_values(&[service.as_str(), kind])
                 .inc();
         }
         if status >= 500 {
-            logs::gateway_error(&self.upstreams, ctx, &gateway_error, error);
+            logs::gateway_error(ctx, &gateway_error, error);
         }
         if session.response_written().is_none() {
             let extra = &ctx.rate_limit_fields;
@@ -535,13 +532,12 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut RequestCtx) {
-        if self.config.record_metrics {
-            self.metrics
-                .record(session, ctx, &self.config, &self.upstreams);
+        if ctx.snapshot.config.record_metrics {
+            self.metrics.record(session, ctx);
         }
-        if self.config.record_usage {
+        if ctx.snapshot.config.record_usage {
             self.record_usage(session, ctx);
         }
-        logs::access(&self.upstreams, session, ctx);
+        logs::access(session, ctx);
     }
 }

@@ -1,11 +1,13 @@
 //! Starting and stopping: binds the public and admin listeners, runs the pingora server with its
-//! services (proxy, admin, health checks), and drains in-flight requests on SIGTERM.
+//! services (proxy, admin, health checks, reload on SIGHUP), and drains in-flight requests on
+//! SIGTERM.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -22,12 +24,14 @@ use crate::context::InFlight;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::ratelimit::{Limiter, RedisLimiter, SystemClock};
+use crate::reload::{Overrides, ReloadOnHangup, Reloader};
+use crate::snapshot::{Current, Snapshot};
 use crate::store::{Instrumented, Store};
-use crate::upstream::{HealthChecks, Upstreams};
+use crate::upstream::HealthChecks;
 
 /// Runs the gateway until it is told to stop. Returns an error, already worded for the user,
 /// when a listener cannot be bound.
-pub fn serve(config: Config) -> Result<(), String> {
+pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
     for listen in [&config.listen, &config.admin_listen] {
         ensure_bindable(listen)?;
     }
@@ -52,8 +56,12 @@ pub fn serve(config: Config) -> Result<(), String> {
         limiter.clone(),
         &config.rate_limits,
     ));
-    let config = Arc::new(config);
-    let upstreams = Arc::new(Upstreams::new(&config.services, &metrics.upstream_healthy));
+    let snapshot = Snapshot::new(config, &metrics, None, 1);
+    let config = snapshot.config.clone();
+    let current: Current = Arc::new(ArcSwap::from_pointee(snapshot));
+    let (reloader, reloaded) = Reloader::new(overrides, current.clone(), metrics.clone());
+    let reloader = Arc::new(reloader);
+    let reload_on_hangup = ReloadOnHangup::new(reloader.clone());
     let in_flight = InFlight::new(metrics.in_flight.clone());
     let draining = Arc::new(AtomicBool::new(false));
 
@@ -68,8 +76,7 @@ pub fn serve(config: Config) -> Result<(), String> {
     server.bootstrap();
 
     let gateway = Gateway::new(
-        config.clone(),
-        upstreams.clone(),
+        current.clone(),
         auth.clone(),
         limiter,
         metrics.clone(),
@@ -86,7 +93,8 @@ pub fn serve(config: Config) -> Result<(), String> {
     let mut admin = Service::new(
         "guichet admin".to_string(),
         Admin {
-            upstreams: upstreams.clone(),
+            current: current.clone(),
+            reloader: reloader.clone(),
             store: auth.store.clone(),
             metrics,
             draining: draining.clone(),
@@ -95,11 +103,12 @@ pub fn serve(config: Config) -> Result<(), String> {
     admin.add_tcp(&config.admin_listen.addr.to_string());
     admin.threads = Some(1);
 
-    let health_checks = background_service("health checks", HealthChecks { upstreams });
+    let health_checks = HealthChecks { current, reloaded };
 
     server.add_service(proxy);
     server.add_service(admin);
-    server.add_service(health_checks);
+    server.add_service(background_service("health checks", health_checks));
+    server.add_service(background_service("reload on SIGHUP", reload_on_hangup));
     if auth.redis.is_some() {
         server.add_service(background_service("usage flush", UsageFlush(usage)));
     }

@@ -13,8 +13,10 @@ use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::HttpPeer;
 use prometheus::{IntGauge, IntGaugeVec};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use crate::config::{HealthCheck, Service, Target};
+use crate::snapshot::Current;
 
 /// One pool per service, in the order of [`crate::config::Config::services`].
 pub struct Upstreams {
@@ -22,13 +24,43 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Pools for `services`, whose health shows in `healthy` (by service and target).
-    pub fn new(services: &[Arc<Service>], healthy: &IntGaugeVec) -> Upstreams {
+    /// Pools for `services`, whose health shows in `healthy` (by service and target). A target
+    /// that `previous` (the configuration being replaced) already checked keeps what was seen of
+    /// it, so a reload neither sends traffic to a dead target nor waits for a live one.
+    pub fn new(
+        services: &[Arc<Service>],
+        healthy: &IntGaugeVec,
+        previous: Option<&Upstreams>,
+    ) -> Upstreams {
         Upstreams {
             pools: services
                 .iter()
-                .map(|s| Arc::new(Pool::new(s.clone(), healthy)))
+                .map(|service| {
+                    let before = previous.and_then(|p| p.by_name(&service.name));
+                    Arc::new(Pool::new(service.clone(), healthy, before))
+                })
                 .collect(),
+        }
+    }
+
+    fn by_name(&self, name: &str) -> Option<&Pool> {
+        self.pools
+            .iter()
+            .find(|pool| pool.service.name == name)
+            .map(|pool| &**pool)
+    }
+
+    /// Removes the `guichet_upstream_healthy` series of targets that `next` no longer has.
+    pub fn forget_targets_gone(&self, next: &Upstreams, healthy: &IntGaugeVec) {
+        for pool in &self.pools {
+            for target in &pool.service.targets {
+                let kept = next
+                    .by_name(&pool.service.name)
+                    .is_some_and(|p| p.position(&target.url).is_some());
+                if !kept {
+                    let _ = healthy.remove_label_values(&[&pool.service.name, &target.url]);
+                }
+            }
         }
     }
 
@@ -54,7 +86,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    fn new(service: Arc<Service>, healthy: &IntGaugeVec) -> Pool {
+    fn new(service: Arc<Service>, healthy: &IntGaugeVec, before: Option<&Pool>) -> Pool {
         let peers = service
             .targets
             .iter()
@@ -66,26 +98,44 @@ impl Pool {
                 peer
             })
             .collect();
-        let count = service.targets.len();
-        let unchecked = service.health_check.is_some();
-        let gauges = service
+        let checks = service.health_check.is_some();
+        // (healthy, checked) per target: as seen before a reload, else healthy until checked.
+        let states: Vec<(bool, bool)> = service
             .targets
             .iter()
             .map(|target| {
+                let seen = before
+                    .filter(|b| checks && b.service.health_check.is_some())
+                    .and_then(|b| b.position(&target.url).map(|i| (b, i)));
+                match seen {
+                    Some((b, i)) => (b.is_healthy(i), b.checked[i].load(Ordering::Relaxed)),
+                    None => (true, !checks),
+                }
+            })
+            .collect();
+        let gauges = service
+            .targets
+            .iter()
+            .zip(&states)
+            .map(|(target, &(healthy_now, _))| {
                 let gauge =
                     healthy.with_label_values(&[service.name.as_str(), target.url.as_str()]);
-                gauge.set(1);
+                gauge.set(i64::from(healthy_now));
                 gauge
             })
             .collect();
         Pool {
             gauges,
             peers,
-            healthy: (0..count).map(|_| AtomicBool::new(true)).collect(),
+            healthy: states.iter().map(|s| AtomicBool::new(s.0)).collect(),
             next: AtomicUsize::new(0),
-            checked: (0..count).map(|_| AtomicBool::new(!unchecked)).collect(),
+            checked: states.iter().map(|s| AtomicBool::new(s.1)).collect(),
             service,
         }
+    }
+
+    fn position(&self, url: &str) -> Option<usize> {
+        self.service.targets.iter().position(|t| t.url == url)
     }
 
     /// The next healthy target in round-robin order other than `avoid`.
@@ -147,36 +197,52 @@ impl Pool {
     }
 }
 
-/// The pingora background service that runs one check loop per target.
+/// The pingora background service that runs one check loop per target of the current
+/// configuration, and starts over on the new one after each reload.
 pub struct HealthChecks {
-    pub upstreams: Arc<Upstreams>,
+    pub current: Current,
+    pub reloaded: watch::Receiver<u64>,
 }
 
 #[async_trait]
 impl BackgroundService for HealthChecks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for pool in self.upstreams.pools() {
-            let Some(check) = pool.service.health_check.clone() else {
-                continue;
-            };
-            for index in 0..pool.service.targets.len() {
-                let pool = pool.clone();
-                let check = check.clone();
-                tasks.spawn(async move {
-                    let mut ticks = tokio::time::interval(check.interval);
-                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        ticks.tick().await;
-                        let result = probe(pool.target(index), &check).await;
-                        pool.record(index, result);
-                    }
-                });
+        let mut reloaded = self.reloaded.clone();
+        loop {
+            // Dropping the JoinSet aborts every loop of the configuration it was started for.
+            let _tasks = check_loops(&self.current.load().upstreams);
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                changed = reloaded.changed() => if changed.is_err() {
+                    let _ = shutdown.changed().await;
+                    return;
+                },
             }
         }
-        // Dropping the JoinSet on shutdown aborts every loop.
-        let _ = shutdown.changed().await;
     }
+}
+
+fn check_loops(upstreams: &Upstreams) -> tokio::task::JoinSet<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for pool in upstreams.pools() {
+        let Some(check) = pool.service.health_check.clone() else {
+            continue;
+        };
+        for index in 0..pool.service.targets.len() {
+            let pool = pool.clone();
+            let check = check.clone();
+            tasks.spawn(async move {
+                let mut ticks = tokio::time::interval(check.interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    let result = probe(pool.target(index), &check).await;
+                    pool.record(index, result);
+                }
+            });
+        }
+    }
+    tasks
 }
 
 /// One health check: `GET <path>` within the timeout, answered with a 2xx or 3xx.

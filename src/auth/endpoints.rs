@@ -32,6 +32,16 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint, in declaration order (so `endpoint as usize` is its position).
+    pub const ALL: [Endpoint; 6] = [
+        Endpoint::Token,
+        Endpoint::Refresh,
+        Endpoint::Verify,
+        Endpoint::Revoke,
+        Endpoint::Jwks,
+        Endpoint::Usage,
+    ];
+
     /// The endpoint at a normalised path, if any (the trailing slash is optional).
     pub fn at(path: &str) -> Option<Endpoint> {
         match path.trim_end_matches('/') {

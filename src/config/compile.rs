@@ -246,7 +246,8 @@ fn build(
                 mark: Some(route.path.mark),
             };
             let field = format!("{}.path", route.field);
-            let route = compile_route(route, &name.value, index, &config.auth, &file, errors);
+            let mut route = compile_route(route, &name.value, index, &config.auth, &file, errors);
+            route.index = placed.len();
             placed.push((at, field, Arc::new(route)));
         }
     }
@@ -308,6 +309,7 @@ fn compile_route(
         );
     }
     Route {
+        index: 0,
         id: spec
             .id
             .unwrap_or_else(|| format!("{service}:{}", spec.path.value.as_str())),

@@ -141,6 +141,8 @@ pub struct HealthCheck {
 /// One route: which requests it takes and where they go.
 #[derive(Debug)]
 pub struct Route {
+    /// Position in [`Config::routes`].
+    pub index: usize,
     /// A stable name for logs and metrics: `id:` or `<service>:<path>`.
     pub id: String,
     /// Index into [`Config::services`].

@@ -16,6 +16,7 @@ fn route(id: &str, path: &str, upstream_path: Option<&str>, methods: &[&str]) ->
         MethodSet::parse(methods.iter().copied()).unwrap()
     };
     Arc::new(Route {
+        index: 0,
         id: id.to_string(),
         service: 0,
         pattern,

@@ -91,7 +91,7 @@ pub struct Gateway {
     pub admin: SocketAddr,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Gateway {
@@ -125,7 +125,7 @@ impl Gateway {
             admin,
             stdout,
             stderr,
-            _dir: dir,
+            dir,
         };
         gateway.wait_until_serving().await;
         gateway
@@ -164,6 +164,13 @@ impl Gateway {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
+    }
+
+    /// Writes (or replaces) a file of the running gateway's configuration folder.
+    pub fn write_config(&self, name: &str, text: &str) {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write config");
     }
 
     pub fn pid(&self) -> u32 {

@@ -11,6 +11,7 @@ mod harness;
 mod lifecycle;
 mod metrics;
 mod ratelimit;
+mod reload;
 mod routing;
 mod store;
 mod usage;

@@ -1,0 +1,245 @@
+//! Configuration reload, on SIGHUP or `POST /reload` on the admin listener. The files are read
+//! and checked again; a valid configuration serves every request that starts after the swap
+//! (requests in flight finish on theirs), an invalid one is reported and changes nothing.
+//! Listeners, threads, the grace period and the store are set at start and keep their values.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde_json::{json, Value};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::config::{self, Config};
+use crate::metrics::Metrics;
+use crate::snapshot::{Current, Snapshot};
+
+/// Listener addresses given on the command line, which win over the files on every load.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Overrides {
+    pub fn apply(self, config: &mut Config) {
+        if let Some(addr) = self.listen {
+            config.listen.addr = addr;
+            config.listen.at = None;
+        }
+        if let Some(addr) = self.admin_listen {
+            config.admin_listen.addr = addr;
+            config.admin_listen.at = None;
+        }
+    }
+}
+
+/// A reload that took effect.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub generation: u64,
+    pub routes: usize,
+    pub services: usize,
+    /// Settings the files changed that only a restart applies.
+    pub restart_required: Vec<&'static str>,
+}
+
+pub struct Reloader {
+    overrides: Overrides,
+    current: Current,
+    metrics: Arc<Metrics>,
+    reloaded: watch::Sender<u64>,
+    /// One reload at a time, so two triggers cannot interleave their swaps.
+    serial: tokio::sync::Mutex<()>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Reloader {
+    /// A reloader of the configuration `current` serves, and the receiver that hears of each reload.
+    pub fn new(
+        overrides: Overrides,
+        current: Current,
+        metrics: Arc<Metrics>,
+    ) -> (Reloader, watch::Receiver<u64>) {
+        let (reloaded, receiver) = watch::channel(current.load().generation);
+        let reloader = Reloader {
+            overrides,
+            current,
+            metrics,
+            reloaded,
+            serial: tokio::sync::Mutex::new(()),
+            last_error: Mutex::new(None),
+        };
+        (reloader, receiver)
+    }
+
+    /// Reads the configuration files again and, when they are valid, serves them.
+    pub async fn reload(&self, trigger: &'static str) -> Result<Reloaded, Vec<String>> {
+        let _one_at_a_time = self.serial.lock().await;
+        let running = self.current.load_full();
+        let path = running.config.source.clone();
+        let outcome = read(path.clone())
+            .await
+            .map(|config| self.swap(config, &running));
+        let result = if outcome.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .config_reloads
+            .with_label_values(&[result])
+            .inc();
+        let mut last_error = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        match &outcome {
+            Ok(done) => {
+                *last_error = None;
+                tracing::info!(
+                    trigger,
+                    config = %path.display(),
+                    generation = done.generation,
+                    routes = done.routes,
+                    services = done.services,
+                    "configuration reloaded"
+                );
+                if !done.restart_required.is_empty() {
+                    tracing::warn!(
+                        settings = ?done.restart_required,
+                        "these settings changed but take effect only on restart"
+                    );
+                }
+            }
+            Err(errors) => {
+                *last_error = Some(errors.join("\n"));
+                tracing::error!(
+                    trigger,
+                    config = %path.display(),
+                    errors = %errors.join("\n"),
+                    "configuration reload failed; the running configuration is unchanged"
+                );
+            }
+        }
+        outcome
+    }
+
+    /// Replaces the running snapshot with one for `next`, keeping the settings only a restart applies.
+    fn swap(&self, mut next: Config, running: &Snapshot) -> Reloaded {
+        self.overrides.apply(&mut next);
+        let restart_required = keep_restart_only(&mut next, &running.config);
+        let generation = running.generation + 1;
+        let snapshot = Snapshot::new(next, &self.metrics, Some(running), generation);
+        running
+            .upstreams
+            .forget_targets_gone(&snapshot.upstreams, &self.metrics.upstream_healthy);
+        let reloaded = Reloaded {
+            generation,
+            routes: snapshot.config.routes.len(),
+            services: snapshot.config.services.len(),
+            restart_required,
+        };
+        self.current.store(Arc::new(snapshot));
+        self.reloaded.send_replace(generation);
+        reloaded
+    }
+
+    /// `/readyz`'s view: the generation serving and why the last reload failed, if it did.
+    pub fn status(&self) -> Value {
+        let last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        json!({
+            "generation": self.current.load().generation,
+            "source": self.current.load().config.source.display().to_string(),
+            "last_reload_error": last_error,
+        })
+    }
+}
+
+/// Loads and checks the files, off the async threads (seed passwords may be hashed).
+async fn read(path: PathBuf) -> Result<Config, Vec<String>> {
+    let shown = path.display().to_string();
+    match tokio::task::spawn_blocking(move || config::load_for_serve(&path)).await {
+        Ok(Ok(config)) => Ok(config),
+        Ok(Err(errors)) => Err(errors.0.iter().map(ToString::to_string).collect()),
+        Err(e) => Err(vec![format!("{shown}: could not be loaded: {e}")]),
+    }
+}
+
+/// Puts back the running values of the settings bound at start, and names those that differ.
+fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if next.listen.addr != running.listen.addr {
+        changed.push("listen");
+    }
+    if next.admin_listen.addr != running.admin_listen.addr {
+        changed.push("admin_listen");
+    }
+    if next.threads != running.threads {
+        changed.push("threads");
+    }
+    if next.shutdown_grace_period != running.shutdown_grace_period {
+        changed.push("shutdown_grace_period");
+    }
+    if next.auth.store != running.auth.store {
+        changed.push("store");
+    }
+    next.listen = running.listen.clone();
+    next.admin_listen = running.admin_listen.clone();
+    next.threads = running.threads;
+    next.shutdown_grace_period = running.shutdown_grace_period;
+    next.auth.store = running.auth.store.clone();
+    changed
+}
+
+/// Reloads on every SIGHUP until shutdown.
+pub struct ReloadOnHangup {
+    reloader: Arc<Reloader>,
+    hangups: Mutex<Option<Signal>>,
+}
+
+impl ReloadOnHangup {
+    /// Takes SIGHUP over from its default (ending the process) before any service starts: a
+    /// SIGHUP sent while the gateway is still starting is kept and acted on once it runs.
+    pub fn new(reloader: Arc<Reloader>) -> ReloadOnHangup {
+        let hangups = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|runtime| {
+                runtime.block_on(async { signal(SignalKind::hangup()).map_err(|e| e.to_string()) })
+            });
+        let hangups = hangups
+            .inspect_err(|error| {
+                tracing::error!(%error, "cannot listen for SIGHUP; reload with POST /reload on the admin listener");
+            })
+            .ok();
+        ReloadOnHangup {
+            reloader,
+            hangups: Mutex::new(hangups),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ReloadOnHangup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let taken = self
+            .hangups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(mut hangups) = taken else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => {
+                    let _ = self.reloader.reload("SIGHUP").await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
