@@ -7,11 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::decode::Reader;
+use super::decode::{Reader, Spanned};
 use super::error::{ConfigErrors, Location};
-use super::model::{GatewayFile, RouteSpec, ServiceFile};
+use super::model::{GatewayFile, RouteSpec, ServiceFile, SpecWritten};
 use super::yaml::{self, Node};
-use super::{AuthConfig, AuthLevel, Config, HealthCheck, KeyFiles, Listen, Route, Service, Target};
+use super::{
+    AuthConfig, AuthLevel, Config, HealthCheck, KeyFiles, Listen, Route, Service, SpecSource,
+    Target,
+};
 use crate::router::MethodSet;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -137,6 +140,37 @@ fn expand_includes(
     files
 }
 
+/// A fragment file must exist when the configuration is loaded; URLs are fetched later.
+fn spec_source(
+    written: Spanned<SpecWritten>,
+    base: &Path,
+    file: &Arc<Path>,
+    errors: &mut ConfigErrors,
+) -> Option<SpecSource> {
+    match written.value {
+        SpecWritten::Url(uri) => Some(SpecSource::Url(uri)),
+        SpecWritten::File(name) => {
+            let path = base.join(&name);
+            if path.is_file() {
+                return Some(SpecSource::File(path));
+            }
+            errors.push(
+                Location {
+                    file: file.clone(),
+                    mark: Some(written.mark),
+                },
+                "openapi",
+                format!("`{name}` is not a file ({} was looked for)", path.display()),
+                Some(
+                    "paths are relative to the folder of gateway.yaml, such as specs/courses.yaml"
+                        .to_string(),
+                ),
+            );
+            None
+        }
+    }
+}
+
 fn build(
     source: &Path,
     gateway: GatewayFile,
@@ -144,6 +178,7 @@ fn build(
     errors: &mut ConfigErrors,
 ) -> Config {
     let gateway_file: Arc<Path> = Arc::from(source);
+    let base = source.parent().unwrap_or(Path::new("")).to_path_buf();
     let listen = |spanned: Option<super::decode::Spanned<std::net::SocketAddr>>,
                   default: &str,
                   field: &'static str| match spanned {
@@ -185,6 +220,7 @@ fn build(
         rate_limits: gateway.rate_limits,
         record_metrics: gateway.record_metrics,
         record_usage: gateway.record_usage,
+        docs: gateway.docs,
     };
     if config.listen.addr == config.admin_listen.addr {
         errors.push(
@@ -238,6 +274,9 @@ fn build(
                 interval: h.interval,
             }),
             connect_timeout: spec.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            openapi: spec
+                .openapi
+                .and_then(|written| spec_source(written, &base, &file, errors)),
             read_timeout,
         }));
         for route in spec.routes {

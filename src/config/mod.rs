@@ -45,6 +45,47 @@ pub struct Config {
     pub record_metrics: bool,
     /// Whether each request is added to the usage statistics.
     pub record_usage: bool,
+    /// The merged API document's title, version and description.
+    pub docs: Docs,
+}
+
+/// `docs:` in gateway.yaml.
+#[derive(Clone, Debug)]
+pub struct Docs {
+    pub title: String,
+    pub version: String,
+    pub description: String,
+    /// How often fragments served by the services are fetched again.
+    pub refresh: Duration,
+}
+
+impl Default for Docs {
+    fn default() -> Docs {
+        Docs {
+            title: "Hackitech API".to_string(),
+            version: "1.0.0".to_string(),
+            description: String::new(),
+            refresh: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where a service's OpenAPI fragment comes from: `openapi:` in its routes file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpecSource {
+    /// A file, resolved against the folder of gateway.yaml.
+    File(PathBuf),
+    /// Fetched from the service, YAML or JSON.
+    Url(http::Uri),
+}
+
+impl std::fmt::Display for SpecSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecSource::File(path) => write!(f, "{}", path.display()),
+            SpecSource::Url(uri) => write!(f, "{uri}"),
+        }
+    }
 }
 
 /// Where state lives, the token keys, the roles and the seed data.
@@ -119,6 +160,7 @@ pub struct Service {
     pub health_check: Option<HealthCheck>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    pub openapi: Option<SpecSource>,
 }
 
 /// One upstream address of a service.

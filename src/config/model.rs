@@ -12,7 +12,7 @@ use std::path::Path;
 use super::auth::AuthSections;
 use super::decode::{Reader, Spanned};
 use super::yaml::Node;
-use super::{AuthConfig, AuthLevel, KeyFiles};
+use super::{AuthConfig, AuthLevel, Docs, KeyFiles};
 use crate::ratelimit::{Rate, RatePolicy};
 use crate::router::{MethodSet, PathPattern, PathTemplate};
 
@@ -29,6 +29,7 @@ pub struct GatewayFile {
     pub rate_limits: RatePolicy,
     pub record_metrics: bool,
     pub record_usage: bool,
+    pub docs: Docs,
 }
 
 /// `routes/<service>.yaml`.
@@ -39,6 +40,13 @@ pub struct ServiceFile {
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
     pub routes: Vec<RouteSpec>,
+    /// `openapi:` as written: a file (resolved against gateway.yaml's folder later) or a URL.
+    pub openapi: Option<Spanned<SpecWritten>>,
+}
+
+pub enum SpecWritten {
+    File(String),
+    Url(http::Uri),
 }
 
 pub struct UpstreamSpec {
@@ -82,9 +90,18 @@ const GATEWAY_KEYS: &[&str] = &[
     "seed",
     "rate_limits",
     "observability",
+    "docs",
 ];
+const DOCS_KEYS: &[&str] = &["title", "version", "description", "refresh"];
 const OBSERVABILITY_KEYS: &[&str] = &["metrics", "usage"];
-const SERVICE_KEYS: &[&str] = &["service", "upstreams", "health_check", "timeouts", "routes"];
+const SERVICE_KEYS: &[&str] = &[
+    "service",
+    "upstreams",
+    "health_check",
+    "timeouts",
+    "routes",
+    "openapi",
+];
 const HEALTH_CHECK_KEYS: &[&str] = &["path", "interval", "timeout"];
 const TIMEOUT_KEYS: &[&str] = &["connect", "read"];
 const ROUTE_KEYS: &[&str] = &[
@@ -122,10 +139,14 @@ impl GatewayFile {
             rate_limits: RatePolicy::default(),
             record_metrics: true,
             record_usage: true,
+            docs: Docs::default(),
         };
         let Some(fields) = fields else {
             return file;
         };
+        if let Some((node, field)) = fields.get("docs") {
+            file.docs = read_docs(node, &field, r);
+        }
         if let Some((node, field)) = fields.get("observability") {
             if let Some(section) = r.fields(node, &field, OBSERVABILITY_KEYS) {
                 if let Some((node, field)) = section.get("metrics") {
@@ -240,6 +261,9 @@ impl ServiceFile {
                 .unwrap_or_default(),
             None => Vec::new(),
         };
+        let openapi = fields
+            .get("openapi")
+            .and_then(|(node, field)| read_spec_source(node, &field, r));
         Some(ServiceFile {
             service,
             upstreams,
@@ -247,8 +271,52 @@ impl ServiceFile {
             connect_timeout,
             read_timeout,
             routes,
+            openapi,
         })
     }
+}
+
+fn read_docs(node: &Node, field: &str, r: &mut Reader) -> Docs {
+    let mut docs = Docs::default();
+    let Some(fields) = r.fields(node, field, DOCS_KEYS) else {
+        return docs;
+    };
+    for (key, slot) in [
+        ("title", &mut docs.title),
+        ("version", &mut docs.version),
+        ("description", &mut docs.description),
+    ] {
+        if let Some(value) = fields.get(key).and_then(|(n, f)| r.string(n, &f)) {
+            *slot = value.value;
+        }
+    }
+    if let Some(every) = fields.get("refresh").and_then(|(n, f)| r.duration(n, &f)) {
+        docs.refresh = every;
+    }
+    docs
+}
+
+/// `openapi:` — `specs/courses.yaml` (a file) or `http://host:port/path` (fetched).
+fn read_spec_source(node: &Node, field: &str, r: &mut Reader) -> Option<Spanned<SpecWritten>> {
+    let hint = "write a file such as specs/courses.yaml, or the service's schema URL such as http://127.0.0.1:8001/api/schema/";
+    let written = r.parsed(node, field, "a file or an http:// URL", hint, |text| {
+        if text.starts_with("http://") || text.starts_with("https://") {
+            match text.parse::<http::Uri>() {
+                Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {
+                    Ok(SpecWritten::Url(uri))
+                }
+                Ok(uri) if uri.scheme_str() == Some("https") => Err(format!(
+                    "`{text}`: fragments are fetched over plain http inside the platform"
+                )),
+                _ => Err(format!("`{text}` is not an http URL")),
+            }
+        } else if text.is_empty() {
+            Err("the path is empty".to_string())
+        } else {
+            Ok(SpecWritten::File(text.to_string()))
+        }
+    })?;
+    Some(Spanned::new(written, node.mark))
 }
 
 fn read_service_name(node: &Node, field: &str, r: &mut Reader) -> Option<Spanned<String>> {

@@ -216,3 +216,46 @@ fn seed_data_is_refused_with_the_redis_store() {
         "{stderr}"
     );
 }
+
+#[test]
+fn documentation_settings_are_checked_with_positions_and_fixes() {
+    let config = GatewayConfig::new(
+        "include: [routes/*.yaml]
+docs: { title: Platform, refresh: often, colour: blue }
+",
+    )
+    .file(
+        "routes/a.yaml",
+        "service: a
+upstreams: [http://127.0.0.1:1]
+openapi: specs/missing.yaml
+routes:
+  - { path: /a/, auth: none }
+",
+    )
+    .file(
+        "routes/b.yaml",
+        "service: b
+upstreams: [http://127.0.0.1:2]
+openapi: https://b.internal/api/schema/
+routes:
+  - { path: /b/, auth: none }
+",
+    );
+    let (code, _, stderr, dir) = run_check(&config);
+    assert_eq!(code, 1, "{stderr}");
+    let at = |file: &str| dir.path().join(file).display().to_string();
+    let expected = [
+        format!("{}:2:35: docs.refresh: `often` is not a duration", at("gateway.yaml")),
+        format!("{}:2:42: docs.colour: unknown key `colour`", at("gateway.yaml")),
+        format!("{}:3:10: openapi: `specs/missing.yaml` is not a file", at("routes/a.yaml")),
+        "(paths are relative to the folder of gateway.yaml, such as specs/courses.yaml)".to_string(),
+        format!("{}:3:10: openapi: `https://b.internal/api/schema/`: fragments are fetched over plain http", at("routes/b.yaml")),
+    ];
+    for line in &expected {
+        assert!(
+            stderr.contains(line.as_str()),
+            "missing:\n{line}\nin:\n{stderr}"
+        );
+    }
+}
