@@ -12,6 +12,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
 use crate::metrics::Metrics;
+use crate::openapi::publish::ApiDocs;
 use crate::reload::Reloader;
 use crate::snapshot::Current;
 use crate::store::Store;
@@ -21,6 +22,7 @@ pub struct Admin {
     pub reloader: Arc<Reloader>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    pub docs: Arc<ApiDocs>,
     /// Set when SIGTERM arrives, so load balancers stop sending traffic first.
     pub draining: Arc<AtomicBool>,
 }
@@ -56,17 +58,18 @@ impl Admin {
             }
         };
         let config = self.reloader.status();
+        let docs = self.docs.status();
         if self.draining.load(Ordering::Relaxed) {
-            let body = json!({"detail": "The gateway is shutting down.", "code": "draining", "services": services, "store": store, "config": config});
+            let body = json!({"detail": "The gateway is shutting down.", "code": "draining", "services": services, "store": store, "config": config, "docs": docs});
             (StatusCode::SERVICE_UNAVAILABLE, body)
         } else if not_ready.is_empty() {
             (
                 StatusCode::OK,
-                json!({"status": "ready", "services": services, "config": config}),
+                json!({"status": "ready", "services": services, "config": config, "docs": docs}),
             )
         } else {
             let detail = format!("Not ready: {}.", not_ready.join(", "));
-            let body = json!({"detail": detail, "code": "not_ready", "services": services, "store": store, "config": config});
+            let body = json!({"detail": detail, "code": "not_ready", "services": services, "store": store, "config": config, "docs": docs});
             (StatusCode::SERVICE_UNAVAILABLE, body)
         }
     }

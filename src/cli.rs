@@ -1,4 +1,4 @@
-//! The `guichet` command line: `serve` (the default) and `check`.
+//! The `guichet` command line: `serve` (the default), `check`, `schema`, and the store and\n//! usage commands.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, Config};
 use crate::logs::{self, LogFormat};
 use crate::manage::{self, KeysCommand, UsersCommand};
+use crate::openapi::publish::merge_now;
 use crate::reload::Overrides;
 
 #[derive(Parser)]
@@ -44,6 +45,13 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Print the merged OpenAPI document of the gateway and its services.
+    Schema {
+        #[arg(long, default_value = "gateway.yaml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = SchemaFormat::Yaml)]
+        format: SchemaFormat,
     },
     /// Print the argon2id hash of the password read from standard input (for `seed:`).
     HashPassword,
@@ -82,6 +90,15 @@ struct CheckArgs {
     /// The gateway configuration file.
     #[arg(long, default_value = "gateway.yaml")]
     config: PathBuf,
+    /// Fail (exit 1) on documentation drift and unmerged fragment parts too.
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SchemaFormat {
+    Yaml,
+    Json,
 }
 
 /// Parses the arguments and runs the command.
@@ -89,7 +106,20 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve(args),
-        Command::Check(args) => check(&args.config),
+        Command::Check(args) => check(&args.config, args.strict),
+        Command::Schema { config, format } => manage(&config, |c| {
+            Box::pin(async move {
+                let published = merge_now(c).await;
+                for problem in &published.problems {
+                    eprintln!("warning: {problem}");
+                }
+                let body = match format {
+                    SchemaFormat::Yaml => published.yaml,
+                    SchemaFormat::Json => published.json,
+                };
+                Ok(String::from_utf8_lossy(&body).trim_end().to_string())
+            })
+        }),
         Command::Users { config, command } => {
             manage(&config, |c| Box::pin(manage::users(c, command)))
         }
@@ -159,7 +189,7 @@ fn load_or_report(path: &Path) -> Option<Config> {
     }
 }
 
-fn check(path: &Path) -> ExitCode {
+fn check(path: &Path, strict: bool) -> ExitCode {
     let Some(config) = load_or_report(path) else {
         return ExitCode::FAILURE;
     };
@@ -169,7 +199,31 @@ fn check(path: &Path) -> ExitCode {
         config.services.len(),
         config.routes.len()
     );
-    ExitCode::SUCCESS
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let Ok(runtime) = runtime else {
+        eprintln!("cannot start a runtime to load the OpenAPI fragments");
+        return ExitCode::FAILURE;
+    };
+    let published = runtime.block_on(merge_now(&config));
+    for problem in &published.problems {
+        eprintln!("warning: {problem}");
+    }
+    for drift in &published.drift {
+        eprintln!("warning: drift: {drift}");
+    }
+    let warnings = published.problems.len() + published.drift.len();
+    println!(
+        "API document: {} problems, {} drift",
+        published.problems.len(),
+        published.drift.len()
+    );
+    if strict && warnings > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

@@ -18,6 +18,7 @@ pub mod forwarded;
 pub mod logs;
 pub mod manage;
 pub mod metrics;
+pub mod openapi;
 pub mod path;
 pub mod proxy;
 pub mod ratelimit;

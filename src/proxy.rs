@@ -21,6 +21,7 @@ use crate::context::{InFlight, RequestCtx};
 use crate::errors::{self, GatewayError};
 use crate::forwarded::{self, Origin};
 use crate::metrics::Metrics;
+use crate::openapi::publish::{ApiDocs, Page};
 use crate::ratelimit::{Limiter, Mode};
 use crate::request_id;
 use crate::router::{Lookup, MethodSet};
@@ -35,6 +36,7 @@ pub struct Gateway {
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
     usage: Arc<Usage>,
+    docs: Arc<ApiDocs>,
     in_flight: InFlight,
 }
 
@@ -44,6 +46,8 @@ enum Destination<'a> {
     Gateway(&'a TokenService, Endpoint),
     /// The usage statistics, for admins.
     Usage,
+    /// The root view, the API document or its pages.
+    Docs(Endpoint),
     /// A route's upstream; the route is in the context.
     Upstream,
 }
@@ -55,6 +59,7 @@ impl Gateway {
         limiter: Arc<Limiter>,
         metrics: Arc<Metrics>,
         usage: Arc<Usage>,
+        docs: Arc<ApiDocs>,
         in_flight: InFlight,
     ) -> Gateway {
         Gateway {
@@ -63,6 +68,7 @@ impl Gateway {
             limiter,
             metrics,
             usage,
+            docs,
             in_flight,
         }
     }
@@ -95,6 +101,9 @@ impl Gateway {
             .map_err(|bad| GatewayError::BadRequest(bad.detail().to_string()))?;
         let destination = match (Endpoint::at(&path), &self.auth.token_service) {
             (Some(Endpoint::Usage), _) => Some((Endpoint::Usage, Destination::Usage)),
+            (Some(endpoint), _) if endpoint.is_docs() => {
+                Some((endpoint, Destination::Docs(endpoint)))
+            }
             (Some(endpoint), Some(service)) => {
                 Some((endpoint, Destination::Gateway(service, endpoint)))
             }
@@ -226,6 +235,11 @@ impl Gateway {
                 ))
             }
             Destination::Usage => Ok(Step::Answer(self.usage_report(session, ctx).await?)),
+            Destination::Docs(endpoint) => Ok(Step::Page(self.docs.page(
+                endpoint,
+                session,
+                &ctx.snapshot.config,
+            ))),
             Destination::Upstream => {
                 check_declared_body(session, ctx)?;
                 self.admit(session, ctx).await?;
@@ -269,6 +283,8 @@ enum Step {
     Forward,
     /// Answered by the gateway with this JSON document.
     Answer(serde_json::Value),
+    /// Answered by the gateway with this page (the API document and its viewers).
+    Page(Page),
 }
 
 /// The one place where the outcome becomes pingora's "already answered" flag.
@@ -281,6 +297,10 @@ async fn conclude(
         Ok(Step::Forward) => Ok(false),
         Ok(Step::Answer(body)) => {
             errors::respond_json(session, &body, &ctx.request_id).await?;
+            Ok(true)
+        }
+        Ok(Step::Page(page)) => {
+            page.write(session, &ctx.request_id).await?;
             Ok(true)
         }
         Err(error) => {

@@ -180,6 +180,10 @@ impl PathTemplate {
         }
         Ok(PathTemplate { segments })
     }
+
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
 }
 
 /// Splits and checks a pattern: absolute, normal form, parameters as whole segments.

@@ -22,6 +22,7 @@ use crate::auth::Auth;
 use crate::config::{Config, Listen};
 use crate::context::InFlight;
 use crate::metrics::Metrics;
+use crate::openapi::publish::{ApiDocs, DocsRefresh};
 use crate::proxy::Gateway;
 use crate::ratelimit::{Limiter, RedisLimiter, SystemClock};
 use crate::reload::{Overrides, ReloadOnHangup, Reloader};
@@ -57,6 +58,7 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
         &config.rate_limits,
     ));
     let snapshot = Snapshot::new(config, &metrics, None, 1);
+    let docs = Arc::new(ApiDocs::new(&snapshot.config, &snapshot.router));
     let config = snapshot.config.clone();
     let current: Current = Arc::new(ArcSwap::from_pointee(snapshot));
     let (reloader, reloaded) = Reloader::new(overrides, current.clone(), metrics.clone());
@@ -81,6 +83,7 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
         limiter,
         metrics.clone(),
         usage.clone(),
+        docs.clone(),
         in_flight.clone(),
     );
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
@@ -97,18 +100,25 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
             reloader: reloader.clone(),
             store: auth.store.clone(),
             metrics,
+            docs: docs.clone(),
             draining: draining.clone(),
         },
     );
     admin.add_tcp(&config.admin_listen.addr.to_string());
     admin.threads = Some(1);
 
+    let docs_refresh = DocsRefresh {
+        docs,
+        current: current.clone(),
+        reloaded: reloaded.clone(),
+    };
     let health_checks = HealthChecks { current, reloaded };
 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(background_service("health checks", health_checks));
     server.add_service(background_service("reload on SIGHUP", reload_on_hangup));
+    server.add_service(background_service("OpenAPI fragments", docs_refresh));
     if auth.redis.is_some() {
         server.add_service(background_service("usage flush", UsageFlush(usage)));
     }

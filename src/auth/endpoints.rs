@@ -29,21 +29,39 @@ pub enum Endpoint {
     Jwks,
     /// `GET /api/analytics/usage/`, for admins.
     Usage,
+    /// `GET /api/`: the root view.
+    Root,
+    /// `GET /api/schema/`: the merged OpenAPI document.
+    Schema,
+    /// `GET /api/docs/`: Swagger UI.
+    SwaggerUi,
+    /// `GET /api/redoc/`: ReDoc.
+    Redoc,
+    /// `GET /api/docs/assets/<file>`: the scripts and styles of both pages.
+    DocsAsset,
 }
 
 impl Endpoint {
     /// Every endpoint, in declaration order (so `endpoint as usize` is its position).
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 11] = [
         Endpoint::Token,
         Endpoint::Refresh,
         Endpoint::Verify,
         Endpoint::Revoke,
         Endpoint::Jwks,
         Endpoint::Usage,
+        Endpoint::Root,
+        Endpoint::Schema,
+        Endpoint::SwaggerUi,
+        Endpoint::Redoc,
+        Endpoint::DocsAsset,
     ];
 
     /// The endpoint at a normalised path, if any (the trailing slash is optional).
     pub fn at(path: &str) -> Option<Endpoint> {
+        if path.starts_with("/api/docs/assets/") {
+            return Some(Endpoint::DocsAsset);
+        }
         match path.trim_end_matches('/') {
             "/api/auth/token" => Some(Endpoint::Token),
             "/api/auth/token/refresh" => Some(Endpoint::Refresh),
@@ -51,6 +69,10 @@ impl Endpoint {
             "/api/auth/token/revoke" => Some(Endpoint::Revoke),
             "/.well-known/jwks.json" => Some(Endpoint::Jwks),
             "/api/analytics/usage" => Some(Endpoint::Usage),
+            "/api" => Some(Endpoint::Root),
+            "/api/schema" => Some(Endpoint::Schema),
+            "/api/docs" => Some(Endpoint::SwaggerUi),
+            "/api/redoc" => Some(Endpoint::Redoc),
             _ => None,
         }
     }
@@ -64,14 +86,49 @@ impl Endpoint {
             Endpoint::Revoke => "guichet:token-revoke",
             Endpoint::Jwks => "guichet:jwks",
             Endpoint::Usage => "guichet:usage",
+            Endpoint::Root => "guichet:root",
+            Endpoint::Schema => "guichet:schema",
+            Endpoint::SwaggerUi => "guichet:docs",
+            Endpoint::Redoc => "guichet:redoc",
+            Endpoint::DocsAsset => "guichet:docs-assets",
         }
     }
 
+    /// The path the endpoint answers at, as documented.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Token => "/api/auth/token/",
+            Endpoint::Refresh => "/api/auth/token/refresh/",
+            Endpoint::Verify => "/api/auth/token/verify/",
+            Endpoint::Revoke => "/api/auth/token/revoke/",
+            Endpoint::Jwks => "/.well-known/jwks.json",
+            Endpoint::Usage => "/api/analytics/usage/",
+            Endpoint::Root => "/api/",
+            Endpoint::Schema => "/api/schema/",
+            Endpoint::SwaggerUi => "/api/docs/",
+            Endpoint::Redoc => "/api/redoc/",
+            Endpoint::DocsAsset => "/api/docs/assets/",
+        }
+    }
+
+    /// The root view, the document and its two pages: public, answered from memory.
+    pub fn is_docs(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Root
+                | Endpoint::Schema
+                | Endpoint::SwaggerUi
+                | Endpoint::Redoc
+                | Endpoint::DocsAsset
+        )
+    }
+
     pub fn method(self) -> Method {
-        if matches!(self, Endpoint::Jwks | Endpoint::Usage) {
-            Method::GET
-        } else {
-            Method::POST
+        match self {
+            Endpoint::Token | Endpoint::Refresh | Endpoint::Verify | Endpoint::Revoke => {
+                Method::POST
+            }
+            _ => Method::GET,
         }
     }
 }
@@ -121,7 +178,7 @@ impl TokenService {
             Endpoint::Refresh => self.refresh(field(&body, "refresh")?).await,
             Endpoint::Verify => self.verify(field(&body, "token")?),
             Endpoint::Revoke => self.revoke(field(&body, "refresh")?).await,
-            Endpoint::Jwks | Endpoint::Usage => Err(GatewayError::Internal),
+            _ => Err(GatewayError::Internal),
         }
     }
 

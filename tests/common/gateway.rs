@@ -103,7 +103,12 @@ impl Gateway {
 
     /// Starts a gateway on a configuration already written (several replicas can share one).
     pub async fn start_in(dir: tempfile::TempDir, path: &Path) -> Gateway {
-        let addr = free_port();
+        Gateway::start_on(dir, path, free_port()).await
+    }
+
+    /// Starts the gateway with its public listener on `addr`, for configurations that name it
+    /// (`public_url:`).
+    pub async fn start_on(dir: tempfile::TempDir, path: &Path, addr: SocketAddr) -> Gateway {
         let admin = free_port();
         let mut child = Command::new(BINARY)
             .arg("serve")

@@ -24,6 +24,8 @@ struct State {
     status: AtomicU64,
     healthy: AtomicBool,
     hits: AtomicUsize,
+    /// The OpenAPI fragment served at `/api/schema/`, if any.
+    spec: Mutex<Option<Value>>,
 }
 
 /// A running upstream. `GET /healthz` answers 200 or 503 as told; `GET /download/<n>` streams
@@ -44,6 +46,7 @@ impl Upstream {
             status: AtomicU64::new(200),
             healthy: AtomicBool::new(true),
             hits: AtomicUsize::new(0),
+            spec: Mutex::new(None),
         });
         let task = tokio::spawn(accept_loop(listener, state.clone()));
         Upstream {
@@ -55,6 +58,12 @@ impl Upstream {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Serves `spec` at `/api/schema/`, as JSON or YAML as the request's `Accept` prefers
+    /// (drf-spectacular's behaviour); the status set by [`Upstream::fail_with`] applies to it too.
+    pub fn serve_spec(&self, spec: Value) {
+        *self.state.spec.lock().expect("lock") = Some(spec);
     }
 
     /// Answers (other than health checks) wait this long first.
@@ -128,6 +137,10 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Reply, 
         };
         return Ok(json_response(status, json!({"healthy": status == 200})));
     }
+    let spec = state.spec.lock().expect("lock").clone();
+    if let (Some(spec), "/api/schema/") = (spec, path.as_str()) {
+        return Ok(spec_response(&state, &request, &spec));
+    }
     state.hits.fetch_add(1, Ordering::SeqCst);
     let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
@@ -183,6 +196,30 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Reply, 
             "body": String::from_utf8_lossy(&kept),
         }),
     ))
+}
+
+fn spec_response(state: &State, request: &Request<Incoming>, spec: &Value) -> Reply {
+    let accept = request
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let status = state.status.load(Ordering::SeqCst) as u16;
+    if status != 200 {
+        return json_response(status, json!({"detail": "failing as told"}));
+    }
+    let (content_type, body) = if accept.contains("json") {
+        ("application/vnd.oai.openapi+json", spec.to_string())
+    } else {
+        (
+            "application/vnd.oai.openapi",
+            serde_yaml::to_string(spec).expect("yaml"),
+        )
+    };
+    Response::builder()
+        .header("content-type", content_type)
+        .body(Either::Left(Full::new(Bytes::from(body))))
+        .expect("response")
 }
 
 fn json_response(status: u16, body: Value) -> Reply {

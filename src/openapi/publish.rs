@@ -1,0 +1,453 @@
+//! The published document and the pages around it. The document is merged and rendered (YAML
+//! and JSON, with an ETag) once per configuration or fragment change and served from memory.
+//! Fragments served by the services are fetched again every `docs.refresh`; a failed fetch keeps
+//! the last good copy and shows in `/readyz` and the logs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use super::annotate::auth_name;
+use super::merge::{self, Drift, Fragment, GATEWAY_TAG};
+use super::{fragment, pages, Problem};
+use crate::auth::endpoints::Endpoint;
+use crate::config::{Config, SpecSource};
+use crate::router::Router;
+use crate::snapshot::Current;
+
+/// The document as rendered for one configuration and one set of fragments.
+pub struct Published {
+    pub yaml: Bytes,
+    pub json: Bytes,
+    /// A digest of the document, the same for both renderings (which add their suffix).
+    pub digest: String,
+    /// `GET /api/`: every public route.
+    pub root: Bytes,
+    pub problems: Vec<Problem>,
+    pub drift: Vec<Drift>,
+}
+
+/// The last fetch of one service's fragment.
+#[derive(Default)]
+struct FragmentState {
+    source: Option<SpecSource>,
+    /// The last good copy.
+    document: Option<Value>,
+    error: Option<String>,
+    loaded_at: Option<u64>,
+}
+
+/// The published document, and the fragments it was made from.
+pub struct ApiDocs {
+    published: ArcSwap<Published>,
+    fragments: Mutex<HashMap<String, FragmentState>>,
+}
+
+impl ApiDocs {
+    /// Publishes the document of `config` with the fragments that are files; fragments served
+    /// by the services come with the first [`ApiDocs::refresh`].
+    pub fn new(config: &Config, router: &Router) -> ApiDocs {
+        let mut states = HashMap::new();
+        for service in &config.services {
+            if let Some(source @ SpecSource::File(path)) = &service.openapi {
+                let loaded = std::fs::read(path)
+                    .map_err(|e| format!("cannot read the file: {e}"))
+                    .and_then(|text| fragment::parse(&text));
+                let mut state = FragmentState {
+                    source: Some(source.clone()),
+                    ..FragmentState::default()
+                };
+                record(&mut state, loaded);
+                states.insert(service.name.clone(), state);
+            }
+        }
+        let published = render(config, router, fragments_of(config, &states));
+        ApiDocs {
+            published: ArcSwap::from_pointee(published),
+            fragments: Mutex::new(states),
+        }
+    }
+
+    pub fn published(&self) -> Arc<Published> {
+        self.published.load_full()
+    }
+
+    /// Loads every fragment again, merges, and publishes when the document changed.
+    pub async fn refresh(&self, config: &Config, router: &Router) {
+        let mut loaded = Vec::new();
+        for service in &config.services {
+            if let Some(source) = &service.openapi {
+                loaded.push((
+                    service.name.clone(),
+                    source.clone(),
+                    fragment::load(source).await,
+                ));
+            }
+        }
+        let fragments = {
+            let mut states = self
+                .fragments
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            states.retain(|name, _| {
+                config
+                    .services
+                    .iter()
+                    .any(|s| s.name == *name && s.openapi.is_some())
+            });
+            for (name, source, result) in loaded {
+                let state = states.entry(name.clone()).or_default();
+                if state.source.as_ref() != Some(&source) {
+                    // Another source: the copy of the old one is not this service's document.
+                    *state = FragmentState {
+                        source: Some(source.clone()),
+                        ..FragmentState::default()
+                    };
+                }
+                if let Err(error) = &result {
+                    tracing::warn!(service = %name, %source, %error, "cannot load the OpenAPI fragment; keeping the last good copy");
+                }
+                record(state, result);
+            }
+            fragments_of(config, &states)
+        };
+        let published = render(config, router, fragments);
+        if published.digest != self.published.load().digest {
+            for problem in &published.problems {
+                tracing::warn!(%problem, "OpenAPI fragment not merged whole");
+            }
+            self.published.store(Arc::new(published));
+        }
+    }
+
+    /// The `docs` object of `/readyz`: each fragment's state and what the merge reported.
+    pub fn status(&self) -> Value {
+        let states = self
+            .fragments
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut fragments: Vec<(&String, &FragmentState)> = states.iter().collect();
+        fragments.sort_by_key(|(name, _)| *name);
+        let fragments: serde_json::Map<String, Value> = fragments
+            .into_iter()
+            .map(|(name, state)| {
+                let source = state.source.as_ref().map(ToString::to_string);
+                let value = json!({
+                    "source": source,
+                    "ok": state.error.is_none(),
+                    "error": state.error,
+                    "have_copy": state.document.is_some(),
+                    "loaded_at": state.loaded_at,
+                });
+                (name.clone(), value)
+            })
+            .collect();
+        let published = self.published.load();
+        json!({
+            "fragments": fragments,
+            "problems": published.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "drift": published.drift.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The answer to one of the documentation endpoints.
+    pub fn page(&self, endpoint: Endpoint, session: &Session, config: &Config) -> Page {
+        let request = session.req_header();
+        match endpoint {
+            Endpoint::Schema => {
+                let published = self.published.load_full();
+                let json = wants_json(request);
+                let (body, suffix, content_type) = if json {
+                    (
+                        published.json.clone(),
+                        "json",
+                        "application/vnd.oai.openapi+json",
+                    )
+                } else {
+                    (
+                        published.yaml.clone(),
+                        "yaml",
+                        "application/vnd.oai.openapi; charset=utf-8",
+                    )
+                };
+                let etag = format!("\"{}-{suffix}\"", published.digest);
+                let fresh = request
+                    .headers
+                    .get(header::IF_NONE_MATCH)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|tags| {
+                        tags.split(',').any(|t| t.trim() == etag || t.trim() == "*")
+                    });
+                Page {
+                    status: if fresh { 304 } else { 200 },
+                    content_type,
+                    body: if fresh { Bytes::new() } else { body },
+                    etag: Some(etag),
+                    cache_control: "no-cache",
+                    csp: None,
+                }
+            }
+            Endpoint::Root => Page::ok("application/json", self.published.load().root.clone()),
+            Endpoint::SwaggerUi => Page::html(pages::swagger_page(&config.docs.title)),
+            Endpoint::Redoc => Page::html(pages::redoc_page(&config.docs.title)),
+            _ => {
+                let name = request.uri.path().rsplit('/').next().unwrap_or_default();
+                match pages::asset(name) {
+                    Some(asset) => Page {
+                        cache_control: "public, max-age=3600",
+                        ..Page::ok(asset.content_type, Bytes::from_static(asset.body))
+                    },
+                    None => Page {
+                        status: 404,
+                        ..Page::ok(
+                            "application/json",
+                            Bytes::from_static(br#"{"detail": "Not found.", "code": "not_found"}"#),
+                        )
+                    },
+                }
+            }
+        }
+    }
+}
+
+fn record(state: &mut FragmentState, result: Result<Value, String>) {
+    match result {
+        Ok(document) => {
+            state.document = Some(document);
+            state.error = None;
+            state.loaded_at = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs());
+        }
+        Err(error) => state.error = Some(error),
+    }
+}
+
+fn fragments_of(config: &Config, states: &HashMap<String, FragmentState>) -> Vec<Fragment> {
+    config
+        .services
+        .iter()
+        .enumerate()
+        .filter_map(|(index, service)| {
+            let state = states.get(&service.name)?;
+            Some(Fragment {
+                service: index,
+                source: service.openapi.as_ref()?.to_string(),
+                document: state.document.clone()?,
+            })
+        })
+        .collect()
+}
+
+/// `?format=json` or an `Accept` that prefers JSON; YAML otherwise, as drf-spectacular does.
+fn wants_json(request: &pingora::http::RequestHeader) -> bool {
+    let query = request.uri.query().unwrap_or_default();
+    if let Some(format) = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("format="))
+    {
+        return format == "json" || format == "openapi-json";
+    }
+    request
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("json") && !accept.contains("yaml"))
+}
+
+/// Merges and renders; the same inputs give the same bytes.
+pub fn render(config: &Config, router: &Router, fragments: Vec<Fragment>) -> Published {
+    let merged = merge::merge(config, router, fragments);
+    let json = serde_json::to_vec_pretty(&merged.document).unwrap_or_default();
+    let yaml = serde_yaml::to_string(&merged.document).unwrap_or_default();
+    let digest = Sha256::digest(&json)
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Published {
+        yaml: Bytes::from(yaml),
+        json: Bytes::from(json),
+        digest,
+        root: Bytes::from(root_view(config).to_string()),
+        problems: merged.problems,
+        drift: merged.drift,
+    }
+}
+
+/// `GET /api/`: the gateway's endpoints and every route, with a link to its docs section.
+pub fn root_view(config: &Config) -> Value {
+    let mut endpoints = Vec::new();
+    for endpoint in Endpoint::ALL {
+        let active = match endpoint {
+            Endpoint::Token
+            | Endpoint::Refresh
+            | Endpoint::Verify
+            | Endpoint::Revoke
+            | Endpoint::Jwks => config.auth.tokens.is_some(),
+            _ => true,
+        };
+        if active {
+            endpoints.push(json!({
+                "id": endpoint.id(),
+                "path": endpoint.path(),
+                "methods": [endpoint.method().as_str()],
+                "auth": if endpoint == Endpoint::Usage { "any" } else { "none" },
+                "roles": if endpoint == Endpoint::Usage { config.auth.roles.last().cloned().into_iter().collect() } else { Vec::new() },
+                "service": GATEWAY_TAG,
+            }));
+        }
+    }
+    let routes: Vec<Value> = config
+        .routes
+        .iter()
+        .map(|route| {
+            let service = &config.service_of(route).name;
+            let roles = route.min_role.and_then(|rank| config.auth.roles.get(rank..)).unwrap_or(&[]);
+            json!({
+                "id": route.id,
+                "path": route.pattern.as_str(),
+                "methods": route.methods.names().collect::<Vec<_>>(),
+                "auth": auth_name(route.auth),
+                "roles": roles,
+                "scopes": route.scopes,
+                "rate_limits": route.rate_limits.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "service": service,
+                "docs": format!("{}/api/docs/#/{service}", config.public_url.trim_end_matches('/')),
+            })
+        })
+        .collect();
+    json!({
+        "title": config.docs.title,
+        "version": config.docs.version,
+        "schema": "/api/schema/",
+        "docs": "/api/docs/",
+        "redoc": "/api/redoc/",
+        "endpoints": endpoints,
+        "routes": routes,
+    })
+}
+
+/// A response the gateway writes itself, other than JSON errors.
+pub struct Page {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Bytes,
+    pub etag: Option<String>,
+    pub cache_control: &'static str,
+    pub csp: Option<&'static str>,
+}
+
+impl Page {
+    fn ok(content_type: &'static str, body: Bytes) -> Page {
+        Page {
+            status: 200,
+            content_type,
+            body,
+            etag: None,
+            cache_control: "no-cache",
+            csp: None,
+        }
+    }
+
+    fn html(text: String) -> Page {
+        Page {
+            csp: Some(pages::CONTENT_SECURITY_POLICY),
+            ..Page::ok("text/html; charset=utf-8", Bytes::from(text))
+        }
+    }
+
+    /// Writes the whole response; HEAD gets the headers only.
+    pub async fn write(self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
+        let mut head = ResponseHeader::build(self.status, Some(6))?;
+        if self.status != 304 {
+            head.insert_header(header::CONTENT_TYPE, self.content_type)?;
+            head.insert_header(header::CONTENT_LENGTH, self.body.len().to_string())?;
+        }
+        head.insert_header(header::CACHE_CONTROL, self.cache_control)?;
+        head.insert_header("x-content-type-options", "nosniff")?;
+        head.insert_header(crate::request_id::HEADER, request_id)?;
+        if let Some(etag) = &self.etag {
+            head.insert_header(header::ETAG, etag.as_str())?;
+        }
+        if let Some(csp) = self.csp {
+            head.insert_header(header::CONTENT_SECURITY_POLICY, csp)?;
+        }
+        let no_body = self.body.is_empty() || session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(head), no_body)
+            .await?;
+        if !no_body {
+            session.write_response_body(Some(self.body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Fetches the fragments again every `docs.refresh`, and at once after each reload.
+pub struct DocsRefresh {
+    pub docs: Arc<ApiDocs>,
+    pub current: Current,
+    pub reloaded: watch::Receiver<u64>,
+}
+
+#[async_trait]
+impl BackgroundService for DocsRefresh {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut reloaded = self.reloaded.clone();
+        loop {
+            let snapshot = self.current.load_full();
+            self.docs.refresh(&snapshot.config, &snapshot.router).await;
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(snapshot.config.docs.refresh) => {}
+                changed = reloaded.changed() => if changed.is_err() {
+                    let _ = shutdown.changed().await;
+                    return;
+                },
+            }
+        }
+    }
+}
+
+/// Loads every fragment once and merges: what `guichet schema` prints and `guichet check`
+/// reports. Fragments that cannot be loaded are returned as problems too.
+pub async fn merge_now(config: &Config) -> Published {
+    let router = Router::new(&config.routes);
+    let mut fragments = Vec::new();
+    let mut unloaded = Vec::new();
+    for (index, service) in config.services.iter().enumerate() {
+        let Some(source) = &service.openapi else {
+            continue;
+        };
+        match fragment::load(source).await {
+            Ok(document) => fragments.push(Fragment {
+                service: index,
+                source: source.to_string(),
+                document,
+            }),
+            Err(error) => unloaded.push(Problem::new(
+                &source.to_string(),
+                "",
+                &format!("not loaded: {error}"),
+            )),
+        }
+    }
+    let mut published = render(config, &router, fragments);
+    unloaded.append(&mut published.problems);
+    published.problems = unloaded;
+    published
+}
