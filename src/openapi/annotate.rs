@@ -143,6 +143,8 @@ pub fn route_operation(
             .insert("x-service-tags".to_string(), json!(own_tags));
     }
     operation.security = Some(security(route.auth));
+    // Calls go through the gateway (the document's `servers`), never to the service itself.
+    operation.servers.clear();
     if route.auth != AuthLevel::None {
         respond(operation, 401, "Unauthorized");
     }

@@ -461,14 +461,12 @@ impl Merger<'_> {
                 ));
                 continue;
             }
-            let shared_parameters = item.get("parameters").and_then(Value::as_array);
             for method in METHODS {
                 let Some(operation) = item.get(method) else {
                     continue;
                 };
                 let pointer = format!("{item_pointer}/{method}");
-                let Some(operation) =
-                    self.operation(fragment, operation, shared_parameters, &pointer, usable)
+                let Some(operation) = self.operation(fragment, operation, item, &pointer, usable)
                 else {
                     continue;
                 };
@@ -488,16 +486,25 @@ impl Merger<'_> {
         }
     }
 
-    /// The operation with its path-level parameters, if it parses and its references resolve.
+    /// The operation with what its path item says for all its operations (parameters, summary,
+    /// description), if it parses and its references resolve.
     fn operation(
         &mut self,
         fragment: &Prepared,
         operation: &Value,
-        shared_parameters: Option<&Vec<Value>>,
+        item: &serde_json::Map<String, Value>,
         pointer: &str,
         usable: &HashSet<String>,
     ) -> Option<Operation> {
         let mut operation = operation.clone();
+        if let Value::Object(map) = &mut operation {
+            for key in ["summary", "description"] {
+                if let Some(text) = item.get(key) {
+                    map.entry(key).or_insert_with(|| text.clone());
+                }
+            }
+        }
+        let shared_parameters = item.get("parameters").and_then(Value::as_array);
         if let (Some(shared), Value::Object(map)) = (shared_parameters, &mut operation) {
             let own = map.entry("parameters").or_insert_with(|| json!([]));
             if let Value::Array(own) = own {

@@ -100,7 +100,7 @@ fn courses_fragment() -> Value {
         "paths": {
             "/courses/": {"get": {"operationId": "list", "responses": {"200": {"description": "ok"}}},
                           "post": {"operationId": "create", "responses": {"201": {"description": "ok"}}}},
-            "/courses/{id}": {"get": {"operationId": "get", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
+            "/courses/{id}": {"summary": "One course", "get": {"operationId": "get", "servers": [{"url": "http://courses.internal:8001"}], "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
                                       "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/User"}}}}}}},
             "/lessons/{lesson}/": {"get": {"operationId": "lesson", "parameters": [{"name": "lesson", "in": "path", "required": true, "schema": {"type": "string"}}],
                                            "responses": {"200": {"description": "ok"}}}},
@@ -136,6 +136,16 @@ fn operations_appear_under_their_public_paths_with_route_parameters_added() {
         json!([])
     );
     assert_eq!(doc["servers"], json!([{"url": "http://gw.example"}]));
+    let one = op(&doc, "/api/courses/{id}", "get").expect("op");
+    assert_eq!(
+        one["summary"],
+        json!("One course"),
+        "the path item's summary is kept"
+    );
+    assert!(
+        one.get("servers").is_none(),
+        "calls go through the gateway: {one}"
+    );
     assert!(merged.problems.is_empty(), "{:?}", merged.problems);
 }
 
