@@ -31,7 +31,7 @@ use crate::snapshot::Current;
 pub struct Published {
     pub yaml: Bytes,
     pub json: Bytes,
-    /// A digest of the document, the same for both renderings (which add their suffix).
+    /// A digest of the document and the root view; the ETags of both renderings derive from it.
     pub digest: String,
     /// `GET /api/`: every public route.
     pub root: Bytes,
@@ -273,7 +273,11 @@ pub fn render(config: &Config, router: &Router, fragments: Vec<Fragment>) -> Pub
     let merged = merge::merge(config, router, fragments);
     let json = serde_json::to_vec_pretty(&merged.document).unwrap_or_default();
     let yaml = serde_yaml::to_string(&merged.document).unwrap_or_default();
-    let digest = Sha256::digest(&json)
+    let root = root_view(config).to_string();
+    let digest = Sha256::new()
+        .chain_update(&json)
+        .chain_update(&root)
+        .finalize()
         .iter()
         .take(12)
         .map(|b| format!("{b:02x}"))
@@ -282,7 +286,7 @@ pub fn render(config: &Config, router: &Router, fragments: Vec<Fragment>) -> Pub
         yaml: Bytes::from(yaml),
         json: Bytes::from(json),
         digest,
-        root: Bytes::from(root_view(config).to_string()),
+        root: Bytes::from(root),
         problems: merged.problems,
         drift: merged.drift,
     }
