@@ -1,4 +1,5 @@
-//! The `guichet` command line: `serve` (the default), `check`, `schema`, and the store and\n//! usage commands.
+//! The `guichet` command line: `serve` (the default), `check`, `schema`, and the store and
+//! usage commands.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

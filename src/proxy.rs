@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::openapi::publish::{ApiDocs, Page};
 use crate::ratelimit::{Limiter, Mode};
 use crate::request_id;
-use crate::router::{Lookup, MethodSet};
+use crate::router::Lookup;
 use crate::snapshot::Current;
 use crate::trace::{TraceContext, TRACEPARENT};
 use crate::{authz, logs, path};
@@ -111,9 +111,8 @@ impl Gateway {
         };
         if let Some((endpoint, destination)) = destination {
             ctx.endpoint = Some(endpoint);
-            if request.method != endpoint.method() {
-                let allowed =
-                    MethodSet::parse([endpoint.method().as_str()]).unwrap_or(MethodSet::EMPTY);
+            let allowed = endpoint.allowed_methods();
+            if !allowed.contains(&request.method) {
                 return Err(GatewayError::MethodNotAllowed {
                     method: request.method.to_string(),
                     allowed,

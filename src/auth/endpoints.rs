@@ -15,6 +15,7 @@ use super::jwt::{Claims, Subject, TokenType, Tokens};
 use super::password::PasswordChecker;
 use crate::errors::GatewayError;
 use crate::ratelimit::{Limiter, Mode, RatePolicy};
+use crate::router::MethodSet;
 use crate::store::{Rotation, Store, StoreError, User};
 
 /// Login and token bodies are small; anything larger is refused before it is read whole.
@@ -109,6 +110,22 @@ impl Endpoint {
             Endpoint::Redoc => "/api/redoc/",
             Endpoint::DocsAsset => "/api/docs/assets/",
         }
+    }
+
+    /// The endpoint the gateway answers itself at a normalised `path`: the token endpoints only
+    /// when it issues tokens (otherwise their paths may be routed like any other).
+    pub fn answered_at(path: &str, issues_tokens: bool) -> Option<Endpoint> {
+        Endpoint::at(path).filter(|e| issues_tokens || e.is_docs() || *e == Endpoint::Usage)
+    }
+
+    /// The methods the endpoint takes: the documentation also answers HEAD.
+    pub fn allowed_methods(self) -> MethodSet {
+        let method = self.method();
+        let mut names = vec![method.as_str()];
+        if self.is_docs() {
+            names.push("HEAD");
+        }
+        MethodSet::parse(names).unwrap_or(MethodSet::EMPTY)
     }
 
     /// The root view, the document and its two pages: public, answered from memory.

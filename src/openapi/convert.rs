@@ -29,6 +29,11 @@ const SCHEMA_ONLY_IN_3_1: &[&str] = &[
     "maxContains",
     "propertyNames",
     "patternProperties",
+    "contentSchema",
+    "dependencies",
+    "$vocabulary",
+    "$recursiveRef",
+    "$recursiveAnchor",
 ];
 
 /// Document-level fields of 3.1 with no place in 3.0, as JSON pointers.
@@ -153,7 +158,7 @@ impl Walker<'_> {
         if map.contains_key("$ref") && map.len() > 1 {
             // 3.0 ignores a reference's siblings; `allOf` keeps them.
             let reference = map.remove("$ref").unwrap_or_default();
-            map.insert("allOf".to_string(), json!([{ "$ref": reference }]));
+            push_all_of(map, json!({ "$ref": reference }));
         }
         types(map);
         nullable_alternatives(map);
@@ -207,6 +212,14 @@ impl Walker<'_> {
     }
 }
 
+/// Adds `schema` to the schema's `allOf`, keeping what is there.
+fn push_all_of(map: &mut Map<String, Value>, schema: Value) {
+    let all_of = map.entry("allOf").or_insert_with(|| json!([]));
+    if let Value::Array(list) = all_of {
+        list.push(schema);
+    }
+}
+
 /// `type: [string, "null"]` becomes `type: string, nullable: true`; several types, `anyOf`.
 fn types(map: &mut Map<String, Value>) {
     let Some(Value::Array(list)) = map.get("type").cloned() else {
@@ -223,7 +236,16 @@ fn types(map: &mut Map<String, Value>) {
         _ => {
             let alternatives: Vec<Value> =
                 names.into_iter().map(|t| json!({ "type": t })).collect();
-            map.insert("anyOf".to_string(), Value::Array(alternatives));
+            // An `anyOf` already there must hold too: both go under `allOf`.
+            match map.remove("anyOf") {
+                Some(existing) => {
+                    push_all_of(map, json!({ "anyOf": existing }));
+                    push_all_of(map, json!({ "anyOf": alternatives }));
+                }
+                None => {
+                    map.insert("anyOf".to_string(), Value::Array(alternatives));
+                }
+            }
         }
     }
     if nullable {
@@ -251,12 +273,7 @@ fn nullable_alternatives(map: &mut Map<String, Value>) {
                         map.entry(k).or_insert(v);
                     }
                 }
-                other => {
-                    let all_of = map.entry("allOf").or_insert_with(|| json!([]));
-                    if let Value::Array(list) = all_of {
-                        list.push(other);
-                    }
-                }
+                other => push_all_of(map, other),
             }
         } else if alternatives.is_empty() {
             map.remove(key);

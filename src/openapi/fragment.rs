@@ -43,7 +43,9 @@ pub fn parse(text: &[u8]) -> Result<Value, String> {
 }
 
 async fn fetch(uri: &http::Uri) -> Result<Vec<u8>, String> {
-    let host = uri.host().ok_or("the URL has no host")?;
+    let authority = uri.host().ok_or("the URL has no host")?;
+    // `[::1]` in a URL is `::1` to the resolver.
+    let host = authority.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(80);
     let stream = TcpStream::connect((host, port))
         .await
@@ -52,9 +54,12 @@ async fn fetch(uri: &http::Uri) -> Result<Vec<u8>, String> {
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(connection);
-    let authority = uri.authority().map_or(host, |a| a.as_str());
+    let authority = match uri.port_u16() {
+        Some(port) => format!("{authority}:{port}"),
+        None => authority.to_string(),
+    };
     let request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(http::header::HOST, authority)
+        .header(http::header::HOST, authority.as_str())
         .header(http::header::ACCEPT, ACCEPT)
         .header(http::header::USER_AGENT, "guichet-openapi")
         .body(Empty::<Bytes>::new())

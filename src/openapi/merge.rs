@@ -472,7 +472,7 @@ impl Merger<'_> {
                 };
                 match fragment.owner {
                     Owner::Gateway => {
-                        if endpoint_active(self.config, fragment_path) {
+                        if answered_by_gateway(self.config, fragment_path) {
                             let mut operation = operation;
                             annotate::gateway_endpoint(&mut operation, fragment_path, self.config);
                             self.insert(fragment, fragment_path.clone(), method, operation);
@@ -678,6 +678,9 @@ impl Merger<'_> {
                     self.config,
                     service,
                 );
+                if answered_by_gateway(self.config, route.pattern.as_str()) {
+                    continue;
+                }
                 // A method some other route's documentation already fills is not lost.
                 let _ = self.place(route.pattern.as_str().to_string(), method, operation);
             }
@@ -696,13 +699,9 @@ fn resolves(
     })
 }
 
-/// The gateway documents its token endpoints only when it issues tokens.
-fn endpoint_active(config: &Config, public_path: &str) -> bool {
-    match Endpoint::at(public_path) {
-        Some(Endpoint::Usage) => true,
-        Some(_) => config.auth.tokens.is_some(),
-        None => false,
-    }
+/// Whether the gateway answers `public_path` itself, so no route's operation is reachable there.
+fn answered_by_gateway(config: &Config, public_path: &str) -> bool {
+    Endpoint::answered_at(public_path, config.auth.tokens.is_some()).is_some()
 }
 
 fn method_of(name: &str) -> Method {
@@ -821,6 +820,9 @@ pub fn public_paths(
         ) else {
             continue;
         };
+        if answered_by_gateway(config, &request) {
+            continue;
+        }
         if let Lookup::Found(matched) = router.lookup(&request, &method) {
             if matched.route.index == route.index && matched.upstream_path() == upstream {
                 found.push((public, route.clone()));
@@ -865,7 +867,14 @@ fn map_back(route: &Route, fragment: &[Part], trailing_slash: bool) -> Option<St
                 Some(Part::Param(fragment_name)) => {
                     public.push_str(&format!("{{{fragment_name}}}"))
                 }
-                None => public.push_str(&format!("{{{name}}}")),
+                None => {
+                    // A parameter the route captures and does not forward: its name must not be
+                    // one the fragment uses for another segment.
+                    if fragment.contains(&Part::Param(name.clone())) {
+                        return None;
+                    }
+                    public.push_str(&format!("{{{name}}}"));
+                }
             },
         }
     }

@@ -74,6 +74,7 @@ impl ApiDocs {
             }
         }
         let published = render(config, router, fragments_of(config, &states));
+        log_problems(&published);
         ApiDocs {
             published: ArcSwap::from_pointee(published),
             fragments: Mutex::new(states),
@@ -86,16 +87,15 @@ impl ApiDocs {
 
     /// Loads every fragment again, merges, and publishes when the document changed.
     pub async fn refresh(&self, config: &Config, router: &Router) {
-        let mut loaded = Vec::new();
-        for service in &config.services {
-            if let Some(source) = &service.openapi {
-                loaded.push((
-                    service.name.clone(),
-                    source.clone(),
-                    fragment::load(source).await,
-                ));
-            }
-        }
+        // All at once: one slow service does not hold the others' fragments back.
+        let loads = config.services.iter().filter_map(|service| {
+            let source = service.openapi.clone()?;
+            Some(async move {
+                let result = fragment::load(&source).await;
+                (service.name.clone(), source, result)
+            })
+        });
+        let loaded = futures_util::future::join_all(loads).await;
         let fragments = {
             let mut states = self
                 .fragments
@@ -124,10 +124,12 @@ impl ApiDocs {
             fragments_of(config, &states)
         };
         let published = render(config, router, fragments);
-        if published.digest != self.published.load().digest {
-            for problem in &published.problems {
-                tracing::warn!(%problem, "OpenAPI fragment not merged whole");
-            }
+        let current = self.published.load();
+        let changed = published.digest != current.digest
+            || published.problems != current.problems
+            || published.drift != current.drift;
+        if changed {
+            log_problems(&published);
             self.published.store(Arc::new(published));
         }
     }
@@ -188,7 +190,10 @@ impl ApiDocs {
                     .get(header::IF_NONE_MATCH)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|tags| {
-                        tags.split(',').any(|t| t.trim() == etag || t.trim() == "*")
+                        // Weak comparison, as If-None-Match asks: W/"x" matches "x".
+                        tags.split(',')
+                            .map(|t| t.trim().trim_start_matches("W/"))
+                            .any(|t| t == etag || t == "*")
                     });
                 Page {
                     status: if fresh { 304 } else { 200 },
@@ -219,6 +224,13 @@ impl ApiDocs {
                 }
             }
         }
+    }
+}
+
+/// What did not fit, in the log, once per published document.
+fn log_problems(published: &Published) {
+    for problem in &published.problems {
+        tracing::warn!(%problem, "OpenAPI fragment not merged whole");
     }
 }
 
@@ -386,6 +398,8 @@ impl Page {
         head.insert_header(crate::request_id::HEADER, request_id)?;
         if let Some(etag) = &self.etag {
             head.insert_header(header::ETAG, etag.as_str())?;
+            // The document's rendering depends on Accept.
+            head.insert_header(header::VARY, "Accept")?;
         }
         if let Some(csp) = self.csp {
             head.insert_header(header::CONTENT_SECURITY_POLICY, csp)?;

@@ -3,5 +3,6 @@
 (function () {
   'use strict';
   var root = document.getElementById('redoc');
-  Redoc.init(root.dataset.schemaUrl, {}, root);
+  // Fragments come from the services: their Markdown may hold HTML, which is sanitised.
+  Redoc.init(root.dataset.schemaUrl, { sanitize: true }, root);
 })();

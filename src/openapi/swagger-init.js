@@ -9,7 +9,8 @@
     deepLinking: true,
     // No badge from validator.swagger.io: the page talks to the gateway only.
     validatorUrl: null,
-    persistAuthorization: true,
+    // Tokens and keys stay in the page's memory, not in localStorage.
+    persistAuthorization: false,
     tryItOutEnabled: false,
     presets: [SwaggerUIBundle.presets.apis],
     layout: 'BaseLayout'

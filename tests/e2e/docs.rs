@@ -163,12 +163,18 @@ async fn the_schema_is_yaml_by_default_json_on_request_and_revalidated_by_etag()
     let revalidated = get(url.clone(), None, Some(&yaml_tag)).await;
     assert_eq!(revalidated.status(), 304);
     assert!(revalidated.bytes().await.expect("body").is_empty());
-    let other = get(url, Some("application/json"), Some(&yaml_tag)).await;
+    let weak = get(url.clone(), None, Some(&format!("W/{yaml_tag}"))).await;
+    assert_eq!(weak.status(), 304, "If-None-Match compares weakly");
+    assert_eq!(header(&weak, "vary"), "Accept");
+    let other = get(url.clone(), Some("application/json"), Some(&yaml_tag)).await;
     assert_eq!(
         other.status(),
         200,
         "the YAML tag does not match the JSON rendering"
     );
+    let head = client().head(url).send().await.expect("a response");
+    assert_eq!(head.status(), 200);
+    assert_eq!(header(&head, "etag"), yaml_tag);
 
     // What the routes expose, under public paths, with what the gateway enforces.
     assert_eq!(document["info"]["title"], json!("Test API"));

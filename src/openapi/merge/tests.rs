@@ -172,6 +172,43 @@ fn only_exposed_operations_are_kept_and_the_rest_is_reported_as_drift() {
 }
 
 #[test]
+fn paths_the_gateway_answers_itself_are_never_documented_as_a_service_s() {
+    // A catch-all route, and a drf-spectacular fragment that lists its own schema view.
+    let routes = "service: legacy
+upstreams: [http://127.0.0.1:1]
+routes:
+  - { id: all, path: /api/, methods: [GET], auth: none }
+";
+    let config = config_of(&[("legacy", routes.to_string())]).expect("valid");
+    let fragment = json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Legacy", "version": "1"},
+        "paths": {
+            "/api/schema/": {"get": {"operationId": "schema", "responses": {"200": {"description": "its own"}}}},
+            "/api/things/": {"get": {"operationId": "things", "responses": {"200": {"description": "ok"}}}}
+        }
+    });
+    let (merged, doc) = merged(&config, vec![("legacy", fragment)]);
+    assert_eq!(
+        op(&doc, "/api/things/", "get").expect("routed")["x-guichet-route"],
+        json!("all")
+    );
+    assert!(
+        op(&doc, "/api/schema/", "get").is_none(),
+        "the gateway serves /api/schema/ itself"
+    );
+    assert!(
+        op(&doc, "/api/", "get").is_none(),
+        "nor a placeholder where the root view is"
+    );
+    assert!(merged.drift.contains(&Drift::Unrouted {
+        source: "specs/legacy.yaml".to_string(),
+        method: "GET".to_string(),
+        path: "/api/schema/".to_string(),
+    }));
+}
+
+#[test]
 fn a_route_no_fragment_documents_gets_a_placeholder_and_a_drift_report() {
     let routes = format!("{COURSES}  - {{ id: grades, path: /api/grades/, methods: [POST, DELETE], auth: api_key }}\n");
     let config = config_of(&[("courses", routes)]).expect("valid");
