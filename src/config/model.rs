@@ -339,6 +339,15 @@ fn read_service_name(node: &Node, field: &str, r: &mut Reader) -> Option<Spanned
         );
         return None;
     }
+    if name.value == "guichet" {
+        r.error(
+            node.mark,
+            field,
+            "`guichet` is the gateway's own name (its endpoints' tag and metric labels)",
+            "name the service after what it serves, such as `courses`",
+        );
+        return None;
+    }
     Some(name)
 }
 

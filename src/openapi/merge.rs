@@ -112,6 +112,8 @@ struct Prepared {
     tag: String,
     source: String,
     document: Value,
+    /// `section/current name` → the name the fragment wrote, for renamed components.
+    original_names: HashMap<String, String>,
 }
 
 /// The description of the gateway's own endpoints, parsed once.
@@ -130,6 +132,7 @@ pub fn merge(config: &Config, router: &Router, fragments: Vec<Fragment>) -> Merg
         tag: GATEWAY_TAG.to_string(),
         source: "the gateway's endpoints".to_string(),
         document: gateway_fragment().clone(),
+        original_names: HashMap::new(),
     }];
     for mut fragment in fragments {
         match convert::to_3_0(&mut fragment.document, &fragment.source, &mut problems) {
@@ -138,6 +141,7 @@ pub fn merge(config: &Config, router: &Router, fragments: Vec<Fragment>) -> Merg
                 tag: config.services[fragment.service].name.clone(),
                 source: fragment.source,
                 document: fragment.document,
+                original_names: HashMap::new(),
             }),
             Err(e) => problems.push(Problem::new(&fragment.source, "/openapi", &e)),
         }
@@ -146,6 +150,10 @@ pub fn merge(config: &Config, router: &Router, fragments: Vec<Fragment>) -> Merg
     for (fragment, renames) in prepared.iter_mut().zip(&renames) {
         rewrite_refs(&mut fragment.document, renames);
         rename_components(&mut fragment.document, renames);
+        fragment.original_names = renames
+            .iter()
+            .map(|((section, name), new)| (format!("{section}/{new}"), name.clone()))
+            .collect();
     }
 
     let mut merger = Merger {
@@ -394,13 +402,21 @@ impl Merger<'_> {
             };
             for (name, value) in entries {
                 let key = format!("{section}/{name}");
-                let pointer = format!("/components/{section}/{}", escape(name));
+                let original = fragment.original_names.get(&key).unwrap_or(name);
+                let pointer = format!("/components/{section}/{}", escape(original));
                 let mut scratch = Components::default();
-                if let Err(e) = insert_component(&mut scratch, section, name, value.clone()) {
-                    broken.insert(
-                        key.clone(),
-                        format!("{pointer}: not a valid {section} entry: {e}"),
-                    );
+                match insert_component(&mut scratch, section, name, value.clone()) {
+                    Ok(()) => {
+                        let kept = serde_json::to_value(&scratch).unwrap_or_default();
+                        let kept = kept.pointer(&format!("/{section}/{}", escape(name)));
+                        self.report_lost(fragment, value, kept.unwrap_or(&Value::Null), &pointer);
+                    }
+                    Err(e) => {
+                        broken.insert(
+                            key.clone(),
+                            format!("{pointer}: not a valid {section} entry: {e}"),
+                        );
+                    }
                 }
                 defined.insert(key, (section, pointer, value));
             }
@@ -475,7 +491,8 @@ impl Merger<'_> {
                         if answered_by_gateway(self.config, fragment_path) {
                             let mut operation = operation;
                             annotate::gateway_endpoint(&mut operation, fragment_path, self.config);
-                            self.insert(fragment, fragment_path.clone(), method, operation);
+                            let public_path = fragment_path.clone();
+                            self.insert(fragment, fragment_path, public_path, method, operation);
                         }
                     }
                     Owner::Service(service) => {
@@ -524,6 +541,7 @@ impl Merger<'_> {
                 );
             }
         }
+        inline_path_parameters(&mut operation, &fragment.document);
         let mut refs = Vec::new();
         refs_in(&operation, pointer, &mut refs);
         let unresolved = refs.iter().find(|(_, r)| {
@@ -538,8 +556,12 @@ impl Merger<'_> {
             ));
             return None;
         }
-        match serde_json::from_value::<Operation>(operation) {
-            Ok(operation) => Some(operation),
+        match serde_json::from_value::<Operation>(operation.clone()) {
+            Ok(parsed) => {
+                let kept = serde_json::to_value(&parsed).unwrap_or_default();
+                self.report_lost(fragment, &operation, &kept, pointer);
+                Some(parsed)
+            }
             Err(e) => {
                 self.problems.push(Problem::new(
                     &fragment.source,
@@ -548,6 +570,20 @@ impl Merger<'_> {
                 ));
                 None
             }
+        }
+    }
+
+    /// Reports the fields of `input` that its typed reading did not keep (fields OpenAPI 3.0
+    /// does not define, other than `x-` extensions); fields at their default value are not lost.
+    fn report_lost(&mut self, fragment: &Prepared, input: &Value, kept: &Value, pointer: &str) {
+        let mut lost = Vec::new();
+        lost_fields(input, kept, pointer, &mut lost);
+        for at in lost {
+            self.problems.push(Problem::new(
+                &fragment.source,
+                &at,
+                "not an OpenAPI 3.0 field; left out",
+            ));
         }
     }
 
@@ -578,21 +614,23 @@ impl Merger<'_> {
                 self.config,
                 &fragment.tag,
             );
-            self.insert(fragment, public_path, method, operation);
+            self.insert(fragment, fragment_path, public_path, method, operation);
         }
     }
 
+    /// Places an operation of `fragment` (found at `fragment_path` there) at `public_path`.
     fn insert(
         &mut self,
         fragment: &Prepared,
+        fragment_path: &str,
         public_path: String,
         method: &'static str,
         operation: Operation,
     ) {
-        if let Err(why) = self.place(public_path.clone(), method, operation) {
+        if let Err(why) = self.place(public_path, method, operation) {
             self.problems.push(Problem::new(
                 &fragment.source,
-                &format!("/paths/{}/{method}", escape(&public_path)),
+                &format!("/paths/{}/{method}", escape(fragment_path)),
                 &format!("left out: {why}"),
             ));
         }
@@ -615,7 +653,7 @@ impl Merger<'_> {
             .cloned();
         let path = match same {
             Some(existing) => {
-                rename_path_parameters(&mut operation, &public_path, &existing)?;
+                rename_path_parameters(&mut operation, &public_path, &existing);
                 existing
             }
             None => public_path,
@@ -699,6 +737,39 @@ fn resolves(
     })
 }
 
+/// The pointers of fields in `input` missing from `kept`, where they mattered (not `false`,
+/// `null` or empty).
+fn lost_fields(input: &Value, kept: &Value, pointer: &str, out: &mut Vec<String>) {
+    match (input, kept) {
+        (Value::Object(input), Value::Object(kept)) => {
+            for (key, value) in input {
+                let here = format!("{pointer}/{}", escape(key));
+                match kept.get(key) {
+                    Some(kept) => lost_fields(value, kept, &here, out),
+                    None => {
+                        let default = match value {
+                            Value::Bool(b) => !b,
+                            Value::Null => true,
+                            Value::Array(a) => a.is_empty(),
+                            Value::Object(o) => o.is_empty(),
+                            _ => false,
+                        };
+                        if !default {
+                            out.push(here);
+                        }
+                    }
+                }
+            }
+        }
+        (Value::Array(input), Value::Array(kept)) => {
+            for (index, (value, kept)) in input.iter().zip(kept).enumerate() {
+                lost_fields(value, kept, &format!("{pointer}/{index}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Whether the gateway answers `public_path` itself, so no route's operation is reachable there.
 fn answered_by_gateway(config: &Config, public_path: &str) -> bool {
     Endpoint::answered_at(public_path, config.auth.tokens.is_some()).is_some()
@@ -735,9 +806,28 @@ fn shape_of(path: &str) -> String {
         .join("/")
 }
 
+/// Replaces references to path parameters by the parameters themselves: the gateway renames
+/// path parameters and adds the ones only the route has, which needs their names at hand.
+fn inline_path_parameters(operation: &mut Value, document: &Value) {
+    let Some(Value::Array(parameters)) = operation.get_mut("parameters") else {
+        return;
+    };
+    for parameter in parameters.iter_mut() {
+        let target = parameter
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix('#'))
+            .and_then(|pointer| document.pointer(pointer));
+        if let Some(found) = target.filter(|p| p.get("in").and_then(Value::as_str) == Some("path"))
+        {
+            *parameter = found.clone();
+        }
+    }
+}
+
 /// Renames the path parameters of `operation` from the names in `from` to those at the same
 /// positions in `to` (two paths of the same shape).
-fn rename_path_parameters(operation: &mut Operation, from: &str, to: &str) -> Result<(), String> {
+fn rename_path_parameters(operation: &mut Operation, from: &str, to: &str) {
     use openapiv3::Parameter;
     let names = |path: &str| -> Vec<String> {
         parts(path)
@@ -749,24 +839,14 @@ fn rename_path_parameters(operation: &mut Operation, from: &str, to: &str) -> Re
             .collect()
     };
     let renames: HashMap<String, String> = names(from).into_iter().zip(names(to)).collect();
+    // Path parameters were inlined; references left are query, header or cookie ones.
     for parameter in &mut operation.parameters {
-        match parameter {
-            ReferenceOr::Item(Parameter::Path { parameter_data, .. }) => {
-                if let Some(new) = renames.get(&parameter_data.name) {
-                    parameter_data.name = new.clone();
-                }
+        if let ReferenceOr::Item(Parameter::Path { parameter_data, .. }) = parameter {
+            if let Some(new) = renames.get(&parameter_data.name) {
+                parameter_data.name = new.clone();
             }
-            ReferenceOr::Reference { reference }
-                if reference.starts_with("#/components/parameters/") =>
-            {
-                return Err(format!(
-                    "{from} is {to} with other parameter names, and its parameter `{reference}` cannot be renamed"
-                ));
-            }
-            _ => {}
         }
     }
-    Ok(())
 }
 
 /// One segment of a fragment path.

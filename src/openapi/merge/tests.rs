@@ -102,11 +102,14 @@ fn courses_fragment() -> Value {
                           "post": {"operationId": "create", "responses": {"201": {"description": "ok"}}}},
             "/courses/{id}": {"summary": "One course", "get": {"operationId": "get", "servers": [{"url": "http://courses.internal:8001"}], "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
                                       "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/User"}}}}}}},
-            "/lessons/{lesson}/": {"get": {"operationId": "lesson", "parameters": [{"name": "lesson", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "/lessons/{lesson}/": {"get": {"operationId": "lesson", "parameters": [{"$ref": "#/components/parameters/Lesson"}, {"$ref": "#/components/parameters/Page"}],
                                            "responses": {"200": {"description": "ok"}}}},
             "/internal/stats": {"get": {"responses": {"200": {"description": "ok"}}}}
         },
-        "components": {"schemas": {
+        "components": {"parameters": {
+            "Lesson": {"name": "lesson", "in": "path", "required": true, "schema": {"type": "string"}},
+            "Page": {"name": "page", "in": "query", "schema": {"type": "integer"}}
+        }, "schemas": {
             "User": {"type": "object", "properties": {"id": {"type": "integer"}}},
             "Error": {"type": "object", "properties": {"message": {"type": "string"}}},
             "Page": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/User"}}}}
@@ -128,7 +131,18 @@ fn operations_appear_under_their_public_paths_with_route_parameters_added() {
         .iter()
         .filter_map(|p| p["name"].as_str())
         .collect();
+    // The referenced path parameter is inlined (not declared twice), the query one stays a reference.
     assert_eq!(names, BTreeSet::from(["lesson", "tenant"]));
+    assert!(lesson["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .any(|p| p["$ref"] == json!("#/components/parameters/Page")));
+    assert_eq!(
+        lesson["parameters"].as_array().expect("parameters").len(),
+        3,
+        "{lesson:#}"
+    );
     assert_eq!(lesson["security"], json!([{"bearerAuth": []}]));
     assert!(lesson["responses"]["401"]["$ref"].is_string());
     assert_eq!(
@@ -510,4 +524,48 @@ proptest! {
             prop_assert_eq!(&doc["components"]["schemas"][&name]["title"], &json!(service.name));
         }
     }
+}
+
+#[test]
+fn fields_openapi_3_0_does_not_define_are_reported_with_the_fragment_s_own_names() {
+    let accounts = "service: accounts
+upstreams: [http://127.0.0.1:2]
+routes:
+  - { id: users, path: /api/users/, methods: [GET], auth: any }
+";
+    let config = config_of(&[
+        ("courses", COURSES.to_string()),
+        ("accounts", accounts.to_string()),
+    ])
+    .expect("valid");
+    let mut courses = courses_fragment();
+    courses["paths"]["/courses/"]["get"]["x-kept"] = json!(true);
+    courses["paths"]["/courses/"]["get"]["cacheFor"] = json!("1h");
+    // `User` differs from accounts' and is renamed courses.User; the report names `User`.
+    courses["components"]["schemas"]["User"]["colour"] = json!("blue");
+    let accounts_fragment = json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Accounts", "version": "1"},
+        "paths": {},
+        "components": {"schemas": {"User": {"type": "string"}}}
+    });
+    let (merged, doc) = merged(
+        &config,
+        vec![("courses", courses), ("accounts", accounts_fragment)],
+    );
+    assert_eq!(
+        op(&doc, "/api/courses/", "get").expect("kept")["x-kept"],
+        json!(true)
+    );
+    let pointers: Vec<&str> = merged.problems.iter().map(|p| p.pointer.as_str()).collect();
+    assert_eq!(
+        pointers,
+        [
+            "/components/schemas/User/colour",
+            "/paths/~1courses~1/get/cacheFor"
+        ],
+        "{:?}",
+        merged.problems
+    );
+    assert!(doc["components"]["schemas"]["courses.User"].is_object());
 }
