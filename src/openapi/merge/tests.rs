@@ -93,6 +93,20 @@ routes:
     methods: [GET]
 ";
 
+/// The courses service above and an accounts service with one route.
+fn courses_and_accounts() -> Config {
+    let accounts = "service: accounts
+upstreams: [http://127.0.0.1:2]
+routes:
+  - { id: users, path: /api/users/, methods: [GET], auth: any }
+";
+    config_of(&[
+        ("courses", COURSES.to_string()),
+        ("accounts", accounts.to_string()),
+    ])
+    .expect("valid")
+}
+
 fn courses_fragment() -> Value {
     json!({
         "openapi": "3.0.3",
@@ -243,16 +257,7 @@ fn a_route_no_fragment_documents_gets_a_placeholder_and_a_drift_report() {
 
 #[test]
 fn colliding_components_are_renamed_per_service_and_identical_ones_shared() {
-    let accounts = "service: accounts
-upstreams: [http://127.0.0.1:2]
-routes:
-  - { id: users, path: /api/users/, methods: [GET], auth: any }
-";
-    let config = config_of(&[
-        ("courses", COURSES.to_string()),
-        ("accounts", accounts.to_string()),
-    ])
-    .expect("valid");
+    let config = courses_and_accounts();
     let accounts_fragment = json!({
         "openapi": "3.0.3",
         "info": {"title": "Accounts", "version": "1"},
@@ -528,16 +533,7 @@ proptest! {
 
 #[test]
 fn fields_openapi_3_0_does_not_define_are_reported_with_the_fragment_s_own_names() {
-    let accounts = "service: accounts
-upstreams: [http://127.0.0.1:2]
-routes:
-  - { id: users, path: /api/users/, methods: [GET], auth: any }
-";
-    let config = config_of(&[
-        ("courses", COURSES.to_string()),
-        ("accounts", accounts.to_string()),
-    ])
-    .expect("valid");
+    let config = courses_and_accounts();
     let mut courses = courses_fragment();
     courses["paths"]["/courses/"]["get"]["x-kept"] = json!(true);
     courses["paths"]["/courses/"]["get"]["cacheFor"] = json!("1h");
