@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Guichet against the proxies its users would otherwise deploy, in one run, one worker each:
+# nginx as a plain proxy, HAProxy verifying HS256 JWTs (jwt_verify) with a stick-table rate, and
+# Guichet in four scenarios: (a) JWT route + local rate limit + metrics, (b) API-key route with
+# the Redis store (cache warm), (c) JWT route with the Redis rate limiter, (d) plain proxy, no
+# auth, no recording (like for like with nginx). wrk rounds alternate between targets; the table
+# gives medians and Guichet's ratios to its peers. Then (a) again under a burst of 50 concurrent
+# logins (argon2id), and resident memory with 10,000 idle keep-alive connections.
+# Installs the Debian packages it needs; stops everything it started.
+#
+#   bash deploy/bench/compare.sh                 # ROUNDS=3 DURATION=8s by default
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source deploy/bench/lib.sh
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8s}
+IDLE=${IDLE:-10000}
+need nginx nginx
+need haproxy haproxy
+need wrk wrk
+need curl curl
+need redis-server redis-server
+ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need as many descriptors
+cargo build --release --quiet
+
+# A bench-only HS256 secret, shared by HAProxy and Guichet.
+export GUICHET_BENCH_SECRET=bench-only-hs256-secret-0123456789abcdef
+upstream=$(start_upstream)
+
+nginx_port=$(free_port)
+cat > "$work/proxy.conf" <<EOF
+worker_processes 1;
+daemon on;
+pid $work/proxy.pid;
+error_log $work/proxy.err;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  upstream backend { server 127.0.0.1:$upstream; keepalive 128; }
+  server { listen 127.0.0.1:$nginx_port; keepalive_requests 1000000;
+    location /api/courses/ { proxy_pass http://backend/; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } }
+}
+EOF
+nginx -c "$work/proxy.conf"
+
+haproxy_port=$(free_port)
+cat > "$work/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 9000
+  daemon
+  pidfile $work/haproxy.pid
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+backend be
+  http-reuse always
+  server s1 127.0.0.1:$upstream
+frontend fe
+  bind 127.0.0.1:$haproxy_port
+  stick-table type string len 64 size 100k expire 60s store http_req_rate(60s)
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_header_query('\$.alg') -m str HS256 }
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify("HS256","$GUICHET_BENCH_SECRET") -m int 1 }
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+  http-request set-var(txn.now) date()
+  http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+  http-request set-var(txn.sub) var(txn.bearer),jwt_payload_query('\$.sub')
+  http-request track-sc0 var(txn.sub)
+  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }
+  http-request set-header X-User-Id %[var(txn.sub)]
+  http-request replace-path /api/courses(.*) \1
+  default_backend be
+EOF
+haproxy -f "$work/haproxy.cfg"
+
+redis-server --port 0 --unixsocket "$work/redis.sock" --save '' --appendonly no \
+  --daemonize yes --pidfile "$work/redis.pid" --logfile "$work/redis.log"
+for _ in $(seq 100); do [ -S "$work/redis.sock" ] && break; sleep 0.05; done
+
+jwt="jwt: { algorithm: HS256, secret_env: GUICHET_BENCH_SECRET, access_ttl: 1d }"
+hash=$(printf 'bench-password' | target/release/guichet hash-password)
+seed="seed: { users: [ { id: 1, username: bench, email: bench@example.com, role: student, password_hash: \"$hash\" } ] }"
+redis_store="store: { backend: redis, url: \"unix://$work/redis.sock\" }"
+route() { # route AUTH [EXTRA]: the routes file of every scenario
+  printf 'service: app\nupstreams: [http://127.0.0.1:%s]\nroutes:\n  - path: /api/courses/\n    upstream_path: /\n    auth: %s\n%s\n' \
+    "$upstream" "$1" "${2:-}"
+}
+limit="    rate_limit: 100000000/hour"
+read -r a_port _ a_pid < <(start_guichet a "$jwt
+$seed
+rate_limits: { user: 100000000/hour }" "$(route jwt "$limit")")
+read -r b_port _ _ < <(start_guichet b "$redis_store" "$(route api_key)")
+read -r c_port _ _ < <(start_guichet c "$jwt
+$redis_store
+rate_limits: { user: 100000000/hour }" "$(route jwt "$limit")")
+read -r d_port _ d_pid < <(start_guichet d "observability: { metrics: false, usage: false }" "$(route none)")
+
+login() {
+  curl -s -X POST "http://127.0.0.1:$a_port/api/auth/token/" -H 'Content-Type: application/json' \
+    -d '{"username": "bench", "password": "bench-password"}'
+}
+token=$(login | python3 -c 'import json, sys; print(json.load(sys.stdin)["access"])')
+key=$(target/release/guichet keys create --config "$work/b/gateway.yaml" --name bench --role student | head -1)
+bearer="Authorization: Bearer $token"
+
+# name URL HEADER, one per line
+targets="nginx http://127.0.0.1:$nginx_port/api/courses/1 -
+haproxy-jwt http://127.0.0.1:$haproxy_port/api/courses/1 $bearer
+guichet-a-jwt http://127.0.0.1:$a_port/api/courses/1 $bearer
+guichet-b-apikey-redis http://127.0.0.1:$b_port/api/courses/1 X-API-Key: $key
+guichet-c-redis-limiter http://127.0.0.1:$c_port/api/courses/1 $bearer
+guichet-d-plain http://127.0.0.1:$d_port/api/courses/1 -"
+
+while read -r name url header; do
+  [ "$header" = "-" ] && header=""
+  status=$(curl -s -o /dev/null -w '%{http_code}' ${header:+-H "$header"} "$url")
+  [ "$status" = 200 ] || { echo "$name answers $status, not 200" >&2; exit 1; }
+  : > "$work/r-$name"
+done <<< "$targets"
+: > "$work/r-guichet-a-burst"
+
+burst() { # 50 concurrent logins, as a new shift of users arrives
+  seq 50 | xargs -P50 -I{} curl -s -o /dev/null -X POST "http://127.0.0.1:$a_port/api/auth/token/" \
+    -H 'Content-Type: application/json' -d '{"username": "bench", "password": "bench-password"}'
+}
+
+for round in $(seq "$ROUNDS"); do
+  while read -r name url header; do
+    [ "$header" = "-" ] && header=""
+    measure "$url" "$header" >> "$work/r-$name"
+  done <<< "$targets"
+  ( sleep 1; burst ) &
+  measure "http://127.0.0.1:$a_port/api/courses/1" "$bearer" >> "$work/r-guichet-a-burst"
+  wait
+  echo "round $round of $ROUNDS done" >&2
+done
+
+# idle_rss PID PORT: resident memory (KiB) of PID before and with $IDLE idle keep-alive
+# connections that each made one request.
+idle_rss() {
+  python3 - "$1" "$2" "$IDLE" <<'PY'
+import socket, sys, time
+pid, port, count = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+def rss():
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(l.split()[1]) for l in status if l.startswith("VmRSS:"))
+before = rss()
+request = b"GET /api/courses/1 HTTP/1.1\r\nHost: bench\r\n\r\n"
+held = []
+for _ in range(count):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(request)
+    s.recv(4096)
+    held.append(s)
+time.sleep(1)
+print(before, rss())
+PY
+}
+nginx_worker=$(pgrep -P "$(cat "$work/proxy.pid")" | head -1)
+read -r g_before g_idle < <(idle_rss "$d_pid" "$d_port")
+read -r n_before n_idle < <(idle_rss "$nginx_worker" "$nginx_port")
+
+echo
+echo "one worker each, wrk -t1 -c${CONNECTIONS:-64} -d$DURATION, $ROUNDS alternating rounds (medians)"
+printf '%-24s %10s %8s %8s\n' "target" "req/s" "p50 ms" "p99 ms"
+while read -r name _; do
+  printf '%-24s %10.0f %8.2f %8.2f\n' "$name" "$(column "$work/r-$name" 1)" \
+    "$(column "$work/r-$name" 2)" "$(column "$work/r-$name" 3)"
+done <<< "$targets"
+printf '%-24s %10.0f %8.2f %8.2f\n' "guichet-a + 50 logins" "$(column "$work/r-guichet-a-burst" 1)" \
+  "$(column "$work/r-guichet-a-burst" 2)" "$(column "$work/r-guichet-a-burst" 3)"
+python3 - "$work" "$g_before" "$g_idle" "$n_before" "$n_idle" "$IDLE" <<'PY'
+import statistics, sys
+work = sys.argv[1]
+g_before, g_idle, n_before, n_idle, idle = map(int, sys.argv[2:])
+def med(name, col):
+    with open(f"{work}/r-{name}") as f:
+        return statistics.median(float(line.split()[col]) for line in f)
+a, h, n, d = (med(x, 0) for x in ["guichet-a-jwt", "haproxy-jwt", "nginx", "guichet-d-plain"])
+print()
+print(f"(a) JWT + limit + metrics / HAProxy-JWT throughput: {a / h:.3f}  (goal >= 1.0)")
+print(f"(a) p99 / HAProxy-JWT p99:                         {med('guichet-a-jwt', 2) / med('haproxy-jwt', 2):.3f}  (goal <= 1.0)")
+print(f"(d) plain proxy / nginx throughput:                {d / n:.3f}  (goal >= 1.0)")
+print(f"(a) with 50 concurrent logins / without:           {med('guichet-a-burst', 0) / a:.3f}  (goal > 0.9)")
+print(f"(b) API key, Redis store / (a):                    {med('guichet-b-apikey-redis', 0) / a:.3f}")
+print(f"(c) Redis limiter / (a) local limiter:             {med('guichet-c-redis-limiter', 0) / a:.3f}")
+print()
+print(f"resident memory with {idle} idle keep-alive connections (KiB): "
+      f"guichet (d) {g_before} -> {g_idle} ({(g_idle - g_before) * 1024 / idle:.0f} B/conn), "
+      f"nginx worker {n_before} -> {n_idle} ({(n_idle - n_before) * 1024 / idle:.0f} B/conn)")
+PY
