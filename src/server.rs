@@ -70,6 +70,7 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
     let grace = config.shutdown_grace_period;
     let server_conf = ServerConf {
         threads: config.threads,
+        work_stealing: false,
         grace_period_seconds: Some(grace.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
