@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
@@ -29,6 +31,13 @@ use crate::reload::{Overrides, ReloadOnHangup, Reloader};
 use crate::snapshot::{Current, Snapshot};
 use crate::store::{Instrumented, Store};
 use crate::upstream::HealthChecks;
+
+/// The read buffer each client connection keeps for its life (pingora's default is 64 KiB, which
+/// idle keep-alive connections pay for too); request heads and bodies larger than this are read
+/// in several steps.
+const DOWNSTREAM_READ_BUFFER: usize = 16 * 1024;
+/// pingora's default: one TCP segment.
+const DOWNSTREAM_WRITE_BUFFER: usize = 1460;
 
 /// Runs the gateway until it is told to stop. Returns an error, already worded for the user,
 /// when a listener cannot be bound.
@@ -92,7 +101,12 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
         gateway,
         "guichet proxy",
     );
-    proxy.add_tcp(&config.listen.addr.to_string());
+    proxy.add_listener(
+        ListenerConfig::tcp(config.listen.addr.to_string()).l4_buffer(L4BufferSettings::new(
+            DOWNSTREAM_READ_BUFFER,
+            DOWNSTREAM_WRITE_BUFFER,
+        )),
+    );
 
     let mut admin = Service::new(
         "guichet admin".to_string(),
