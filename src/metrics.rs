@@ -2,6 +2,7 @@
 //! route, how fast, what failed", recorded once per request. Labels are bounded: route ids (never
 //! raw paths), standard methods, roles from the configuration, never user ids.
 
+use http::Method;
 use pingora::proxy::Session;
 use std::sync::OnceLock;
 
@@ -198,10 +199,18 @@ impl Metrics {
     /// Records one finished request (proxied, answered by the gateway, or failed), through the
     /// label handles of the configuration it was served with.
     pub fn record(&self, session: &Session, ctx: &RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let sent = session.body_bytes_sent() as u64;
+        self.record_outcome(ctx, &session.req_header().method, status, sent);
+    }
+
+    /// Records one finished request from what its session says: its method, the status
+    /// answered (0 when none was) and the response body's size.
+    pub fn record_outcome(&self, ctx: &RequestCtx, method: &Method, status: u16, sent: u64) {
         let series = &ctx.snapshot.series;
         let route = series.route(ctx);
-        let method = method_slot(&session.req_header().method);
-        let status = status_slot(session.response_written().map_or(0, |r| r.status.as_u16()));
+        let method = method_slot(method);
+        let status = status_slot(status);
         let auth = ctx.identity.method as usize;
         let role = series.role_slot(ctx.identity.role.as_deref());
         route
@@ -211,7 +220,7 @@ impl Metrics {
             .duration(&self.duration, method)
             .observe(ctx.started.elapsed().as_secs_f64());
         self.request_size.observe(ctx.body_bytes as f64);
-        self.response_size.observe(session.body_bytes_sent() as f64);
+        self.response_size.observe(sent as f64);
         if let (Some(route), Some(time)) = (&ctx.route, ctx.upstream_time) {
             series
                 .upstream_duration(&self.upstream_duration, route.service)

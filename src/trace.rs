@@ -56,10 +56,17 @@ fn parse(value: &str) -> Option<(&str, &str)> {
     valid.then_some((trace_id, flags))
 }
 
+/// `bytes` random bytes as lower-case hex, in one allocation.
 fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes * 2);
+    let mut rng = rand::thread_rng();
+    for _ in 0..bytes {
+        let byte: u8 = rand::Rng::gen(&mut rng);
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 #[cfg(test)]

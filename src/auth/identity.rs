@@ -5,7 +5,7 @@ use http::header::AUTHORIZATION;
 use pingora::http::RequestHeader;
 
 use super::api_key::{ApiKeys, KeyCheck};
-use super::jwt::{TokenType, Tokens};
+use super::jwt::Tokens;
 
 pub const X_API_KEY: &str = "x-api-key";
 
@@ -109,7 +109,7 @@ pub async fn authenticate(
 ) -> Authentication {
     match credential {
         Credential::None => Authentication::None,
-        Credential::Bearer(token) => match tokens.map(|t| t.verify(token, TokenType::Access)) {
+        Credential::Bearer(token) => match tokens.map(|t| t.verify_access(token)) {
             Some(Ok(claims)) => Authentication::Verified(Identity {
                 method: AuthMethod::Jwt,
                 user_id: Some(claims.user_id),

@@ -159,6 +159,8 @@ pub struct Tokens {
     access_ttl: Duration,
     refresh_ttl: Duration,
     validation: Validation,
+    /// This verifier's entries in the cache of verified access tokens.
+    verifier: u64,
 }
 
 impl Tokens {
@@ -183,6 +185,7 @@ impl Tokens {
             access_ttl,
             refresh_ttl,
             validation,
+            verifier: super::verified::verifier_id(),
         }
     }
 
@@ -228,6 +231,19 @@ impl Tokens {
         let token = jsonwebtoken::encode(&header, &claims, &self.keys.encoding)
             .map_err(|e| format!("signing failed: {e}"))?;
         Ok((token, claims))
+    }
+
+    /// Verifies an access token presented to a route, remembering it on this thread until it
+    /// expires, so the next request with it skips the signature check.
+    pub fn verify_access(&self, token: &str) -> Result<Claims, TokenError> {
+        let now = unix_now();
+        let leeway = self.validation.leeway;
+        if let Some(claims) = super::verified::get(self.verifier, token, now, leeway) {
+            return Ok(claims);
+        }
+        let claims = self.verify(token, TokenType::Access)?;
+        super::verified::remember(self.verifier, token, &claims, now, leeway);
+        Ok(claims)
     }
 
     /// Verifies signature and claims; no store is consulted.

@@ -5,6 +5,7 @@ pub mod endpoints;
 pub mod identity;
 pub mod jwt;
 pub mod password;
+pub mod verified;
 
 use std::sync::Arc;
 

@@ -153,6 +153,36 @@ fn expired_and_not_yet_valid_tokens_are_rejected_beyond_the_leeway() {
 }
 
 #[test]
+fn a_remembered_access_token_serves_only_its_verifier_and_only_until_it_expires() {
+    let tokens = ed_tokens();
+    let (token, issued) = tokens.issue(&demo(), TokenType::Access, None).unwrap();
+    let first = tokens.verify_access(&token).unwrap();
+    let again = tokens.verify_access(&token).unwrap();
+    assert_eq!(
+        (first.jti.as_str(), again.jti.as_str()),
+        (issued.jti.as_str(), issued.jti.as_str())
+    );
+    // Another verifier (another key) refuses the token a first one remembered.
+    let other = ed_tokens();
+    assert_eq!(other.verify_access(&token), Err(TokenError::Invalid));
+    // Refused tokens are never remembered, and a refresh token is not an access token.
+    let (refresh, _) = tokens
+        .issue(&demo(), TokenType::Refresh, Some("f"))
+        .unwrap();
+    assert_eq!(tokens.verify_access(&refresh), Err(TokenError::WrongType));
+    assert_eq!(tokens.verify_access(&refresh), Err(TokenError::WrongType));
+    // An entry is not used past the token's expiry and the leeway.
+    let leeway = 30;
+    assert!(
+        super::super::verified::get(tokens.verifier, &token, issued.exp + leeway, leeway).is_some()
+    );
+    assert!(
+        super::super::verified::get(tokens.verifier, &token, issued.exp + leeway + 1, leeway)
+            .is_none()
+    );
+}
+
+#[test]
 fn wrong_issuer_or_audience_is_rejected() {
     let tokens = ed_tokens();
     for (claim, value) in [("iss", "someone-else"), ("aud", "another-app")] {
