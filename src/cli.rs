@@ -139,7 +139,7 @@ pub fn run() -> ExitCode {
         }),
         Command::HashPassword => match manage::read_password() {
             Ok(password) => {
-                println!("{}", crate::auth::password::hash(&password));
+                print_line(&crate::auth::password::hash(&password));
                 ExitCode::SUCCESS
             }
             Err(message) => {
@@ -170,7 +170,7 @@ fn manage(path: &Path, command: impl for<'a> FnOnce(&'a Config) -> Managed<'a>) 
     };
     match runtime.block_on(command(&config)) {
         Ok(output) => {
-            println!("{output}");
+            print_line(&output);
             ExitCode::SUCCESS
         }
         Err(message) => {
@@ -178,6 +178,12 @@ fn manage(path: &Path, command: impl for<'a> FnOnce(&'a Config) -> Managed<'a>) 
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes a line to standard output; a reader that went away (`| head -1`) is not an error.
+fn print_line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 fn load_or_report(path: &Path) -> Option<Config> {
@@ -194,12 +200,12 @@ fn check(path: &Path, strict: bool) -> ExitCode {
     let Some(config) = load_or_report(path) else {
         return ExitCode::FAILURE;
     };
-    println!(
+    print_line(&format!(
         "{}: ok, {} services, {} routes",
         path.display(),
         config.services.len(),
         config.routes.len()
-    );
+    ));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
@@ -215,11 +221,11 @@ fn check(path: &Path, strict: bool) -> ExitCode {
         eprintln!("warning: drift: {drift}");
     }
     let warnings = published.problems.len() + published.drift.len();
-    println!(
+    print_line(&format!(
         "API document: {} problems, {} drift",
         published.problems.len(),
         published.drift.len()
-    );
+    ));
     if strict && warnings > 0 {
         ExitCode::FAILURE
     } else {

@@ -106,7 +106,7 @@ login() {
     -d '{"username": "bench", "password": "bench-password"}'
 }
 token=$(login | python3 -c 'import json, sys; print(json.load(sys.stdin)["access"])')
-key=$(target/release/guichet keys create --config "$work/b/gateway.yaml" --name bench --role student | head -1)
+key=$(target/release/guichet keys create --config "$work/b/gateway.yaml" --name bench --role student | sed -n 1p)
 bearer="Authorization: Bearer $token"
 
 # name URL HEADER, one per line

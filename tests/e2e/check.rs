@@ -259,3 +259,21 @@ routes:
         );
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_a_crash() {
+    // `guichet check | head -1` and the like: standard output closed before the command writes.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_guichet"))
+        .args(["check", "--config"])
+        .arg(root.join("gateway.yaml"))
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("guichet runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
