@@ -1,8 +1,11 @@
-//! The in-process limiter: GCRA over a map of theoretical arrival times, with an injected clock
-//! so tests advance time instead of sleeping.
+//! The in-process limiter: GCRA over maps of theoretical arrival times, with an injected clock
+//! so tests advance time instead of sleeping. The keys are spread over shards, each with its
+//! own lock, so worker threads checking different consumers do not wait for one another.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{gcra, Decision, Limit, Mode};
@@ -22,19 +25,25 @@ impl Clock for SystemClock {
     }
 }
 
-/// Above this many keys, expired ones are swept on the next check.
-const SWEEP_AT: usize = 100_000;
+/// Above this many keys in one shard, its expired ones are swept on the next check.
+const SWEEP_AT: usize = 4_096;
+/// Independent locks; a request's limits (its tier and its route's) usually fall in two.
+const SHARDS: usize = 32;
+
+type Tats = HashMap<String, u64>;
 
 pub struct LocalLimiter {
     clock: Arc<dyn Clock>,
-    tats: Mutex<HashMap<String, u64>>,
+    shards: Box<[Mutex<Tats>]>,
+    hasher: RandomState,
 }
 
 impl LocalLimiter {
     pub fn new(clock: Arc<dyn Clock>) -> LocalLimiter {
         LocalLimiter {
             clock,
-            tats: Mutex::new(HashMap::new()),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
         }
     }
 
@@ -42,23 +51,48 @@ impl LocalLimiter {
         self.clock.now_us()
     }
 
+    fn shard_of(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) as usize) % SHARDS
+    }
+
+    /// Checks (and with `Mode::Consume` counts) all of `limits` or none: the shards they fall
+    /// in are locked together, always in ascending order, so two checks cannot deadlock.
     pub fn check(&self, limits: &[Limit], mode: Mode) -> Decision {
         let now = self.clock.now_us();
-        let mut tats = self
-            .tats
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if tats.len() > SWEEP_AT {
-            tats.retain(|_, tat| *tat > now);
+        let shard_of_limit: Vec<usize> = limits.iter().map(|l| self.shard_of(&l.key)).collect();
+        let mut order = shard_of_limit.clone();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: Vec<(usize, MutexGuard<'_, Tats>)> = order
+            .into_iter()
+            .map(|index| {
+                let guard = self.shards[index]
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                (index, guard)
+            })
+            .collect();
+        for (_, tats) in &mut guards {
+            if tats.len() > SWEEP_AT {
+                tats.retain(|_, tat| *tat > now);
+            }
         }
+        let tats_of = |guards: &[(usize, MutexGuard<'_, Tats>)], shard: usize| {
+            guards.iter().position(|(index, _)| *index == shard).unwrap_or(0)
+        };
         let outcomes: Vec<gcra::Outcome> = limits
             .iter()
-            .map(|l| gcra::step(&l.rate, tats.get(&l.key).copied(), now))
+            .zip(&shard_of_limit)
+            .map(|(l, shard)| {
+                let tats = &guards[tats_of(&guards, *shard)].1;
+                gcra::step(&l.rate, tats.get(&l.key).copied(), now)
+            })
             .collect();
         let allowed = outcomes.iter().all(|o| o.conforms);
         if allowed && mode == Mode::Consume {
-            for (limit, outcome) in limits.iter().zip(&outcomes) {
-                tats.insert(limit.key.clone(), outcome.tat);
+            for ((limit, outcome), shard) in limits.iter().zip(&outcomes).zip(&shard_of_limit) {
+                let at = tats_of(&guards, *shard);
+                guards[at].1.insert(limit.key.clone(), outcome.tat);
             }
         }
         decide(limits, &outcomes, allowed, mode, now)
@@ -140,6 +174,32 @@ mod tests {
         let clock = Arc::new(ManualClock::default());
         clock.advance(Duration::from_secs(1_000_000));
         (clock.clone(), LocalLimiter::new(clock))
+    }
+
+    #[test]
+    fn threads_sharing_limits_across_shards_let_exactly_the_count_through() {
+        let (_, limiter) = limiter();
+        let limiter = Arc::new(limiter);
+        // Eight consumers' tiers and one shared route limit: keys in several shards, and each
+        // check locking more than one of them.
+        let allowed: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|consumer| {
+                    let limiter = limiter.clone();
+                    scope.spawn(move || {
+                        let limits = [
+                            limit("user", &format!("tier:u{consumer}"), "1000/min"),
+                            limit("route", "route:shared", "100/min"),
+                        ];
+                        (0..50)
+                            .filter(|_| limiter.check(&limits, Mode::Consume).allowed)
+                            .count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(allowed, 100);
     }
 
     #[test]
