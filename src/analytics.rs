@@ -191,24 +191,30 @@ pub struct Observation<'a> {
 
 type Minutes = BTreeMap<u64, HashMap<(String, String), Counters>>;
 
+/// Independent locks over the (consumer, route) cells, so worker threads recording requests of
+/// different consumers or routes do not wait for one another.
+const SHARDS: usize = 16;
+
 pub struct Usage {
     /// Memory store: everything kept. Redis store: what has not been flushed yet.
-    minutes: Mutex<Minutes>,
+    shards: Box<[Mutex<Minutes>]>,
+    hasher: std::collections::hash_map::RandomState,
     redis: Option<Arc<RedisConnection>>,
 }
 
 impl Usage {
     pub fn new(redis: Option<Arc<RedisConnection>>) -> Usage {
         Usage {
-            minutes: Mutex::new(BTreeMap::new()),
+            shards: (0..SHARDS).map(|_| Mutex::new(BTreeMap::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
             redis,
         }
     }
 
-    fn minutes(&self) -> std::sync::MutexGuard<'_, Minutes> {
-        self.minutes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The shard that holds the cell of `consumer` on `route`.
+    fn shard(&self, consumer: &str, route: &str) -> std::sync::MutexGuard<'_, Minutes> {
+        let index = std::hash::BuildHasher::hash_one(&self.hasher, (consumer, route)) as usize;
+        lock(&self.shards[index % SHARDS])
     }
 
     pub fn record(&self, seen: &Observation, now_secs: u64) {
@@ -226,7 +232,7 @@ impl Usage {
             .position(|b| ms <= *b)
             .unwrap_or(LATENCY_MS.len());
         counters.latency[bucket] = 1;
-        let mut minutes = self.minutes();
+        let mut minutes = self.shard(seen.consumer, seen.route);
         minutes
             .entry(minute)
             .or_default()
@@ -247,7 +253,10 @@ impl Usage {
         let Some(redis) = &self.redis else {
             return Ok(());
         };
-        let pending = std::mem::take(&mut *self.minutes());
+        let mut pending = Minutes::new();
+        for shard in self.shards.iter() {
+            merge(&mut pending, std::mem::take(&mut *lock(shard)));
+        }
         if pending.is_empty() {
             return Ok(());
         }
@@ -271,10 +280,10 @@ impl Usage {
             .with(|mut c| async move { pipe.query_async::<()>(&mut c).await })
             .await;
         if result.is_err() {
-            let mut minutes = self.minutes();
             for (minute, cells) in pending {
-                let slot = minutes.entry(minute).or_default();
                 for (cell, counters) in cells {
+                    let mut minutes = self.shard(&cell.0, &cell.1);
+                    let slot = minutes.entry(minute).or_default();
                     slot.entry(cell).or_default().add(&counters);
                 }
             }
@@ -294,11 +303,12 @@ impl Usage {
         let first = last + 1 - window.as_secs() / 60;
         let cells = match &self.redis {
             None => {
-                let minutes = self.minutes();
                 let mut cells: HashMap<(String, String), Counters> = HashMap::new();
-                for (_, minute) in minutes.range(first..=last) {
-                    for (cell, counters) in minute {
-                        cells.entry(cell.clone()).or_default().add(counters);
+                for shard in self.shards.iter() {
+                    for (_, minute) in lock(shard).range(first..=last) {
+                        for (cell, counters) in minute {
+                            cells.entry(cell.clone()).or_default().add(counters);
+                        }
                     }
                 }
                 cells
@@ -331,6 +341,22 @@ impl Usage {
             "routes": render(by_route),
             "total": total.to_json(),
         }))
+    }
+}
+
+fn lock(shard: &Mutex<Minutes>) -> std::sync::MutexGuard<'_, Minutes> {
+    shard
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Adds the cells of `more` into `into`.
+fn merge(into: &mut Minutes, more: Minutes) {
+    for (minute, cells) in more {
+        let slot = into.entry(minute).or_default();
+        for (cell, counters) in cells {
+            slot.entry(cell).or_default().add(&counters);
+        }
     }
 }
 

@@ -78,7 +78,10 @@ impl LocalLimiter {
             }
         }
         let tats_of = |guards: &[(usize, MutexGuard<'_, Tats>)], shard: usize| {
-            guards.iter().position(|(index, _)| *index == shard).unwrap_or(0)
+            guards
+                .iter()
+                .position(|(index, _)| *index == shard)
+                .unwrap_or(0)
         };
         let outcomes: Vec<gcra::Outcome> = limits
             .iter()
