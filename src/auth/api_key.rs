@@ -4,7 +4,7 @@
 //! is down, and revocations announced on Redis pub/sub evict the cache within a second.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -37,7 +37,9 @@ struct Cached {
 pub struct ApiKeys {
     store: Arc<dyn Store>,
     ttl: Duration,
-    cache: Mutex<HashMap<String, Cached>>,
+    /// Read by every request with a key, written only on a miss: readers do not wait for one
+    /// another.
+    cache: RwLock<HashMap<String, Cached>>,
 }
 
 impl ApiKeys {
@@ -45,13 +47,19 @@ impl ApiKeys {
         ApiKeys {
             store,
             ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
         }
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+    fn cached(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Cached>> {
         self.cache
-            .lock()
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn cache_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Cached>> {
+        self.cache
+            .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -59,7 +67,7 @@ impl ApiKeys {
         let Some((prefix, secret)) = split(presented) else {
             return KeyCheck::Invalid;
         };
-        let (fresh, stale) = match self.cache().get(prefix) {
+        let (fresh, stale) = match self.cached().get(prefix) {
             Some(entry) if entry.fetched.elapsed() < self.ttl => (Some(entry.key.clone()), None),
             Some(entry) => (None, Some(entry.key.clone())),
             None => (None, None),
@@ -88,7 +96,7 @@ impl ApiKeys {
     }
 
     fn remember(&self, prefix: &str, key: Option<ApiKey>) {
-        let mut cache = self.cache();
+        let mut cache = self.cache_mut();
         if cache.len() >= MAX_CACHED {
             let ttl = self.ttl;
             cache.retain(|_, entry| entry.fetched.elapsed() < ttl);
@@ -107,7 +115,7 @@ impl ApiKeys {
 
     /// Drops a cached key, so its next use asks the store.
     pub fn forget(&self, prefix: &str) {
-        self.cache().remove(prefix);
+        self.cache_mut().remove(prefix);
     }
 }
 
