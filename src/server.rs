@@ -79,6 +79,8 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
     let grace = config.shutdown_grace_period;
     let server_conf = ServerConf {
         threads: config.threads,
+        // One current-thread runtime per worker: a connection stays on the thread that
+        // accepted it, with no cross-thread wake-ups (measured in deploy/bench/compare.sh).
         work_stealing: false,
         grace_period_seconds: Some(grace.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(1),
