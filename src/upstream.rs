@@ -245,25 +245,40 @@ fn check_loops(upstreams: &Upstreams) -> tokio::task::JoinSet<()> {
     tasks
 }
 
+/// One `GET` on a new HTTP/1.1 connection over `stream`: health checks, fetched fragments.
+pub async fn get_once(
+    stream: TcpStream,
+    path: &str,
+    headers: &[(http::header::HeaderName, &str)],
+) -> Result<http::Response<hyper::body::Incoming>, String> {
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(connection);
+    let mut request = http::Request::get(path);
+    for (name, value) in headers {
+        request = request.header(name, *value);
+    }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))
+}
+
 /// One health check: `GET <path>` within the timeout, answered with a 2xx or 3xx.
 async fn probe(target: &Target, check: &HealthCheck) -> Result<(), String> {
     let attempt = async {
         let stream = TcpStream::connect(target.addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(connection);
-        let request = http::Request::get(&check.path)
-            .header(http::header::HOST, &target.host)
-            .header(http::header::USER_AGENT, "guichet-health-check")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("request: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
+        let headers = [
+            (http::header::HOST, target.host.as_str()),
+            (http::header::USER_AGENT, "guichet-health-check"),
+        ];
+        let response = get_once(stream, &check.path, &headers).await?;
         let status = response.status();
         if status.is_success() || status.is_redirection() {
             Ok(())

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 use tokio::net::TcpStream;
 
@@ -50,24 +48,17 @@ async fn fetch(uri: &http::Uri) -> Result<Vec<u8>, String> {
     let stream = TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(connection);
     let authority = match uri.port_u16() {
         Some(port) => format!("{authority}:{port}"),
         None => authority.to_string(),
     };
-    let request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(http::header::HOST, authority.as_str())
-        .header(http::header::ACCEPT, ACCEPT)
-        .header(http::header::USER_AGENT, "guichet-openapi")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("request: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
+    let headers = [
+        (http::header::HOST, authority.as_str()),
+        (http::header::ACCEPT, ACCEPT),
+        (http::header::USER_AGENT, "guichet-openapi"),
+    ];
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let response = crate::upstream::get_once(stream, path, &headers).await?;
     if !response.status().is_success() {
         return Err(format!("the service answered {}", response.status()));
     }
