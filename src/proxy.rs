@@ -99,17 +99,8 @@ impl Gateway {
         let request = session.req_header();
         let path = path::normalize(request.uri.path())
             .map_err(|bad| GatewayError::BadRequest(bad.detail().to_string()))?;
-        let destination = match (Endpoint::at(&path), &self.auth.token_service) {
-            (Some(Endpoint::Usage), _) => Some((Endpoint::Usage, Destination::Usage)),
-            (Some(endpoint), _) if endpoint.is_docs() => {
-                Some((endpoint, Destination::Docs(endpoint)))
-            }
-            (Some(endpoint), Some(service)) => {
-                Some((endpoint, Destination::Gateway(service, endpoint)))
-            }
-            _ => None,
-        };
-        if let Some((endpoint, destination)) = destination {
+        let token_service = self.auth.token_service.as_ref();
+        if let Some(endpoint) = Endpoint::answered_at(&path, token_service.is_some()) {
             ctx.endpoint = Some(endpoint);
             let allowed = endpoint.allowed_methods();
             if !allowed.contains(&request.method) {
@@ -118,7 +109,13 @@ impl Gateway {
                     allowed,
                 });
             }
-            return Ok(destination);
+            return match (endpoint, token_service) {
+                (Endpoint::Usage, _) => Ok(Destination::Usage),
+                (endpoint, _) if endpoint.is_docs() => Ok(Destination::Docs(endpoint)),
+                (endpoint, Some(service)) => Ok(Destination::Gateway(service, endpoint)),
+                // `answered_at` names the token endpoints only when tokens are issued.
+                (_, None) => Err(GatewayError::Internal),
+            };
         }
         match ctx.snapshot.router.lookup(&path, &request.method) {
             Lookup::Found(found) => {

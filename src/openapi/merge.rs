@@ -222,22 +222,15 @@ fn plan_renames(prepared: &[Prepared]) -> Vec<HashMap<(String, String), String>>
     loop {
         let mut groups: BTreeMap<(String, String), Vec<(usize, Value)>> = BTreeMap::new();
         for (index, fragment) in prepared.iter().enumerate() {
-            for section in SECTIONS {
-                let Some(Value::Object(entries)) =
-                    fragment.document.pointer(&format!("/components/{section}"))
-                else {
-                    continue;
-                };
-                for (name, value) in entries {
-                    let key = (section.to_string(), name.clone());
-                    let final_name = renames[index].get(&key).unwrap_or(name).clone();
-                    let mut value = value.clone();
-                    rewrite_refs(&mut value, &renames[index]);
-                    groups
-                        .entry((section.to_string(), final_name))
-                        .or_default()
-                        .push((index, value));
-                }
+            for (section, name, value) in components_of(&fragment.document) {
+                let key = (section.to_string(), name.clone());
+                let final_name = renames[index].get(&key).unwrap_or(name).clone();
+                let mut value = value.clone();
+                rewrite_refs(&mut value, &renames[index]);
+                groups
+                    .entry((section.to_string(), final_name))
+                    .or_default()
+                    .push((index, value));
             }
         }
         let mut changed = false;
@@ -261,6 +254,18 @@ fn plan_renames(prepared: &[Prepared]) -> Vec<HashMap<(String, String), String>>
             return renames;
         }
     }
+}
+
+/// Each component a fragment defines, in the merged sections: its section, name and definition.
+fn components_of(document: &Value) -> impl Iterator<Item = (&'static str, &String, &Value)> {
+    SECTIONS.into_iter().flat_map(move |section| {
+        document
+            .pointer(&format!("/components/{section}"))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(move |(name, value)| (section, name, value))
+    })
 }
 
 /// Rewrites every `#/components/<section>/<name>` reference according to `renames`.
@@ -394,32 +399,25 @@ impl Merger<'_> {
     fn components(&mut self, fragment: &Prepared, out: &mut Components) -> HashSet<String> {
         let mut defined: BTreeMap<String, (&str, String, &Value)> = BTreeMap::new();
         let mut broken: BTreeMap<String, String> = BTreeMap::new();
-        for section in SECTIONS {
-            let Some(Value::Object(entries)) =
-                fragment.document.pointer(&format!("/components/{section}"))
-            else {
-                continue;
-            };
-            for (name, value) in entries {
-                let key = format!("{section}/{name}");
-                let original = fragment.original_names.get(&key).unwrap_or(name);
-                let pointer = format!("/components/{section}/{}", escape(original));
-                let mut scratch = Components::default();
-                match insert_component(&mut scratch, section, name, value.clone()) {
-                    Ok(()) => {
-                        let kept = serde_json::to_value(&scratch).unwrap_or_default();
-                        let kept = kept.pointer(&format!("/{section}/{}", escape(name)));
-                        self.report_lost(fragment, value, kept.unwrap_or(&Value::Null), &pointer);
-                    }
-                    Err(e) => {
-                        broken.insert(
-                            key.clone(),
-                            format!("{pointer}: not a valid {section} entry: {e}"),
-                        );
-                    }
+        for (section, name, value) in components_of(&fragment.document) {
+            let key = format!("{section}/{name}");
+            let original = fragment.original_names.get(&key).unwrap_or(name);
+            let pointer = format!("/components/{section}/{}", escape(original));
+            let mut scratch = Components::default();
+            match insert_component(&mut scratch, section, name, value.clone()) {
+                Ok(()) => {
+                    let kept = serde_json::to_value(&scratch).unwrap_or_default();
+                    let kept = kept.pointer(&format!("/{section}/{}", escape(name)));
+                    self.report_lost(fragment, value, kept.unwrap_or(&Value::Null), &pointer);
                 }
-                defined.insert(key, (section, pointer, value));
+                Err(e) => {
+                    broken.insert(
+                        key.clone(),
+                        format!("{pointer}: not a valid {section} entry: {e}"),
+                    );
+                }
             }
+            defined.insert(key, (section, pointer, value));
         }
         // A component is usable when its references lead only to usable components.
         loop {
@@ -707,6 +705,10 @@ impl Merger<'_> {
                         path: route.pattern.as_str().to_string(),
                     });
                 }
+                // The route's own path may be one the gateway answers itself (`/api/`).
+                if answered_by_gateway(self.config, route.pattern.as_str()) {
+                    continue;
+                }
                 let service = &self.config.service_of(route).name;
                 let mut operation = annotate::placeholder(route, method, service);
                 annotate::route_operation(
@@ -716,9 +718,6 @@ impl Merger<'_> {
                     self.config,
                     service,
                 );
-                if answered_by_gateway(self.config, route.pattern.as_str()) {
-                    continue;
-                }
                 // A method some other route's documentation already fills is not lost.
                 let _ = self.place(route.pattern.as_str().to_string(), method, operation);
             }
