@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::{HealthCheck, Service, Target};
+use crate::reload::wait_for_reload;
 use crate::snapshot::Current;
 
 /// One pool per service, in the order of [`crate::config::Config::services`].
@@ -211,12 +212,8 @@ impl BackgroundService for HealthChecks {
         loop {
             // Dropping the JoinSet aborts every loop of the configuration it was started for.
             let _tasks = check_loops(&self.current.load().upstreams);
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                changed = reloaded.changed() => if changed.is_err() {
-                    let _ = shutdown.changed().await;
-                    return;
-                },
+            if !wait_for_reload(&mut reloaded, None, &mut shutdown).await {
+                return;
             }
         }
     }

@@ -24,6 +24,7 @@ use super::merge::{self, Drift, Fragment, GATEWAY_TAG};
 use super::{fragment, pages, Problem};
 use crate::auth::endpoints::Endpoint;
 use crate::config::{Config, SpecSource};
+use crate::reload::wait_for_reload;
 use crate::router::Router;
 use crate::snapshot::Current;
 
@@ -429,13 +430,9 @@ impl BackgroundService for DocsRefresh {
         loop {
             let snapshot = self.current.load_full();
             self.docs.refresh(&snapshot.config, &snapshot.router).await;
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(snapshot.config.docs.refresh) => {}
-                changed = reloaded.changed() => if changed.is_err() {
-                    let _ = shutdown.changed().await;
-                    return;
-                },
+            let period = Some(snapshot.config.docs.refresh);
+            if !wait_for_reload(&mut reloaded, period, &mut shutdown).await {
+                return;
             }
         }
     }
