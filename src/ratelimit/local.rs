@@ -29,6 +29,10 @@ impl Clock for SystemClock {
 const SWEEP_AT: usize = 4_096;
 /// Independent locks; a request's limits (its tier and its route's) usually fall in two.
 const SHARDS: usize = 32;
+const _: () = assert!(
+    SHARDS <= u32::BITS as usize,
+    "the shards a check needs are a u32 mask"
+);
 
 type Tats = HashMap<String, u64>;
 
@@ -60,42 +64,41 @@ impl LocalLimiter {
     pub fn check(&self, limits: &[Limit], mode: Mode) -> Decision {
         let now = self.clock.now_us();
         let shard_of_limit: Vec<usize> = limits.iter().map(|l| self.shard_of(&l.key)).collect();
-        let mut order = shard_of_limit.clone();
-        order.sort_unstable();
-        order.dedup();
-        let mut guards: Vec<(usize, MutexGuard<'_, Tats>)> = order
-            .into_iter()
-            .map(|index| {
-                let guard = self.shards[index]
+        let needed = shard_of_limit
+            .iter()
+            .fold(0u32, |mask, shard| mask | 1 << shard);
+        let mut guards: [Option<MutexGuard<'_, Tats>>; SHARDS] = std::array::from_fn(|_| None);
+        for (index, guard) in guards.iter_mut().enumerate() {
+            if needed & 1 << index != 0 {
+                let mut tats = self.shards[index]
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
-                (index, guard)
-            })
-            .collect();
-        for (_, tats) in &mut guards {
-            if tats.len() > SWEEP_AT {
-                tats.retain(|_, tat| *tat > now);
+                if tats.len() > SWEEP_AT {
+                    tats.retain(|_, tat| *tat > now);
+                }
+                *guard = Some(tats);
             }
         }
-        let tats_of = |guards: &[(usize, MutexGuard<'_, Tats>)], shard: usize| {
-            guards
-                .iter()
-                .position(|(index, _)| *index == shard)
-                .unwrap_or(0)
-        };
         let outcomes: Vec<gcra::Outcome> = limits
             .iter()
             .zip(&shard_of_limit)
-            .map(|(l, shard)| {
-                let tats = &guards[tats_of(&guards, *shard)].1;
-                gcra::step(&l.rate, tats.get(&l.key).copied(), now)
+            .map(|(l, &shard)| {
+                let tat = guards[shard].as_ref().and_then(|tats| tats.get(&l.key));
+                gcra::step(&l.rate, tat.copied(), now)
             })
             .collect();
         let allowed = outcomes.iter().all(|o| o.conforms);
         if allowed && mode == Mode::Consume {
-            for ((limit, outcome), shard) in limits.iter().zip(&outcomes).zip(&shard_of_limit) {
-                let at = tats_of(&guards, *shard);
-                guards[at].1.insert(limit.key.clone(), outcome.tat);
+            for ((limit, outcome), &shard) in limits.iter().zip(&outcomes).zip(&shard_of_limit) {
+                let Some(tats) = guards[shard].as_mut() else {
+                    continue;
+                };
+                match tats.get_mut(&limit.key) {
+                    Some(tat) => *tat = outcome.tat,
+                    None => {
+                        tats.insert(limit.key.clone(), outcome.tat);
+                    }
+                }
             }
         }
         decide(limits, &outcomes, allowed, mode, now)
