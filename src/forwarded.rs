@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header;
+use http::{header, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 
@@ -15,6 +15,9 @@ pub struct Origin {
     /// The client as far as trusted proxies can tell: the right-most untrusted address.
     pub client: IpAddr,
     pub peer_trusted: bool,
+    /// The `X-Forwarded-For` the upstream gets: the peer appended to a trusted proxy's list,
+    /// else the peer alone.
+    pub forwarded_for: String,
 }
 
 impl Origin {
@@ -33,36 +36,50 @@ impl Origin {
                 }
             }
         }
+        let forwarded_for = match forwarded_for.filter(|l| peer_trusted && !l.trim().is_empty()) {
+            Some(list) => format!("{}, {}", list.trim(), ip_text(peer)),
+            None => ip_text(peer),
+        };
         Origin {
             peer,
             client,
             peer_trusted,
+            forwarded_for,
         }
-    }
-
-    /// `X-Forwarded-For` for the upstream: appended to a trusted proxy's list, else replaced.
-    pub fn forwarded_for(&self, existing: Option<&str>) -> String {
-        match existing.filter(|list| self.peer_trusted && !list.trim().is_empty()) {
-            Some(list) => format!("{}, {}", list.trim(), self.peer),
-            None => self.peer.to_string(),
-        }
-    }
-
-    /// A client-supplied `X-Forwarded-Proto` or `-Host` value, kept only from a trusted proxy.
-    pub fn trusted_value<'a>(&self, claimed: Option<&'a str>) -> Option<&'a str> {
-        claimed.filter(|_| self.peer_trusted)
     }
 }
 
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-const X_FORWARDED_HOST: &str = "x-forwarded-host";
+/// An address as text, written digit by digit: this runs for every request, and the
+/// formatting machinery costs several times more for an IPv4 address.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (index, octet) in v4.octets().into_iter().enumerate() {
+        if index > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Every `X-Forwarded-For` value of a request, joined as one list.
 pub fn forwarded_for_list(request: &RequestHeader) -> Option<String> {
     let values: Vec<&str> = request
         .headers
-        .get_all(X_FORWARDED_FOR)
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
@@ -75,27 +92,21 @@ pub fn rewrite_upstream_headers(
     origin: &Origin,
     upstream_host: &str,
 ) -> pingora::Result<()> {
-    let text = |name: &str| {
-        request
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let forwarded_for = origin.forwarded_for(forwarded_for_list(request).as_deref());
-    let proto = origin
-        .trusted_value(text(X_FORWARDED_PROTO).as_deref())
-        .unwrap_or("http")
-        .to_string();
-    let client_host = text(X_FORWARDED_HOST)
-        .filter(|_| origin.peer_trusted)
-        .or_else(|| text(header::HOST.as_str()))
-        .or_else(|| request.uri.authority().map(|a| a.to_string()));
-    request.insert_header(X_FORWARDED_FOR, forwarded_for)?;
-    request.insert_header(X_FORWARDED_PROTO, proto)?;
+    // Values are cloned (a reference count, not a copy) to be set again on the same request.
+    let value = |name: &HeaderName| request.headers.get(name).cloned();
+    let trusted = |name: &HeaderName| value(name).filter(|_| origin.peer_trusted);
+    let proto = trusted(&X_FORWARDED_PROTO).unwrap_or(HeaderValue::from_static("http"));
+    let client_host = trusted(&X_FORWARDED_HOST)
+        .or_else(|| value(&header::HOST))
+        .or_else(|| {
+            let authority = request.uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
+    request.insert_header(X_FORWARDED_FOR.as_str(), origin.forwarded_for.as_str())?;
+    request.insert_header(X_FORWARDED_PROTO.as_str(), proto)?;
     match client_host {
-        Some(host) => request.insert_header(X_FORWARDED_HOST, host)?,
-        None => drop(request.remove_header(X_FORWARDED_HOST)),
+        Some(host) => request.insert_header(X_FORWARDED_HOST.as_str(), host)?,
+        None => drop(request.remove_header(&X_FORWARDED_HOST)),
     }
     request.insert_header(header::HOST, upstream_host)?;
     Ok(())
@@ -117,8 +128,8 @@ mod tests {
     fn an_untrusted_peer_is_the_client_and_its_list_is_replaced() {
         let origin = Origin::new(ip("203.0.113.9"), Some("1.2.3.4"), &nets(&["10.0.0.0/8"]));
         assert_eq!(origin.client, ip("203.0.113.9"));
-        assert_eq!(origin.forwarded_for(Some("1.2.3.4")), "203.0.113.9");
-        assert_eq!(origin.trusted_value(Some("https")), None);
+        assert_eq!(origin.forwarded_for, "203.0.113.9");
+        assert!(!origin.peer_trusted);
     }
 
     #[test]
@@ -131,10 +142,10 @@ mod tests {
         );
         assert_eq!(origin.client, ip("198.51.100.7"));
         assert_eq!(
-            origin.forwarded_for(Some("6.6.6.6, 198.51.100.7, 10.0.0.9")),
+            origin.forwarded_for,
             "6.6.6.6, 198.51.100.7, 10.0.0.9, 10.0.0.2"
         );
-        assert_eq!(origin.trusted_value(Some("https")), Some("https"));
+        assert!(origin.peer_trusted);
     }
 
     #[test]
@@ -144,6 +155,24 @@ mod tests {
         assert_eq!(origin.client, ip("10.0.0.2"));
         let origin = Origin::new(ip("10.0.0.2"), None, &trusted);
         assert_eq!(origin.client, ip("10.0.0.2"));
-        assert_eq!(origin.forwarded_for(None), "10.0.0.2");
+        assert_eq!(origin.forwarded_for, "10.0.0.2");
+    }
+
+    #[test]
+    fn addresses_are_written_as_the_standard_library_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "127.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            assert_eq!(ip_text(ip(text)), ip(text).to_string());
+        }
+        for octet in 0..=255u8 {
+            let address = IpAddr::from([octet, 0, 99, octet]);
+            assert_eq!(ip_text(address), address.to_string());
+        }
     }
 }

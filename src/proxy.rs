@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderName;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -76,8 +77,8 @@ impl Gateway {
     /// Request id and client address, known before anything can fail.
     fn identify(&self, session: &Session, ctx: &mut RequestCtx) {
         let request = session.req_header();
-        ctx.request_id = request_id::from_client_or_new(request.headers.get(request_id::HEADER));
-        ctx.trace = Some(TraceContext::from_header(request.headers.get(TRACEPARENT)));
+        ctx.request_id = request_id::from_client_or_new(request.headers.get(&request_id::HEADER));
+        ctx.trace = Some(TraceContext::from_header(request.headers.get(&TRACEPARENT)));
         let peer = session
             .client_addr()
             .and_then(|addr| addr.as_inet())
@@ -252,6 +253,10 @@ impl Gateway {
         Error::new(ErrorType::HTTPStatus(status))
     }
 }
+
+/// Hop-by-hop headers of HTTP/1.0 keep-alive that some upstreams still send.
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 const RATELIMIT_POLICY: &str = "ratelimit-policy";
 const RATELIMIT: &str = "ratelimit";
@@ -456,9 +461,9 @@ impl ProxyHttp for Gateway {
         ctx.upstream_sent = Some(std::time::Instant::now());
         forwarded::rewrite_upstream_headers(request, origin, host)?;
         identity::set_upstream_headers(request, &ctx.identity, route.forward_authorization)?;
-        request.insert_header(request_id::HEADER, &ctx.request_id)?;
+        request.insert_header(request_id::HEADER.as_str(), &ctx.request_id)?;
         if let Some(trace) = &ctx.trace {
-            request.insert_header(TRACEPARENT, trace.header())?;
+            request.insert_header(TRACEPARENT.as_str(), trace.header())?;
         }
         Ok(())
     }
@@ -487,8 +492,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_time = ctx.upstream_sent.map(|sent| sent.elapsed());
-        response.remove_header("keep-alive");
-        response.remove_header("proxy-connection");
+        response.remove_header(&KEEP_ALIVE);
+        response.remove_header(&PROXY_CONNECTION);
         Ok(())
     }
 
@@ -498,7 +503,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        response.insert_header(request_id::HEADER, &ctx.request_id)?;
+        response.insert_header(request_id::HEADER.as_str(), &ctx.request_id)?;
         for (name, value) in &ctx.rate_limit_fields {
             response.insert_header(*name, value.as_str())?;
         }

@@ -1,8 +1,8 @@
 //! `X-Request-Id`: taken from the client when well-formed, generated otherwise.
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
-pub const HEADER: &str = "x-request-id";
+pub static HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest client-supplied id kept.
 const MAX_LEN: usize = 128;

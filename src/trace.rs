@@ -1,9 +1,9 @@
 //! W3C trace context: the `traceparent` sent upstream continues the client's trace (with the
 //! gateway as the new parent) or starts one, so a request can be followed into the backends.
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
-pub const TRACEPARENT: &str = "traceparent";
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The trace a request belongs to and the gateway's span in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +34,7 @@ impl TraceContext {
 
     /// The `traceparent` for the upstream request.
     pub fn header(&self) -> String {
-        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+        ["00-", &self.trace_id, "-", &self.span_id, "-", &self.flags].concat()
     }
 }
 

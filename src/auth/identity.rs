@@ -2,20 +2,27 @@
 //! Api-Key`, `X-API-Key`), what checking it found, and the identity headers the upstream gets.
 
 use http::header::AUTHORIZATION;
+use http::HeaderName;
 use pingora::http::RequestHeader;
 
 use super::api_key::{ApiKeys, KeyCheck};
 use super::jwt::Tokens;
 
-pub const X_API_KEY: &str = "x-api-key";
+// Header names are parsed once; a name given as text is parsed again at every lookup.
+pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+static X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+static X_USER_NAME: HeaderName = HeaderName::from_static("x-user-name");
+static X_USER_ROLE: HeaderName = HeaderName::from_static("x-user-role");
+static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
+static X_AUTH_METHOD: HeaderName = HeaderName::from_static("x-auth-method");
 
 /// Headers only the gateway may set; whatever a client sends under these names is removed.
-pub const IDENTITY_HEADERS: [&str; 5] = [
-    "x-user-id",
-    "x-user-name",
-    "x-user-role",
-    "x-consumer",
-    "x-auth-method",
+pub static IDENTITY_HEADERS: [&HeaderName; 5] = [
+    &X_USER_ID,
+    &X_USER_NAME,
+    &X_USER_ROLE,
+    &X_CONSUMER,
+    &X_AUTH_METHOD,
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,8 +80,8 @@ pub enum Credential<'a> {
 }
 
 pub fn credential(request: &RequestHeader) -> Credential<'_> {
-    let header = |name| request.headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(value) = header(AUTHORIZATION.as_str()) {
+    let header = |name: &HeaderName| request.headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(value) = header(&AUTHORIZATION) {
         let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
@@ -84,7 +91,7 @@ pub fn credential(request: &RequestHeader) -> Credential<'_> {
             return Credential::ApiKey(rest);
         }
     }
-    match header(X_API_KEY) {
+    match header(&X_API_KEY) {
         Some(key) if !key.trim().is_empty() => Credential::ApiKey(key.trim()),
         _ => Credential::None,
     }
@@ -148,20 +155,20 @@ pub fn set_upstream_headers(
     }
     if !forward_authorization {
         request.remove_header(&AUTHORIZATION);
-        request.remove_header(X_API_KEY);
+        request.remove_header(&X_API_KEY);
     }
     let values = [
-        ("x-user-id", identity.user_id.map(|id| id.to_string())),
-        ("x-user-name", identity.username.clone()),
-        ("x-user-role", identity.role.clone()),
-        ("x-consumer", identity.consumer.clone()),
-        ("x-auth-method", Some(identity.method.as_str().to_string())),
+        (&X_USER_ID, identity.user_id.map(|id| id.to_string())),
+        (&X_USER_NAME, identity.username.clone()),
+        (&X_USER_ROLE, identity.role.clone()),
+        (&X_CONSUMER, identity.consumer.clone()),
     ];
     for (name, value) in values {
         if let Some(value) = value {
-            request.insert_header(name, value)?;
+            request.insert_header(name.as_str(), value)?;
         }
     }
+    request.insert_header(X_AUTH_METHOD.as_str(), identity.method.as_str())?;
     Ok(())
 }
 

@@ -34,24 +34,24 @@ pub struct RatePolicy {
 impl RatePolicy {
     /// Every limit a request to `route` by `identity` from `client` must pass.
     pub fn limits(&self, route: &Route, identity: &Identity, client: IpAddr) -> Vec<Limit> {
-        let (consumer, tier) = match identity.method {
-            AuthMethod::Anonymous => (
-                format!("ip:{client}"),
-                self.anonymous.map(|r| ("anonymous", r)),
-            ),
-            AuthMethod::ApiKey => (
-                format!("key:{}", identity.key_id.as_deref().unwrap_or("")),
-                self.api_key.map(|r| ("api_key", r)),
-            ),
+        let tier = match identity.method {
+            AuthMethod::Anonymous => self.anonymous.map(|r| ("anonymous", r)),
+            AuthMethod::ApiKey => self.api_key.map(|r| ("api_key", r)),
             AuthMethod::Jwt => {
-                let consumer = format!("user:{}", identity.user_id.unwrap_or(0));
                 let role = identity.role.as_deref().unwrap_or("");
-                let tier = match self.roles.get_key_value(role) {
+                match self.roles.get_key_value(role) {
                     Some((role, rate)) => Some((role.as_str(), *rate)),
                     None => self.user.map(|r| ("user", r)),
-                };
-                (consumer, tier)
+                }
             }
+        };
+        if tier.is_none() && route.rate_limits.is_empty() {
+            return Vec::new();
+        }
+        let consumer = match identity.method {
+            AuthMethod::Anonymous => format!("ip:{client}"),
+            AuthMethod::ApiKey => format!("key:{}", identity.key_id.as_deref().unwrap_or("")),
+            AuthMethod::Jwt => format!("user:{}", identity.user_id.unwrap_or(0)),
         };
         let mut limits = Vec::with_capacity(1 + route.rate_limits.len());
         if let Some((policy, rate)) = tier {
