@@ -3,9 +3,11 @@
 # nginx as a plain proxy, HAProxy verifying HS256 JWTs (jwt_verify) with a stick-table rate, and
 # Guichet in four scenarios: (a) JWT route + local rate limit + metrics, (b) API-key route with
 # the Redis store (cache warm), (c) JWT route with the Redis rate limiter, (d) plain proxy, no
-# auth, no recording (like for like with nginx). wrk rounds alternate between targets; the table
-# gives medians and Guichet's ratios to its peers. Then (a) again under a burst of 50 concurrent
-# logins (argon2id), and resident memory with 10,000 idle keep-alive connections.
+# auth, no recording (like for like with nginx); and pingora's floor, a pingora proxy that only
+# forwards (examples/pingora_floor.rs), to tell pingora's cost from Guichet's. wrk rounds
+# alternate between targets; the table gives medians and Guichet's ratios to its peers. Then (a)
+# again under a burst of 50 concurrent logins (argon2id), and resident memory with 10,000 idle
+# keep-alive connections.
 # Installs the Debian packages it needs; stops everything it started.
 #
 #   bash deploy/bench/compare.sh                 # ROUNDS=3 DURATION=8s by default
@@ -23,6 +25,7 @@ need curl curl
 need redis-server redis-server
 ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need as many descriptors
 cargo build --release --quiet
+cargo build --release --quiet --example pingora_floor
 
 # A bench-only HS256 secret, shared by HAProxy and Guichet.
 export GUICHET_BENCH_SECRET=bench-only-hs256-secret-0123456789abcdef
@@ -44,6 +47,12 @@ http {
 }
 EOF
 nginx -c "$work/proxy.conf"
+
+floor_port=$(free_port)
+target/release/examples/pingora_floor "127.0.0.1:$floor_port" "127.0.0.1:$upstream" \
+  >"$work/floor.log" 2>&1 &
+pids+=("$!")
+wait_http "http://127.0.0.1:$floor_port/"
 
 haproxy_port=$(free_port)
 cat > "$work/haproxy.cfg" <<EOF
@@ -112,6 +121,7 @@ bearer="Authorization: Bearer $token"
 # name URL HEADER, one per line
 targets="nginx http://127.0.0.1:$nginx_port/api/courses/1 -
 haproxy-jwt http://127.0.0.1:$haproxy_port/api/courses/1 $bearer
+pingora-floor http://127.0.0.1:$floor_port/api/courses/1 -
 guichet-a-jwt http://127.0.0.1:$a_port/api/courses/1 $bearer
 guichet-b-apikey-redis http://127.0.0.1:$b_port/api/courses/1 X-API-Key: $key
 guichet-c-redis-limiter http://127.0.0.1:$c_port/api/courses/1 $bearer
@@ -136,8 +146,9 @@ for round in $(seq "$ROUNDS"); do
     measure "$url" "$header" >> "$work/r-$name"
   done <<< "$targets"
   ( sleep 1; burst ) &
+  logins=$!
   measure "http://127.0.0.1:$a_port/api/courses/1" "$bearer" >> "$work/r-guichet-a-burst"
-  wait
+  wait "$logins"
   echo "round $round of $ROUNDS done" >&2
 done
 
@@ -182,11 +193,14 @@ g_before, g_idle, n_before, n_idle, idle = map(int, sys.argv[2:])
 def med(name, col):
     with open(f"{work}/r-{name}") as f:
         return statistics.median(float(line.split()[col]) for line in f)
-a, h, n, d = (med(x, 0) for x in ["guichet-a-jwt", "haproxy-jwt", "nginx", "guichet-d-plain"])
+a, h, n, d, f = (med(x, 0) for x in
+                 ["guichet-a-jwt", "haproxy-jwt", "nginx", "guichet-d-plain", "pingora-floor"])
 print()
 print(f"(a) JWT + limit + metrics / HAProxy-JWT throughput: {a / h:.3f}  (goal >= 1.0)")
 print(f"(a) p99 / HAProxy-JWT p99:                         {med('guichet-a-jwt', 2) / med('haproxy-jwt', 2):.3f}  (goal <= 1.0)")
 print(f"(d) plain proxy / nginx throughput:                {d / n:.3f}  (goal >= 1.0)")
+print(f"pingora floor / nginx throughput:                 {f / n:.3f}")
+print(f"(d) plain proxy / pingora floor:                   {d / f:.3f}")
 print(f"(a) with 50 concurrent logins / without:           {med('guichet-a-burst', 0) / a:.3f}  (goal > 0.9)")
 print(f"(b) API key, Redis store / (a):                    {med('guichet-b-apikey-redis', 0) / a:.3f}")
 print(f"(c) Redis limiter / (a) local limiter:             {med('guichet-c-redis-limiter', 0) / a:.3f}")
