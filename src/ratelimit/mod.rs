@@ -8,6 +8,7 @@ mod policy;
 pub mod rate;
 mod redis;
 
+use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -48,25 +49,17 @@ pub struct Decision {
 
 impl Decision {
     /// The `RateLimit-Policy` and `RateLimit` field values (draft-ietf-httpapi-ratelimit-headers-11).
+    /// Each is written into one string (this runs for every limited request).
     pub fn fields(&self, limits: &[Limit]) -> (String, String) {
-        let policy = limits
-            .iter()
-            .map(|l| {
-                format!(
-                    "\"{}\";q={};w={}",
-                    l.policy,
-                    l.rate.burst,
-                    l.rate.period.as_secs()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let current = limits
-            .iter()
-            .zip(&self.states)
-            .map(|(l, (remaining, reset))| format!("\"{}\";r={remaining};t={reset}", l.policy))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut policy = String::with_capacity(32 * limits.len());
+        let mut current = String::with_capacity(32 * limits.len());
+        for (index, (l, (remaining, reset))) in limits.iter().zip(&self.states).enumerate() {
+            let separator = if index == 0 { "" } else { ", " };
+            let (name, burst, window) = (&l.policy, l.rate.burst, l.rate.period.as_secs());
+            // Writing to a String cannot fail.
+            let _ = write!(policy, "{separator}\"{name}\";q={burst};w={window}");
+            let _ = write!(current, "{separator}\"{name}\";r={remaining};t={reset}");
+        }
         (policy, current)
     }
 }
