@@ -42,6 +42,9 @@ fn main() {
     let conf = ServerConf {
         threads: 1,
         work_stealing: false,
+        // Stops at once on SIGTERM, when the benchmark is over.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(0),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

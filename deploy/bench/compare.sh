@@ -5,7 +5,9 @@
 # the Redis store (cache warm), (c) JWT route with the Redis rate limiter, (d) plain proxy, no
 # auth, no recording (like for like with nginx); and pingora's floor, a pingora proxy that only
 # forwards (examples/pingora_floor.rs), to tell pingora's cost from Guichet's. wrk rounds
-# alternate between targets; the table gives medians and Guichet's ratios to its peers. Then (a)
+# alternate between targets; the table gives medians, the spread of rounds, each proxy's own CPU
+# time per request (from /proc, steadier than req/s on shared cores) and Guichet's ratios to
+# its peers. Then (a)
 # again under a burst of 50 concurrent logins (argon2id), and resident memory with 10,000 idle
 # keep-alive connections.
 # Installs the Debian packages it needs; stops everything it started.
@@ -51,7 +53,8 @@ nginx -c "$work/proxy.conf"
 floor_port=$(free_port)
 target/release/examples/pingora_floor "127.0.0.1:$floor_port" "127.0.0.1:$upstream" \
   >"$work/floor.log" 2>&1 &
-pids+=("$!")
+floor_pid=$!
+pids+=("$floor_pid")
 wait_http "http://127.0.0.1:$floor_port/"
 
 haproxy_port=$(free_port)
@@ -104,8 +107,8 @@ limit="    rate_limit: 100000000/hour"
 read -r a_port _ a_pid < <(start_guichet a "$jwt
 $seed
 rate_limits: { user: 100000000/hour }" "$(route jwt "$limit")")
-read -r b_port _ _ < <(start_guichet b "$redis_store" "$(route api_key)")
-read -r c_port _ _ < <(start_guichet c "$jwt
+read -r b_port _ b_pid < <(start_guichet b "$redis_store" "$(route api_key)")
+read -r c_port _ c_pid < <(start_guichet c "$jwt
 $redis_store
 rate_limits: { user: 100000000/hour }" "$(route jwt "$limit")")
 read -r d_port _ d_pid < <(start_guichet d "observability: { metrics: false, usage: false }" "$(route none)")
@@ -118,16 +121,17 @@ token=$(login | python3 -c 'import json, sys; print(json.load(sys.stdin)["access
 key=$(target/release/guichet keys create --config "$work/b/gateway.yaml" --name bench --role student | sed -n 1p)
 bearer="Authorization: Bearer $token"
 
-# name URL HEADER, one per line
-targets="nginx http://127.0.0.1:$nginx_port/api/courses/1 -
-haproxy-jwt http://127.0.0.1:$haproxy_port/api/courses/1 $bearer
-pingora-floor http://127.0.0.1:$floor_port/api/courses/1 -
-guichet-a-jwt http://127.0.0.1:$a_port/api/courses/1 $bearer
-guichet-b-apikey-redis http://127.0.0.1:$b_port/api/courses/1 X-API-Key: $key
-guichet-c-redis-limiter http://127.0.0.1:$c_port/api/courses/1 $bearer
-guichet-d-plain http://127.0.0.1:$d_port/api/courses/1 -"
+nginx_worker=$(pgrep -P "$(cat "$work/proxy.pid")" | head -1)
+# name PID URL HEADER, one per line; PID is the process whose CPU time is counted
+targets="nginx $nginx_worker http://127.0.0.1:$nginx_port/api/courses/1 -
+haproxy-jwt $(cat "$work/haproxy.pid") http://127.0.0.1:$haproxy_port/api/courses/1 $bearer
+pingora-floor $floor_pid http://127.0.0.1:$floor_port/api/courses/1 -
+guichet-a-jwt $a_pid http://127.0.0.1:$a_port/api/courses/1 $bearer
+guichet-b-apikey-redis $b_pid http://127.0.0.1:$b_port/api/courses/1 X-API-Key: $key
+guichet-c-redis-limiter $c_pid http://127.0.0.1:$c_port/api/courses/1 $bearer
+guichet-d-plain $d_pid http://127.0.0.1:$d_port/api/courses/1 -"
 
-while read -r name url header; do
+while read -r name _ url header; do
   [ "$header" = "-" ] && header=""
   status=$(curl -s -o /dev/null -w '%{http_code}' ${header:+-H "$header"} "$url")
   [ "$status" = 200 ] || { echo "$name answers $status, not 200" >&2; exit 1; }
@@ -141,13 +145,13 @@ burst() { # 50 concurrent logins, as a new shift of users arrives
 }
 
 for round in $(seq "$ROUNDS"); do
-  while read -r name url header; do
+  while read -r name pid url header; do
     [ "$header" = "-" ] && header=""
-    measure "$url" "$header" >> "$work/r-$name"
+    measure "$url" "$header" "$pid" >> "$work/r-$name"
   done <<< "$targets"
   ( sleep 1; burst ) &
   logins=$!
-  measure "http://127.0.0.1:$a_port/api/courses/1" "$bearer" >> "$work/r-guichet-a-burst"
+  measure "http://127.0.0.1:$a_port/api/courses/1" "$bearer" "$a_pid" >> "$work/r-guichet-a-burst"
   wait "$logins"
   echo "round $round of $ROUNDS done" >&2
 done
@@ -173,19 +177,20 @@ time.sleep(1)
 print(before, rss())
 PY
 }
-nginx_worker=$(pgrep -P "$(cat "$work/proxy.pid")" | head -1)
 read -r g_before g_idle < <(idle_rss "$d_pid" "$d_port")
 read -r n_before n_idle < <(idle_rss "$nginx_worker" "$nginx_port")
 
 echo
 echo "one worker each, wrk -t1 -c${CONNECTIONS:-64} -d$DURATION, $ROUNDS alternating rounds (medians)"
-printf '%-24s %10s %8s %8s\n' "target" "req/s" "p50 ms" "p99 ms"
-while read -r name _; do
-  printf '%-24s %10.0f %8.2f %8.2f\n' "$name" "$(column "$work/r-$name" 1)" \
-    "$(column "$work/r-$name" 2)" "$(column "$work/r-$name" 3)"
-done <<< "$targets"
-printf '%-24s %10.0f %8.2f %8.2f\n' "guichet-a + 50 logins" "$(column "$work/r-guichet-a-burst" 1)" \
-  "$(column "$work/r-guichet-a-burst" 2)" "$(column "$work/r-guichet-a-burst" 3)"
+printf '%-24s %10s %15s %8s %8s %11s\n' "target" "req/s" "rounds' range" "p50 ms" "p99 ms" "CPU us/req"
+row() { # row LABEL NAME
+  local file="$work/r-$2"
+  printf '%-24s %10.0f %15s %8.2f %8.2f %11.2f\n' "$1" "$(column "$file" 1)" \
+    "$(cut -d' ' -f1 "$file" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f-%.0f", lo, hi }')" \
+    "$(column "$file" 2)" "$(column "$file" 3)" "$(column "$file" 4)"
+}
+while read -r name _; do row "$name" "$name"; done <<< "$targets"
+row "guichet-a + 50 logins" guichet-a-burst
 python3 - "$work" "$g_before" "$g_idle" "$n_before" "$n_idle" "$IDLE" <<'PY'
 import statistics, sys
 work = sys.argv[1]
@@ -201,6 +206,9 @@ print(f"(a) p99 / HAProxy-JWT p99:                         {med('guichet-a-jwt',
 print(f"(d) plain proxy / nginx throughput:                {d / n:.3f}  (goal >= 1.0)")
 print(f"pingora floor / nginx throughput:                 {f / n:.3f}")
 print(f"(d) plain proxy / pingora floor:                   {d / f:.3f}")
+print(f"(a) / HAProxy-JWT, CPU time per request:           {med('guichet-a-jwt', 3) / med('haproxy-jwt', 3):.3f}")
+print(f"(d) / nginx, CPU time per request:                 {med('guichet-d-plain', 3) / med('nginx', 3):.3f}")
+print(f"pingora floor / nginx, CPU time per request:       {med('pingora-floor', 3) / med('nginx', 3):.3f}")
 print(f"(a) with 50 concurrent logins / without:           {med('guichet-a-burst', 0) / a:.3f}  (goal > 0.9)")
 print(f"(b) API key, Redis store / (a):                    {med('guichet-b-apikey-redis', 0) / a:.3f}")
 print(f"(c) Redis limiter / (a) local limiter:             {med('guichet-c-redis-limiter', 0) / a:.3f}")

@@ -54,7 +54,8 @@ wait_http() {
 }
 
 # start_guichet NAME GATEWAY_YAML ROUTES_YAML: writes the config into $work/NAME, starts the
-# release binary with one worker thread; prints "PORT ADMIN_PORT PID".
+# release binary with one worker thread; prints "PORT ADMIN_PORT PID". Callers read that line
+# in a subshell, so the pid goes into $work/NAME.pid for cleanup to find.
 start_guichet() {
   local dir="$work/$1" port admin
   port=$(free_port)
@@ -65,24 +66,34 @@ start_guichet() {
   printf '%s\n' "$3" > "$dir/routes/app.yaml"
   RUST_LOG=warn target/release/guichet serve --config "$dir/gateway.yaml" >"$dir/log" 2>&1 &
   local pid=$!
-  pids+=("$pid")
+  echo "$pid" > "$work/$1.pid"
   wait_http "http://127.0.0.1:$admin/healthz"
   echo "$port $admin $pid"
 }
 
-# measure URL [HEADER]: "requests_per_second p50_ms p99_ms" of one wrk round.
+# cpu_ticks PID: user + system CPU time the process has used, all its threads, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# measure URL [HEADER] [PID]: "requests_per_second p50_ms p99_ms cpu_us_per_request" of one
+# wrk round; the CPU time is PID's (the proxy's own work per request, which the other
+# processes sharing the cores do not blur), 0 without a PID.
 measure() {
-  local args=(-t1 -c"${CONNECTIONS:-64}" -d"$DURATION" --latency)
+  local args=(-t1 -c"${CONNECTIONS:-64}" -d"$DURATION" --latency) pid=${3:-} before=0 ticks=0
   [ -n "${2:-}" ] && args+=(-H "$2")
-  wrk "${args[@]}" "$1" | awk '
+  [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+  local report
+  report=$(wrk "${args[@]}" "$1")
+  [ -n "$pid" ] && ticks=$(( $(cpu_ticks "$pid") - before ))
+  awk -v ticks="$ticks" -v hz="$(getconf CLK_TCK)" '
     function ms(v,  unit) { unit = v; gsub(/[0-9.]/, "", unit); gsub(/[a-z]/, "", v);
       if (unit == "us") return v / 1000; if (unit == "s") return v * 1000; return v }
+    / requests in / { requests = $1 }
     /Requests\/sec/ { rps = $2 }
     /^ +50%/ { p50 = ms($2) }
     /^ +99%/ { p99 = ms($2) }
     /Non-2xx/ { bad = $NF }
     END { if (bad > 0) print "warning: " bad " non-2xx answers" > "/dev/stderr";
-          printf "%s %s %s\n", rps, p50, p99 }'
+          printf "%s %s %s %.2f\n", rps, p50, p99, requests ? ticks / hz * 1e6 / requests : 0 }' <<< "$report"
 }
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
