@@ -3,9 +3,11 @@
 
 use std::net::IpAddr;
 
+use http::request::Parts;
 use http::{header, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
+use pingora::ErrorType;
 
 /// What the gateway knows about where a request came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,27 +90,31 @@ pub fn forwarded_for_list(request: &RequestHeader) -> Option<String> {
 
 /// Sets `Host` to the upstream's and the `X-Forwarded-*` headers to what the gateway vouches for.
 pub fn rewrite_upstream_headers(
-    request: &mut RequestHeader,
+    request: &mut Parts,
     origin: &Origin,
     upstream_host: &str,
 ) -> pingora::Result<()> {
+    let headers = &mut request.headers;
     // Values are cloned (a reference count, not a copy) to be set again on the same request.
-    let value = |name: &HeaderName| request.headers.get(name).cloned();
-    let trusted = |name: &HeaderName| value(name).filter(|_| origin.peer_trusted);
+    let trusted = |name: &HeaderName| headers.get(name).filter(|_| origin.peer_trusted).cloned();
     let proto = trusted(&X_FORWARDED_PROTO).unwrap_or(HeaderValue::from_static("http"));
     let client_host = trusted(&X_FORWARDED_HOST)
-        .or_else(|| value(&header::HOST))
+        .or_else(|| headers.get(header::HOST).cloned())
         .or_else(|| {
             let authority = request.uri.authority()?;
             HeaderValue::from_str(authority.as_str()).ok()
         });
-    request.insert_header(X_FORWARDED_FOR.as_str(), origin.forwarded_for.as_str())?;
-    request.insert_header(X_FORWARDED_PROTO.as_str(), proto)?;
+    let invalid = |what| move |_| pingora::Error::explain(ErrorType::InvalidHTTPHeader, what);
+    let forwarded_for =
+        HeaderValue::from_str(&origin.forwarded_for).map_err(invalid("X-Forwarded-For value"))?;
+    let host = HeaderValue::from_str(upstream_host).map_err(invalid("upstream host"))?;
+    headers.insert(&X_FORWARDED_FOR, forwarded_for);
+    headers.insert(&X_FORWARDED_PROTO, proto);
     match client_host {
-        Some(host) => request.insert_header(X_FORWARDED_HOST.as_str(), host)?,
-        None => drop(request.remove_header(&X_FORWARDED_HOST)),
-    }
-    request.insert_header(header::HOST, upstream_host)?;
+        Some(host) => headers.insert(&X_FORWARDED_HOST, host),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+    headers.insert(header::HOST, host);
     Ok(())
 }
 

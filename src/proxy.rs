@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -261,6 +261,26 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 const RATELIMIT_POLICY: &str = "ratelimit-policy";
 const RATELIMIT: &str = "ratelimit";
 
+/// Edits the upstream request as plain `http` parts. pingora's header keeps a second map of
+/// each name's original case, which each of its inserts parses the name for and grows; the
+/// parts have none, so the many headers the gateway sets cost a fraction (measured with
+/// callgrind), and upstreams receive header names in lower case, standard ones capitalised
+/// (names are case-insensitive; HAProxy sends them all in lower case).
+fn edit_as_parts(
+    request: &mut RequestHeader,
+    edit: impl FnOnce(&mut http::request::Parts) -> Result<()>,
+) -> Result<()> {
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let send_end_stream = request.send_end_stream();
+    let mut parts = http::request::Parts::from(std::mem::replace(request, placeholder));
+    let edited = edit(&mut parts);
+    *request = RequestHeader::from(parts);
+    if let Some(end) = send_end_stream {
+        request.set_send_end_stream(end);
+    }
+    edited
+}
+
 /// A request whose `Content-Length` already says it is over the route's `max_body`.
 fn check_declared_body(session: &Session, ctx: &RequestCtx) -> Result<(), GatewayError> {
     let Some(limit) = ctx.route.as_ref().and_then(|route| route.max_body) else {
@@ -451,7 +471,6 @@ impl ProxyHttp for Gateway {
             .upstream_target
             .parse::<http::Uri>()
             .map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?;
-        request.set_uri(uri);
         let host = &ctx
             .snapshot
             .upstreams
@@ -459,13 +478,23 @@ impl ProxyHttp for Gateway {
             .target(target)
             .host;
         ctx.upstream_sent = Some(std::time::Instant::now());
-        forwarded::rewrite_upstream_headers(request, origin, host)?;
-        identity::set_upstream_headers(request, &ctx.identity, route.forward_authorization)?;
-        request.insert_header(request_id::HEADER.as_str(), &ctx.request_id)?;
-        if let Some(trace) = &ctx.trace {
-            request.insert_header(TRACEPARENT.as_str(), trace.header())?;
-        }
-        Ok(())
+        let invalid = |what| move |_| Error::explain(ErrorType::InvalidHTTPHeader, what);
+        let request_id = HeaderValue::from_str(&ctx.request_id).map_err(invalid("request id"))?;
+        let trace = match &ctx.trace {
+            Some(trace) => Some(HeaderValue::try_from(trace.header()).map_err(invalid("trace"))?),
+            None => None,
+        };
+        edit_as_parts(request, |parts| {
+            parts.uri = uri;
+            forwarded::rewrite_upstream_headers(parts, origin, host)?;
+            let headers = &mut parts.headers;
+            identity::set_upstream_headers(headers, &ctx.identity, route.forward_authorization)?;
+            headers.insert(&request_id::HEADER, request_id);
+            if let Some(trace) = trace {
+                headers.insert(&TRACEPARENT, trace);
+            }
+            Ok(())
+        })
     }
 
     /// Counts the body as it streams through and stops it at the route's `max_body`.

@@ -422,6 +422,28 @@ async fn hop_by_hop_headers_do_not_reach_the_upstream() {
 }
 
 #[tokio::test]
+async fn the_client_s_own_headers_reach_the_upstream_repeated_ones_in_order() {
+    let a = Upstream::start("a").await;
+    let gateway = Gateway::start(courses(&[&a], "", "", "")).await;
+    let response = raw_request(
+        gateway.addr,
+        "GET /api/courses/ HTTP/1.1\r\nHost: example\r\nX-Tag: first\r\nAccept: application/json\r\nX-Tag: second\r\nCookie: a=1; b=2\r\nX-Mixed-Case: Value With Spaces\r\nX-User-Role: admin",
+        b"",
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    let headers = response.json()["headers"].clone();
+    assert_eq!(headers["x-tag"], serde_json::json!(["first", "second"]));
+    assert_eq!(headers["accept"][0], "application/json");
+    assert_eq!(headers["cookie"][0], "a=1; b=2");
+    assert_eq!(headers["x-mixed-case"][0], "Value With Spaces");
+    // Set by the gateway, once, over what the client claimed.
+    assert_eq!(headers["x-user-role"], Value::Null);
+    assert_eq!(headers["x-auth-method"], serde_json::json!(["anonymous"]));
+    assert_eq!(headers["host"], serde_json::json!([a.addr.to_string()]));
+}
+
+#[tokio::test]
 async fn request_ids_are_kept_when_well_formed_and_made_otherwise() {
     let a = Upstream::start("a").await;
     let gateway = Gateway::start(courses(&[&a], "", "", "")).await;
