@@ -29,25 +29,10 @@ ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need as many descriptors
 cargo build --release --quiet
 cargo build --release --quiet --example pingora_floor
 
-# A bench-only HS256 secret, shared by HAProxy and Guichet.
-export GUICHET_BENCH_SECRET=bench-only-hs256-secret-0123456789abcdef
 upstream=$(start_upstream)
 
 nginx_port=$(free_port)
-cat > "$work/proxy.conf" <<EOF
-worker_processes 1;
-daemon on;
-pid $work/proxy.pid;
-error_log $work/proxy.err;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  upstream backend { server 127.0.0.1:$upstream; keepalive 128; }
-  server { listen 127.0.0.1:$nginx_port; keepalive_requests 1000000;
-    location /api/courses/ { proxy_pass http://backend/; proxy_http_version 1.1;
-      proxy_set_header Connection ""; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } }
-}
-EOF
+nginx_proxy_conf "$nginx_port" "$upstream" on > "$work/proxy.conf"
 nginx -c "$work/proxy.conf"
 
 floor_port=$(free_port)
@@ -58,66 +43,23 @@ pids+=("$floor_pid")
 wait_http "http://127.0.0.1:$floor_port/"
 
 haproxy_port=$(free_port)
-cat > "$work/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 9000
-  daemon
-  pidfile $work/haproxy.pid
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-backend be
-  http-reuse always
-  server s1 127.0.0.1:$upstream
-frontend fe
-  bind 127.0.0.1:$haproxy_port
-  stick-table type string len 64 size 100k expire 60s store http_req_rate(60s)
-  http-request set-var(txn.bearer) http_auth_bearer
-  http-request deny deny_status 401 unless { var(txn.bearer),jwt_header_query('\$.alg') -m str HS256 }
-  http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify("HS256","$GUICHET_BENCH_SECRET") -m int 1 }
-  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
-  http-request set-var(txn.now) date()
-  http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
-  http-request set-var(txn.sub) var(txn.bearer),jwt_payload_query('\$.sub')
-  http-request track-sc0 var(txn.sub)
-  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }
-  http-request set-header X-User-Id %[var(txn.sub)]
-  http-request replace-path /api/courses(.*) \1
-  default_backend be
-EOF
+haproxy_conf "$haproxy_port" "$upstream" on > "$work/haproxy.cfg"
 haproxy -f "$work/haproxy.cfg"
 
 redis-server --port 0 --unixsocket "$work/redis.sock" --save '' --appendonly no \
   --daemonize yes --pidfile "$work/redis.pid" --logfile "$work/redis.log"
 for _ in $(seq 100); do [ -S "$work/redis.sock" ] && break; sleep 0.05; done
 
-jwt="jwt: { algorithm: HS256, secret_env: GUICHET_BENCH_SECRET, access_ttl: 1d }"
 hash=$(printf 'bench-password' | target/release/guichet hash-password)
-seed="seed: { users: [ { id: 1, username: bench, email: bench@example.com, role: student, password_hash: \"$hash\" } ] }"
 redis_store="store: { backend: redis, url: \"unix://$work/redis.sock\" }"
-route() { # route AUTH [EXTRA]: the routes file of every scenario
-  printf 'service: app\nupstreams: [http://127.0.0.1:%s]\nroutes:\n  - path: /api/courses/\n    upstream_path: /\n    auth: %s\n%s\n' \
-    "$upstream" "$1" "${2:-}"
-}
-limit="    rate_limit: 100000000/hour"
-read -r a_port _ a_pid < <(start_guichet a "$jwt
-$seed
-rate_limits: { user: 100000000/hour }" "$(route jwt "$limit")")
-read -r b_port _ b_pid < <(start_guichet b "$redis_store" "$(route api_key)")
-read -r c_port _ c_pid < <(start_guichet c "$jwt
-$redis_store
-rate_limits: { user: 100000000/hour }" "$(route jwt "$limit")")
-read -r d_port _ d_pid < <(start_guichet d "observability: { metrics: false, usage: false }" "$(route none)")
+read -r a_port _ a_pid < <(start_guichet a "$bench_jwt
+$(bench_seed "$hash")" "$(bench_routes "$upstream" jwt)")
+read -r b_port _ b_pid < <(start_guichet b "$redis_store" "$(bench_routes "$upstream" api_key)")
+read -r c_port _ c_pid < <(start_guichet c "$bench_jwt
+$redis_store" "$(bench_routes "$upstream" jwt)")
+read -r d_port _ d_pid < <(start_guichet d "$scenario_d" "$(bench_routes "$upstream" none)")
 
-login() {
-  curl -s -X POST "http://127.0.0.1:$a_port/api/auth/token/" -H 'Content-Type: application/json' \
-    -d '{"username": "bench", "password": "bench-password"}'
-}
-token=$(login | python3 -c 'import json, sys; print(json.load(sys.stdin)["access"])')
+token=$(login "$a_port")
 key=$(target/release/guichet keys create --config "$work/b/gateway.yaml" --name bench --role student | sed -n 1p)
 bearer="Authorization: Bearer $token"
 

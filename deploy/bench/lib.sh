@@ -1,6 +1,6 @@
 # Shared by the benchmark scripts (sourced, not run): a work folder and the cleanup that stops
 # everything started, free ports, Debian packages installed when missing, the fixed nginx
-# upstream, Guichet started on a config, wrk rounds and medians.
+# upstream, the contenders' configurations, Guichet started on a config, wrk rounds and medians.
 
 work=$(mktemp -d)
 pids=()
@@ -43,9 +43,9 @@ EOF
   echo "$port"
 }
 
-# wait_http URL: until it answers.
+# wait_http URL: until it answers (WAIT_TRIES times 50 ms; more under valgrind).
 wait_http() {
-  for _ in $(seq 200); do
+  for _ in $(seq "${WAIT_TRIES:-200}"); do
     curl -s -o /dev/null "$1" && return
     sleep 0.05
   done
@@ -53,18 +53,108 @@ wait_http() {
   exit 1
 }
 
-# start_guichet NAME GATEWAY_YAML ROUTES_YAML: writes the config into $work/NAME, starts the
-# release binary with one worker thread; prints "PORT ADMIN_PORT PID". Callers read that line
-# in a subshell, so the pid goes into $work/NAME.pid for cleanup to find.
-start_guichet() {
-  local dir="$work/$1" port admin
-  port=$(free_port)
-  admin=$(free_port)
+# A bench-only HS256 secret, shared by HAProxy and Guichet.
+export GUICHET_BENCH_SECRET=bench-only-hs256-secret-0123456789abcdef
+
+# nginx_proxy_conf PORT UPSTREAM_PORT on|off: nginx as a plain reverse proxy with an upstream
+# keep-alive pool; "off" runs one process in the foreground (under valgrind).
+nginx_proxy_conf() {
+  cat <<EOF
+worker_processes 1;
+daemon $3;
+master_process $3;
+pid $work/proxy.pid;
+error_log $work/proxy.err;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  upstream backend { server 127.0.0.1:$2; keepalive 128; }
+  server { listen 127.0.0.1:$1; keepalive_requests 1000000;
+    location /api/courses/ { proxy_pass http://backend/; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } }
+}
+EOF
+}
+
+# haproxy_conf PORT UPSTREAM_PORT on|off: HAProxy verifying the HS256 bearer token (alg, exp),
+# tracking a per-subject rate and setting X-User-Id; "off" stays in the foreground.
+haproxy_conf() {
+  cat <<EOF
+global
+  nbthread 1
+  maxconn 9000
+  $([ "$3" = on ] && echo daemon)
+  pidfile $work/haproxy.pid
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+backend be
+  http-reuse always
+  server s1 127.0.0.1:$2
+frontend fe
+  bind 127.0.0.1:$1
+  stick-table type string len 64 size 100k expire 60s store http_req_rate(60s)
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_header_query('\$.alg') -m str HS256 }
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify("HS256","$GUICHET_BENCH_SECRET") -m int 1 }
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+  http-request set-var(txn.now) date()
+  http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+  http-request set-var(txn.sub) var(txn.bearer),jwt_payload_query('\$.sub')
+  http-request track-sc0 var(txn.sub)
+  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }
+  http-request set-header X-User-Id %[var(txn.sub)]
+  http-request replace-path /api/courses(.*) \1
+  default_backend be
+EOF
+}
+
+# Guichet's JWT scenarios: HS256 tokens and a user tier.
+bench_jwt="jwt: { algorithm: HS256, secret_env: GUICHET_BENCH_SECRET, access_ttl: 1d }
+rate_limits: { user: 100000000/hour }"
+# bench_seed PASSWORD_HASH: the one user who logs in (memory store).
+bench_seed() {
+  echo "seed: { users: [ { id: 1, username: bench, email: bench@example.com, role: student, password_hash: \"$1\" } ] }"
+}
+# Guichet's (d) settings: nothing recorded, like for like with a plain proxy.
+scenario_d="observability: { metrics: false, usage: false }"
+
+# bench_routes UPSTREAM_PORT AUTH: the routes file of every scenario; JWT routes get a limit.
+bench_routes() {
+  printf 'service: app\nupstreams: [http://127.0.0.1:%s]\nroutes:\n  - path: /api/courses/\n    upstream_path: /\n    auth: %s\n' "$1" "$2"
+  if [ "$2" = jwt ]; then printf '    rate_limit: 100000000/hour\n'; fi
+}
+
+# login PORT: an access token of the seeded user.
+login() {
+  curl -s -X POST "http://127.0.0.1:$1/api/auth/token/" -H 'Content-Type: application/json' \
+    -d '{"username": "bench", "password": "bench-password"}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["access"])'
+}
+
+# guichet_config NAME PORT ADMIN_PORT GATEWAY_YAML ROUTES_YAML: writes $work/NAME/gateway.yaml
+# (one worker thread) and its routes file; prints the path of gateway.yaml.
+guichet_config() {
+  local dir="$work/$1"
   mkdir -p "$dir/routes"
   printf 'listen: 127.0.0.1:%s\nadmin_listen: 127.0.0.1:%s\nthreads: 1\ninclude: [routes/*.yaml]\n%s\n' \
-    "$port" "$admin" "$2" > "$dir/gateway.yaml"
-  printf '%s\n' "$3" > "$dir/routes/app.yaml"
-  RUST_LOG=warn target/release/guichet serve --config "$dir/gateway.yaml" >"$dir/log" 2>&1 &
+    "$2" "$3" "$4" > "$dir/gateway.yaml"
+  printf '%s\n' "$5" > "$dir/routes/app.yaml"
+  echo "$dir/gateway.yaml"
+}
+
+# start_guichet NAME GATEWAY_YAML ROUTES_YAML: starts the release binary on that configuration;
+# prints "PORT ADMIN_PORT PID". Callers read that line in a subshell, so the pid goes into
+# $work/NAME.pid for cleanup to find.
+start_guichet() {
+  local port admin config
+  port=$(free_port)
+  admin=$(free_port)
+  config=$(guichet_config "$1" "$port" "$admin" "$2" "$3")
+  RUST_LOG=warn target/release/guichet serve --config "$config" >"$work/$1/log" 2>&1 &
   local pid=$!
   echo "$pid" > "$work/$1.pid"
   wait_http "http://127.0.0.1:$admin/healthz"
