@@ -7,7 +7,8 @@ use http::request::Parts;
 use http::{header, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
-use pingora::ErrorType;
+use pingora::ErrorType::InvalidHTTPHeader;
+use pingora::OrErr;
 
 /// What the gateway knows about where a request came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,10 +105,9 @@ pub fn rewrite_upstream_headers(
             let authority = request.uri.authority()?;
             HeaderValue::from_str(authority.as_str()).ok()
         });
-    let invalid = |what| move |_| pingora::Error::explain(ErrorType::InvalidHTTPHeader, what);
-    let forwarded_for =
-        HeaderValue::from_str(&origin.forwarded_for).map_err(invalid("X-Forwarded-For value"))?;
-    let host = HeaderValue::from_str(upstream_host).map_err(invalid("upstream host"))?;
+    let forwarded_for = HeaderValue::from_str(&origin.forwarded_for)
+        .or_err(InvalidHTTPHeader, "X-Forwarded-For")?;
+    let host = HeaderValue::from_str(upstream_host).or_err(InvalidHTTPHeader, "upstream host")?;
     headers.insert(&X_FORWARDED_FOR, forwarded_for);
     headers.insert(&X_FORWARDED_PROTO, proto);
     match client_host {

@@ -12,7 +12,8 @@ use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::ErrorType::InvalidHTTPHeader;
+use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 
 use crate::analytics::{self, Usage};
 use crate::auth::endpoints::{Endpoint, TokenService};
@@ -478,10 +479,12 @@ impl ProxyHttp for Gateway {
             .target(target)
             .host;
         ctx.upstream_sent = Some(std::time::Instant::now());
-        let invalid = |what| move |_| Error::explain(ErrorType::InvalidHTTPHeader, what);
-        let request_id = HeaderValue::from_str(&ctx.request_id).map_err(invalid("request id"))?;
+        let request_id =
+            HeaderValue::from_str(&ctx.request_id).or_err(InvalidHTTPHeader, "request id")?;
         let trace = match &ctx.trace {
-            Some(trace) => Some(HeaderValue::try_from(trace.header()).map_err(invalid("trace"))?),
+            Some(trace) => {
+                Some(HeaderValue::try_from(trace.header()).or_err(InvalidHTTPHeader, "trace")?)
+            }
             None => None,
         };
         edit_as_parts(request, |parts| {
