@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::HeaderName;
 use prometheus::IntGauge;
 
 use crate::auth::endpoints::Endpoint;
@@ -28,7 +29,7 @@ pub struct RequestCtx {
     pub endpoint: Option<Endpoint>,
     pub identity: Identity,
     /// `RateLimit-Policy` and `RateLimit`, on every response of a limited route.
-    pub rate_limit_fields: Vec<(&'static str, String)>,
+    pub rate_limit_fields: Vec<(&'static HeaderName, String)>,
     /// Path and query as sent upstream.
     pub upstream_target: String,
     /// The target chosen for the current attempt, and one that failed to connect.

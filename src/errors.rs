@@ -2,7 +2,7 @@
 //! `{"detail": "...", "code": "...", "request_id": "..."}`.
 
 use bytes::Bytes;
-use http::header;
+use http::{header, HeaderName};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use serde::Serialize;
@@ -170,7 +170,7 @@ pub async fn respond(
     session: &mut Session,
     error: &GatewayError,
     request_id: &str,
-    extra: &[(&'static str, String)],
+    extra: &[(&'static HeaderName, String)],
 ) -> pingora::Result<()> {
     let body = error_body(&error.detail(), error.code(), request_id);
     let mut header = json_header(error.status(), body.len(), request_id)?;

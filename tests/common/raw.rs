@@ -10,6 +10,8 @@ use tokio::net::TcpStream;
 
 pub struct RawResponse {
     pub status: u16,
+    /// The status line's reason phrase.
+    pub reason: String,
     /// Lower-cased names; repeated headers joined with ", ".
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
@@ -53,11 +55,12 @@ fn parse(bytes: &[u8]) -> RawResponse {
         .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(bytes)));
     let head = String::from_utf8_lossy(&bytes[..end]);
     let mut lines = head.split("\r\n");
-    let status = lines
+    let mut status_line = lines.next().expect("status line").splitn(3, ' ').skip(1);
+    let status = status_line
         .next()
-        .and_then(|line| line.split(' ').nth(1))
         .and_then(|code| code.parse().ok())
-        .expect("status line");
+        .expect("status code");
+    let reason = status_line.next().unwrap_or_default().to_string();
     let mut headers: HashMap<String, String> = HashMap::new();
     for line in lines {
         if let Some((name, value)) = line.split_once(':') {
@@ -76,6 +79,7 @@ fn parse(bytes: &[u8]) -> RawResponse {
     }
     RawResponse {
         status,
+        reason,
         headers,
         body,
     }

@@ -29,7 +29,8 @@ struct State {
 }
 
 /// A running upstream. `GET /healthz` answers 200 or 503 as told; `GET /download/<n>` streams
-/// `n` bytes; every other request gets the echo.
+/// `n` bytes; `GET …/teapot` answers `418 Short and Stout` with hop-by-hop fields of HTTP/1.0
+/// keep-alive and two `Set-Cookie`; every other request gets the echo.
 pub struct Upstream {
     pub addr: SocketAddr,
     state: Arc<State>,
@@ -137,6 +138,9 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Reply, 
         };
         return Ok(json_response(status, json!({"healthy": status == 200})));
     }
+    if path.ends_with("/teapot") {
+        return Ok(teapot());
+    }
     let spec = state.spec.lock().expect("lock").clone();
     if let (Some(spec), "/api/schema/") = (spec, path.as_str()) {
         return Ok(spec_response(&state, &request, &spec));
@@ -220,6 +224,22 @@ fn spec_response(state: &State, request: &Request<Incoming>, spec: &Value) -> Re
         .header("content-type", content_type)
         .body(Either::Left(Full::new(Bytes::from(body))))
         .expect("response")
+}
+
+fn teapot() -> Reply {
+    let mut response = Response::builder()
+        .status(418)
+        .header("Keep-Alive", "timeout=5")
+        .header("Proxy-Connection", "keep-alive")
+        .header("Set-Cookie", "a=1")
+        .header("Set-Cookie", "b=2")
+        .header("X-Brewed-By", "teapot")
+        .body(Either::Left(Full::new(Bytes::from_static(b"tea"))))
+        .expect("response");
+    response
+        .extensions_mut()
+        .insert(hyper::ext::ReasonPhrase::from_static(b"Short and Stout"));
+    response
 }
 
 fn json_response(status: u16, body: Value) -> Reply {

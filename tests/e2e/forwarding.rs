@@ -426,6 +426,29 @@ async fn hop_by_hop_headers_do_not_reach_the_upstream() {
 }
 
 #[tokio::test]
+async fn the_upstream_s_answer_reaches_the_client_whole_but_for_hop_by_hop_fields() {
+    let a = Upstream::start("a").await;
+    let gateway = Gateway::start(courses(&[&a], "", "", "")).await;
+    let response = raw_request(
+        gateway.addr,
+        "GET /api/courses/teapot HTTP/1.1\r\nHost: example\r\nX-Request-Id: brew-1",
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (response.status, response.reason.as_str()),
+        (418, "Short and Stout")
+    );
+    assert_eq!(response.headers["set-cookie"], "a=1, b=2");
+    assert_eq!(response.headers["x-brewed-by"], "teapot");
+    assert_eq!(response.headers["x-request-id"], "brew-1");
+    for name in ["keep-alive", "proxy-connection"] {
+        assert!(!response.headers.contains_key(name), "{name} was forwarded");
+    }
+    assert_eq!(response.body, b"tea");
+}
+
+#[tokio::test]
 async fn the_client_s_own_headers_reach_the_upstream_repeated_ones_in_order() {
     let (headers, upstream) = headers_seen_upstream(
         "GET /api/courses/ HTTP/1.1\r\nHost: example\r\nX-Tag: first\r\nAccept: application/json\r\nX-Tag: second\r\nCookie: a=1; b=2\r\nX-Mixed-Case: Value With Spaces\r\nX-User-Role: admin",
