@@ -55,13 +55,24 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, BadPath> {
     Ok(Cow::Owned(normal))
 }
 
-/// True when normalising would change nothing: the common case, answered without allocating.
+/// True when normalising would change nothing: the common case, answered in one pass over the
+/// bytes, without allocating. `path` starts with `/`.
 fn is_normal(path: &str) -> bool {
-    !path.contains('%')
-        && !path.contains("//")
-        && !path
-            .split('/')
-            .any(|segment| segment == "." || segment == "..")
+    let bytes = path.as_bytes();
+    let mut segment_start = 1;
+    for (i, &byte) in bytes.iter().enumerate().skip(1) {
+        match byte {
+            b'%' => return false,
+            b'/' => {
+                if matches!(&bytes[segment_start..i], b"" | b"." | b"..") {
+                    return false;
+                }
+                segment_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    !matches!(&bytes[segment_start..], b"." | b"..")
 }
 
 /// Decodes `%XX` for unreserved characters (RFC 3986 §6.2.2.2) and upper-cases the hex of the rest.
@@ -108,6 +119,17 @@ mod tests {
     fn normal_paths_are_borrowed_unchanged() {
         for path in ["/", "/api/courses/", "/api/courses/12", "/a.b/c..d/.e"] {
             assert!(matches!(normalize(path), Ok(Cow::Borrowed(p)) if p == path));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_empty_or_dot_segment_survives(path in "/[a./]{0,12}") {
+            let normal = norm(&path);
+            let segments: Vec<&str> = normal[1..].split('/').collect();
+            let (last, inner) = segments.split_last().unwrap();
+            proptest::prop_assert!(inner.iter().all(|s| !matches!(*s, "" | "." | "..")), "{normal}");
+            proptest::prop_assert!(!matches!(*last, "." | ".."), "{normal}");
         }
     }
 
