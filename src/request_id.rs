@@ -24,7 +24,11 @@ fn is_well_formed(id: &str) -> bool {
 }
 
 fn generate() -> String {
-    uuid::Uuid::new_v4().to_string()
+    let mut buffer = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut buffer)
+        .to_owned()
 }
 
 #[cfg(test)]

@@ -56,17 +56,13 @@ fn parse(value: &str) -> Option<(&str, &str)> {
     valid.then_some((trace_id, flags))
 }
 
-/// `bytes` random bytes as lower-case hex, in one allocation.
+/// `bytes` random bytes (at most 16) as lower-case hex, drawn at once, in one allocation.
 fn random_hex(bytes: usize) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes * 2);
-    let mut rng = rand::thread_rng();
-    for _ in 0..bytes {
-        let byte: u8 = rand::Rng::gen(&mut rng);
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
+    let random: u128 = rand::random();
+    (0..bytes * 2)
+        .map(|i| char::from(DIGITS[(random >> (4 * i) & 0xf) as usize]))
+        .collect()
 }
 
 #[cfg(test)]

@@ -151,12 +151,15 @@ pub fn set_upstream_headers(
     identity: &Identity,
     forward_authorization: bool,
 ) -> pingora::Result<()> {
-    for name in IDENTITY_HEADERS {
+    // One pass over the client's few headers finds the ones to strip; removing every name
+    // blindly would hash each of them.
+    let stripped = |name: &HeaderName| {
+        IDENTITY_HEADERS.contains(&name)
+            || (!forward_authorization && (name == AUTHORIZATION || name == X_API_KEY))
+    };
+    let present: Vec<HeaderName> = headers.keys().filter(|n| stripped(n)).cloned().collect();
+    for name in present {
         headers.remove(name);
-    }
-    if !forward_authorization {
-        headers.remove(AUTHORIZATION);
-        headers.remove(&X_API_KEY);
     }
     let values = [
         (&X_USER_ID, identity.user_id.map(|id| id.to_string())),
