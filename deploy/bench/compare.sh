@@ -6,10 +6,9 @@
 # auth, no recording (like for like with nginx); and pingora's floor, a pingora proxy that only
 # forwards (examples/pingora_floor.rs), to tell pingora's cost from Guichet's. wrk rounds
 # alternate between targets; the table gives medians, the spread of rounds, each proxy's own CPU
-# time per request (from /proc, steadier than req/s on shared cores) and Guichet's ratios to
-# its peers. Then (a)
-# again under a burst of 50 concurrent logins (argon2id), and resident memory with 10,000 idle
-# keep-alive connections.
+# time per request and the kernel's part of it (from /proc, steadier than req/s on shared
+# cores) and Guichet's ratios to its peers. Then (a) again under a burst of 50 concurrent logins
+# (argon2id), and resident memory with 10,000 idle keep-alive connections.
 # Installs the Debian packages it needs; stops everything it started.
 #
 #   bash deploy/bench/compare.sh                 # ROUNDS=3 DURATION=8s by default
@@ -124,12 +123,13 @@ read -r n_before n_idle < <(idle_rss "$nginx_worker" "$nginx_port")
 
 echo
 echo "one worker each, wrk -t1 -c${CONNECTIONS:-64} -d$DURATION, $ROUNDS alternating rounds (medians)"
-printf '%-24s %10s %15s %8s %8s %11s\n' "target" "req/s" "rounds' range" "p50 ms" "p99 ms" "CPU us/req"
+printf '%-24s %10s %15s %8s %8s %11s %10s\n' "target" "req/s" "rounds' range" "p50 ms" "p99 ms" \
+  "CPU us/req" "of which kernel"
 row() { # row LABEL NAME
   local file="$work/r-$2"
-  printf '%-24s %10.0f %15s %8.2f %8.2f %11.2f\n' "$1" "$(column "$file" 1)" \
+  printf '%-24s %10.0f %15s %8.2f %8.2f %11.2f %10.2f\n' "$1" "$(column "$file" 1)" \
     "$(cut -d' ' -f1 "$file" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f-%.0f", lo, hi }')" \
-    "$(column "$file" 2)" "$(column "$file" 3)" "$(column "$file" 4)"
+    "$(column "$file" 2)" "$(column "$file" 3)" "$(column "$file" 4)" "$(column "$file" 5)"
 }
 while read -r name _; do row "$name" "$name"; done <<< "$targets"
 row "guichet-a + 50 logins" guichet-a-burst

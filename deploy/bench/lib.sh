@@ -161,29 +161,35 @@ start_guichet() {
   echo "$port $admin $pid"
 }
 
-# cpu_ticks PID: user + system CPU time the process has used, all its threads, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# cpu_ticks PID: user and system CPU time the process has used, all its threads, in clock ticks.
+cpu_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
 
-# measure URL [HEADER] [PID]: "requests_per_second p50_ms p99_ms cpu_us_per_request" of one
-# wrk round; the CPU time is PID's (the proxy's own work per request, which the other
-# processes sharing the cores do not blur), 0 without a PID.
+# measure URL [HEADER] [PID]: "requests_per_second p50_ms p99_ms cpu_us_per_request
+# kernel_us_per_request" of one wrk round; the CPU time is PID's (the proxy's own work per
+# request, which the other processes sharing the cores do not blur), 0 without a PID.
 measure() {
-  local args=(-t1 -c"${CONNECTIONS:-64}" -d"$DURATION" --latency) pid=${3:-} before=0 ticks=0
+  local args=(-t1 -c"${CONNECTIONS:-64}" -d"$DURATION" --latency) pid=${3:-}
+  local user=0 system=0 user_after system_after
   [ -n "${2:-}" ] && args+=(-H "$2")
-  [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+  [ -n "$pid" ] && read -r user system < <(cpu_ticks "$pid")
   local report
   report=$(wrk "${args[@]}" "$1")
-  [ -n "$pid" ] && ticks=$(( $(cpu_ticks "$pid") - before ))
-  awk -v ticks="$ticks" -v hz="$(getconf CLK_TCK)" '
+  if [ -n "$pid" ]; then
+    read -r user_after system_after < <(cpu_ticks "$pid")
+    user=$((user_after - user))
+    system=$((system_after - system))
+  fi
+  awk -v user="$user" -v kernel="$system" -v hz="$(getconf CLK_TCK)" '
     function ms(v,  unit) { unit = v; gsub(/[0-9.]/, "", unit); gsub(/[a-z]/, "", v);
       if (unit == "us") return v / 1000; if (unit == "s") return v * 1000; return v }
+    function us(ticks) { return requests ? ticks / hz * 1e6 / requests : 0 }
     / requests in / { requests = $1 }
     /Requests\/sec/ { rps = $2 }
     /^ +50%/ { p50 = ms($2) }
     /^ +99%/ { p99 = ms($2) }
     /Non-2xx/ { bad = $NF }
     END { if (bad > 0) print "warning: " bad " non-2xx answers" > "/dev/stderr";
-          printf "%s %s %s %.2f\n", rps, p50, p99, requests ? ticks / hz * 1e6 / requests : 0 }' <<< "$report"
+          printf "%s %s %s %.2f %.2f\n", rps, p50, p99, us(user + kernel), us(kernel) }' <<< "$report"
 }
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
