@@ -272,11 +272,12 @@ const ADDED_DOWNSTREAM: usize = 5;
 
 /// Edits a request as plain `http` parts. pingora's header keeps a second map of each name's
 /// original case, which each of its inserts and removes parses the name for and grows or
-/// searches; the parts have none. The client's request goes through here first (with room for
-/// the headers the gateway adds), so the copy pingora makes for the upstream has no case map
-/// either, and the headers set on it cost a fraction (measured with callgrind). Upstreams
-/// receive header names in lower case, standard ones capitalised (names are case-insensitive;
-/// HAProxy sends them all in lower case).
+/// searches; the parts have none. The client's request goes through here first (its index
+/// sized for the headers the gateway adds), so the copy pingora makes for the upstream has no
+/// case map either, and the headers set on it cost a fraction (measured with callgrind).
+/// Upstreams receive header names in lower case, standard ones capitalised (names are
+/// case-insensitive; HAProxy sends them all in lower case). The raw request-target is not kept:
+/// routing and the upstream target use the normalised path, and upstreams are HTTP/1.
 fn edit_as_parts(
     request: &mut RequestHeader,
     edit: impl FnOnce(&mut http::request::Parts) -> Result<()>,
@@ -552,7 +553,9 @@ impl ProxyHttp for Gateway {
     }
 
     /// The upstream's answer as the client gets it: hop-by-hop fields of HTTP/1.0 keep-alive
-    /// removed, the request id and the rate limit fields added.
+    /// removed, the request id and the rate limit fields added (this hook runs before pingora's
+    /// cache, which the gateway does not use; with a cache they would belong in
+    /// `response_filter`).
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,

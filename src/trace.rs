@@ -59,6 +59,7 @@ fn parse(value: &str) -> Option<(&str, &str)> {
 /// `bytes` random bytes (at most 16) as lower-case hex, drawn at once, in one allocation.
 fn random_hex(bytes: usize) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    debug_assert!(bytes <= 16, "one draw gives 16 bytes");
     let random: u128 = rand::random();
     (0..bytes * 2)
         .map(|i| char::from(DIGITS[(random >> (4 * i) & 0xf) as usize]))

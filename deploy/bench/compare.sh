@@ -123,11 +123,11 @@ read -r n_before n_idle < <(idle_rss "$nginx_worker" "$nginx_port")
 
 echo
 echo "one worker each, wrk -t1 -c${CONNECTIONS:-64} -d$DURATION, $ROUNDS alternating rounds (medians)"
-printf '%-24s %10s %15s %8s %8s %11s %10s\n' "target" "req/s" "rounds' range" "p50 ms" "p99 ms" \
+printf '%-24s %10s %15s %8s %8s %11s %15s\n' "target" "req/s" "rounds' range" "p50 ms" "p99 ms" \
   "CPU us/req" "of which kernel"
 row() { # row LABEL NAME
   local file="$work/r-$2"
-  printf '%-24s %10.0f %15s %8.2f %8.2f %11.2f %10.2f\n' "$1" "$(column "$file" 1)" \
+  printf '%-24s %10.0f %15s %8.2f %8.2f %11.2f %15.2f\n' "$1" "$(column "$file" 1)" \
     "$(cut -d' ' -f1 "$file" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f-%.0f", lo, hi }')" \
     "$(column "$file" 2)" "$(column "$file" 3)" "$(column "$file" 4)" "$(column "$file" 5)"
 }

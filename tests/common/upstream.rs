@@ -29,8 +29,8 @@ struct State {
 }
 
 /// A running upstream. `GET /healthz` answers 200 or 503 as told; `GET /download/<n>` streams
-/// `n` bytes; `GET …/teapot` answers `418 Short and Stout` with hop-by-hop fields of HTTP/1.0
-/// keep-alive and two `Set-Cookie`; every other request gets the echo.
+/// `n` bytes; a request for `…/teapot` gets `418 Short and Stout` with hop-by-hop fields of
+/// HTTP/1.0 keep-alive and two `Set-Cookie`; every other request gets the echo.
 pub struct Upstream {
     pub addr: SocketAddr,
     state: Arc<State>,
