@@ -146,7 +146,7 @@ pub fn json_header(status: u16, len: usize, request_id: &str) -> pingora::Result
     header.insert_header(header::CONTENT_TYPE, "application/json")?;
     header.insert_header(header::CONTENT_LENGTH, len.to_string())?;
     header.insert_header(header::CACHE_CONTROL, "no-store")?;
-    header.insert_header(crate::request_id::HEADER.as_str(), request_id)?;
+    header.insert_header(&crate::request_id::HEADER, request_id)?;
     Ok(header)
 }
 

@@ -396,7 +396,7 @@ impl Page {
         }
         head.insert_header(header::CACHE_CONTROL, self.cache_control)?;
         head.insert_header("x-content-type-options", "nosniff")?;
-        head.insert_header(crate::request_id::HEADER.as_str(), request_id)?;
+        head.insert_header(&crate::request_id::HEADER, request_id)?;
         if let Some(etag) = &self.etag {
             head.insert_header(header::ETAG, etag.as_str())?;
             // The document's rendering depends on Accept.
