@@ -1,5 +1,10 @@
 //! Logging: the `tracing` subscriber (text or one JSON object per line, filtered by `RUST_LOG`),
-//! the access-log line every request gets, and the error line every gateway-made 5xx gets.
+//! the access-log line every request gets, the error line every gateway-made 5xx gets, and
+//! [`Repeated`], which keeps a warning that could come with every request from flooding the log.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use pingora::proxy::Session;
 use tracing_subscriber::EnvFilter;
@@ -102,4 +107,91 @@ pub fn gateway_error(ctx: &RequestCtx, error: &GatewayError, cause: &pingora::Er
         "{}",
         error.detail()
     );
+}
+
+/// How often a [`Repeated`] warning may be logged.
+pub const REPEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// A warning that may come with every request while something is wrong (the store is down, a
+/// fallback is taken): logged at most once every [`REPEAT_EVERY`], with the number of
+/// occurrences left out since the last line. One per kind of warning, usually a `static`.
+pub struct Repeated {
+    /// Milliseconds since [`process_clock`]'s start before which nothing more is logged.
+    quiet_until: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Repeated {
+    pub const fn new() -> Repeated {
+        Repeated {
+            quiet_until: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when this occurrence is to be logged, `n` being how many were left out since
+    /// the last one logged; `None` when it is to be left out (and counted).
+    pub fn due(&self) -> Option<u64> {
+        self.due_at(process_clock())
+    }
+
+    fn due_at(&self, now: Duration) -> Option<u64> {
+        let now = now.as_millis() as u64;
+        let until = self.quiet_until.load(Ordering::Relaxed);
+        let next = now + REPEAT_EVERY.as_millis() as u64;
+        if now >= until
+            && self
+                .quiet_until
+                .compare_exchange(until, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Default for Repeated {
+    fn default() -> Repeated {
+        Repeated::new()
+    }
+}
+
+/// Time since the first call, from a monotonic clock.
+fn process_clock() -> Duration {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_warning_is_logged_once_per_period_with_the_count_left_out() {
+        let warning = Repeated::new();
+        let at = |seconds: u64| Duration::from_secs(seconds);
+        assert_eq!(warning.due_at(at(100)), Some(0));
+        for second in [100, 101, 105, 109] {
+            assert_eq!(warning.due_at(at(second)), None);
+        }
+        assert_eq!(warning.due_at(at(110)), Some(4));
+        assert_eq!(warning.due_at(at(115)), None);
+        assert_eq!(warning.due_at(at(300)), Some(1));
+    }
+
+    #[test]
+    fn threads_racing_on_one_warning_log_it_once() {
+        let warning = Repeated::new();
+        let logged: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| (0..1000).filter(|_| warning.due().is_some()).count()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(logged, 1);
+        assert_eq!(warning.suppressed.load(Ordering::Relaxed), 7999);
+    }
 }

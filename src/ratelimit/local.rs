@@ -51,10 +51,6 @@ impl LocalLimiter {
         }
     }
 
-    pub fn now_us(&self) -> u64 {
-        self.clock.now_us()
-    }
-
     fn shard_of(&self, key: &str) -> usize {
         (self.hasher.hash_one(key) as usize) % SHARDS
     }

@@ -9,10 +9,11 @@ pub mod rate;
 mod redis;
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus::IntCounter;
+
+use crate::logs::Repeated;
 
 pub use self::local::{Clock, LocalLimiter, SystemClock};
 pub use self::policy::{OnStoreError, RatePolicy};
@@ -70,7 +71,7 @@ pub struct Limiter {
     local: LocalLimiter,
     redis: Option<RedisLimiter>,
     on_store_error: OnStoreError,
-    last_warning: AtomicU64,
+    redis_down: Repeated,
     /// Counts the checks Redis could not answer (`guichet_store_errors_total{op="rate_limit"}`).
     redis_errors: IntCounter,
 }
@@ -90,7 +91,7 @@ impl Limiter {
             local: LocalLimiter::new(clock),
             redis,
             on_store_error,
-            last_warning: AtomicU64::new(0),
+            redis_down: Repeated::new(),
             redis_errors,
         }
     }
@@ -103,30 +104,18 @@ impl Limiter {
             Ok(decision) => Ok(decision),
             Err(cause) => {
                 self.redis_errors.inc();
-                self.warn_now_and_then(&cause);
+                if let Some(suppressed) = self.redis_down.due() {
+                    let fallback = match self.on_store_error {
+                        OnStoreError::Allow => "limiting locally until it is back",
+                        OnStoreError::Deny => "refusing limited requests with 503 until it is back",
+                    };
+                    tracing::warn!(%cause, suppressed, "the Redis rate limiter is unavailable; {fallback}");
+                }
                 match self.on_store_error {
                     OnStoreError::Allow => Ok(self.local.check(limits, mode)),
                     OnStoreError::Deny => Err(Unavailable),
                 }
             }
-        }
-    }
-
-    /// One warning per ten seconds, not one per request.
-    fn warn_now_and_then(&self, cause: &str) {
-        let now = self.local.now_us() / 1_000_000;
-        let last = self.last_warning.load(Ordering::Relaxed);
-        if now >= last + 10
-            && self
-                .last_warning
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let fallback = match self.on_store_error {
-                OnStoreError::Allow => "limiting locally until it is back",
-                OnStoreError::Deny => "refusing limited requests with 503 until it is back",
-            };
-            tracing::warn!(%cause, "the Redis rate limiter is unavailable; {fallback}");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! A [`Store`] that times every call and counts the failures, by operation, for
-//! `guichet_store_duration_seconds` and `guichet_store_errors_total`.
+//! `guichet_store_duration_seconds` and `guichet_store_errors_total`; while the store is down,
+//! each operation's failures are logged at most once every ten seconds.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,11 +10,31 @@ use async_trait::async_trait;
 use prometheus::{HistogramVec, IntCounterVec};
 
 use super::{ApiKey, NewUser, Rotation, Store, StoreError, User};
+use crate::logs::Repeated;
+
+/// Every operation, in the order of their warnings in [`Instrumented::down`].
+const OPERATIONS: [&str; 13] = [
+    "ping",
+    "user_by_login",
+    "user_by_id",
+    "list_users",
+    "add_user",
+    "update_user",
+    "api_key",
+    "add_api_key",
+    "list_api_keys",
+    "revoke_api_key",
+    "start_family",
+    "rotate_family",
+    "revoke_family",
+];
 
 pub struct Instrumented {
     inner: Arc<dyn Store>,
     duration: HistogramVec,
     errors: IntCounterVec,
+    /// One "store call failed" warning per operation.
+    down: [Repeated; OPERATIONS.len()],
 }
 
 impl Instrumented {
@@ -26,12 +47,13 @@ impl Instrumented {
             inner,
             duration,
             errors,
+            down: std::array::from_fn(|_| Repeated::new()),
         }
     }
 
     async fn timed<T>(
         &self,
-        op: &str,
+        op: &'static str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let started = Instant::now();
@@ -41,8 +63,11 @@ impl Instrumented {
             .observe(started.elapsed().as_secs_f64());
         if let Err(error) = &result {
             self.errors.with_label_values(&[op]).inc();
-            if matches!(error, StoreError::Unavailable(_)) {
-                tracing::warn!(op, %error, "store call failed");
+            let warning = OPERATIONS.iter().position(|known| *known == op);
+            if let (StoreError::Unavailable(_), Some(warning)) = (error, warning) {
+                if let Some(suppressed) = self.down[warning].due() {
+                    tracing::warn!(op, %error, suppressed, "store call failed");
+                }
             }
         }
         result
