@@ -28,6 +28,18 @@ pub enum GatewayError {
     PayloadTooLarge {
         limit: u64,
     },
+    /// The request head did not arrive within `client.header_timeout`.
+    RequestTimeout,
+    /// The request line is over `client.max_request_line`.
+    UriTooLong {
+        limit: usize,
+    },
+    /// The head is over `client.max_header_size` or has more than `client.max_headers` fields.
+    HeaderFieldsTooLarge(String),
+    /// A transfer coding other than `chunked`: the body's framing cannot be trusted.
+    NotImplemented(String),
+    /// A request line with another major version than HTTP/1.
+    VersionNotSupported,
     BadGateway,
     NoHealthyUpstream {
         service: String,
@@ -54,7 +66,12 @@ impl GatewayError {
             GatewayError::NotFound => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::PayloadTooLarge { .. } => 413,
+            GatewayError::RequestTimeout => 408,
+            GatewayError::UriTooLong { .. } => 414,
+            GatewayError::HeaderFieldsTooLarge(_) => 431,
             GatewayError::Internal => 500,
+            GatewayError::NotImplemented(_) => 501,
+            GatewayError::VersionNotSupported => 505,
             GatewayError::BadGateway => 502,
             GatewayError::Throttled { .. } => 429,
             GatewayError::NoHealthyUpstream { .. }
@@ -73,6 +90,11 @@ impl GatewayError {
             GatewayError::NotFound => "not_found",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::RequestTimeout => "request_timeout",
+            GatewayError::UriTooLong { .. } => "uri_too_long",
+            GatewayError::HeaderFieldsTooLarge(_) => "request_header_fields_too_large",
+            GatewayError::NotImplemented(_) => "not_implemented",
+            GatewayError::VersionNotSupported => "http_version_not_supported",
             GatewayError::Internal => "internal_error",
             GatewayError::BadGateway => "bad_gateway",
             GatewayError::NoHealthyUpstream { .. } => "service_unavailable",
@@ -97,6 +119,18 @@ impl GatewayError {
             }
             GatewayError::PayloadTooLarge { limit } => {
                 format!("Request body is larger than this route's limit of {limit} bytes.")
+            }
+            GatewayError::RequestTimeout => {
+                "The request head was not received in time.".to_string()
+            }
+            GatewayError::UriTooLong { limit } => {
+                format!("The request line is longer than {limit} bytes.")
+            }
+            GatewayError::HeaderFieldsTooLarge(detail) | GatewayError::NotImplemented(detail) => {
+                detail.clone()
+            }
+            GatewayError::VersionNotSupported => {
+                "Only HTTP/1.0 and HTTP/1.1 requests are served here.".to_string()
             }
             GatewayError::Internal => "The gateway failed to handle the request.".to_string(),
             GatewayError::BadGateway => "The upstream service could not be reached.".to_string(),

@@ -70,14 +70,26 @@ pub fn access(session: &Session, ctx: &RequestCtx) {
     let status = session
         .response_written()
         .map_or(0, |response| response.status.as_u16());
+    access_line(
+        ctx,
+        request.method.as_str(),
+        request.uri.path(),
+        status,
+        session.body_bytes_sent(),
+    );
+}
+
+/// The access line of a request whose `method`, `path`, `status` and response body size are
+/// given: every answer's, including heads refused before they were parsed.
+pub fn access_line(ctx: &RequestCtx, method: &str, path: &str, status: u16, bytes_out: usize) {
     let identity = &ctx.identity;
     tracing::info!(
         target: "guichet::access",
         request_id = %ctx.request_id,
         trace_id = ctx.trace.as_ref().map_or("", |t| t.trace_id.as_str()),
         client_ip = %ctx.origin.as_ref().map(|o| o.client.to_string()).unwrap_or_default(),
-        method = %request.method,
-        path = %request.uri.path(),
+        method,
+        path,
         route = route_id(ctx),
         status,
         duration_ms = ctx.started.elapsed().as_micros() as f64 / 1000.0,
@@ -88,7 +100,8 @@ pub fn access(session: &Session, ctx: &RequestCtx) {
         consumer = identity.consumer.as_deref(),
         rate_limited = ctx.throttled_by.as_deref(),
         bytes_in = ctx.body_bytes,
-        bytes_out = session.body_bytes_sent(),
+        bytes_out,
+        code = ctx.error.as_ref().map(GatewayError::code),
         "request"
     );
 }

@@ -55,6 +55,15 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, BadPath> {
     Ok(Cow::Owned(normal))
 }
 
+/// Whether a normalised path holds an encoded slash or backslash (`%2F`, `%5C`) or a raw
+/// backslash: not separators to the router, but a backend that decodes them, or treats `\` as
+/// `/`, would see other segments than the ones the request was routed on.
+pub fn has_encoded_separator(normal: &str) -> bool {
+    let bytes = normal.as_bytes();
+    memchr::memchr2_iter(b'%', b'\\', bytes)
+        .any(|at| bytes[at] == b'\\' || matches!(bytes.get(at + 1..at + 3), Some(b"2F" | b"5C")))
+}
+
 /// True when normalising would change nothing: the common case, answered in one pass over the
 /// bytes, without allocating. `path` starts with `/`.
 fn is_normal(path: &str) -> bool {

@@ -19,6 +19,7 @@ use crate::analytics::{self, Usage};
 use crate::auth::endpoints::{Endpoint, TokenService};
 use crate::auth::Auth;
 use crate::auth::{identity, jwt};
+use crate::config::{EncodedSlashes, Route};
 use crate::context::{InFlight, RequestCtx};
 use crate::errors::{self, GatewayError};
 use crate::forwarded::{self, Origin};
@@ -29,7 +30,7 @@ use crate::request_id;
 use crate::router::Lookup;
 use crate::snapshot::Current;
 use crate::trace::{TraceContext, TRACEPARENT};
-use crate::{authz, logs, path};
+use crate::{authz, logs, path, wellformed};
 
 /// The proxy service: the current configuration and everything shared between requests.
 pub struct Gateway {
@@ -101,8 +102,19 @@ impl Gateway {
         let request = session.req_header();
         let path = path::normalize(request.uri.path())
             .map_err(|bad| GatewayError::BadRequest(bad.detail().to_string()))?;
+        // Refused unless the route that takes the path keeps them (the gateway's own
+        // endpoints never do).
+        let separator_refused = |route: Option<&Route>| {
+            let setting = route.map_or(ctx.snapshot.config.encoded_slashes, |r| r.encoded_slashes);
+            if setting == EncodedSlashes::Reject && path::has_encoded_separator(&path) {
+                Err(GatewayError::BadRequest(ENCODED_SEPARATOR.to_string()))
+            } else {
+                Ok(())
+            }
+        };
         let token_service = self.auth.token_service.as_ref();
         if let Some(endpoint) = Endpoint::answered_at(&path, token_service.is_some()) {
+            separator_refused(None)?;
             ctx.endpoint = Some(endpoint);
             let allowed = endpoint.allowed_methods();
             if !allowed.contains(&request.method) {
@@ -121,6 +133,7 @@ impl Gateway {
         }
         match ctx.snapshot.router.lookup(&path, &request.method) {
             Lookup::Found(found) => {
+                separator_refused(Some(found.route))?;
                 let mut target = found.upstream_path();
                 if let Some(query) = request.uri.query() {
                     target.push('?');
@@ -130,11 +143,17 @@ impl Gateway {
                 ctx.route = Some(found.route.clone());
                 Ok(Destination::Upstream)
             }
-            Lookup::MethodNotAllowed(allowed) => Err(GatewayError::MethodNotAllowed {
-                method: request.method.to_string(),
-                allowed,
-            }),
-            Lookup::NotFound => Err(GatewayError::NotFound),
+            Lookup::MethodNotAllowed(allowed) => {
+                separator_refused(None)?;
+                Err(GatewayError::MethodNotAllowed {
+                    method: request.method.to_string(),
+                    allowed,
+                })
+            }
+            Lookup::NotFound => {
+                separator_refused(None)?;
+                Err(GatewayError::NotFound)
+            }
         }
     }
 
@@ -222,6 +241,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Step, GatewayError> {
+        wellformed::check(session.req_header_mut())?;
         match self.route(session, ctx)? {
             Destination::Gateway(service, endpoint) => {
                 let client = ctx
@@ -254,6 +274,8 @@ impl Gateway {
         Error::new(ErrorType::HTTPStatus(status))
     }
 }
+
+const ENCODED_SEPARATOR: &str = "The request path holds an encoded slash or backslash (%2F, %5C) or a backslash, which this route does not accept.";
 
 /// Hop-by-hop headers of HTTP/1.0 keep-alive that some upstreams still send.
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -406,6 +428,13 @@ fn classify(error: &Error) -> Option<GatewayError> {
         (_, HTTPStatus(400)) => Some(GatewayError::BadRequest(
             "The request could not be parsed.".to_string(),
         )),
+        (ErrorSource::Downstream, InvalidHTTPHeader) => Some(GatewayError::BadRequest(format!(
+            "A request header is not valid: {}.",
+            error
+                .context
+                .as_ref()
+                .map_or("it cannot be forwarded", |why| why.as_str())
+        ))),
         (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => {
             Some(GatewayError::UpstreamTimeout)
         }
@@ -427,6 +456,17 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new(&self.in_flight, self.current.load_full())
+    }
+
+    /// The head is the gateway's from here: its connection's guard stops watching for pingora's
+    /// own refusals.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        crate::connection::head_taken(session);
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

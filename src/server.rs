@@ -22,6 +22,7 @@ use crate::analytics::Usage;
 use crate::auth::api_key::{self, ApiKeys};
 use crate::auth::Auth;
 use crate::config::{Config, Listen};
+use crate::connection::{ClientConnections, Refusals};
 use crate::context::InFlight;
 use crate::metrics::Metrics;
 use crate::openapi::publish::{ApiDocs, DocsRefresh};
@@ -98,11 +99,18 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
         docs.clone(),
         in_flight.clone(),
     );
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "guichet proxy",
+    let refusals = Refusals {
+        current: current.clone(),
+        metrics: metrics.clone(),
+        usage: usage.clone(),
+        in_flight: in_flight.clone(),
+    };
+    let connections = ClientConnections::new(
+        pingora::proxy::http_proxy(&server.configuration, gateway),
+        current.clone(),
+        refusals,
     );
+    let mut proxy = Service::new("guichet proxy".to_string(), connections);
     proxy.add_listener(
         ListenerConfig::tcp(config.listen.addr.to_string()).l4_buffer(L4BufferSettings::new(
             DOWNSTREAM_READ_BUFFER,

@@ -11,10 +11,7 @@ use super::decode::{Reader, Spanned};
 use super::error::{ConfigErrors, Location};
 use super::model::{GatewayFile, RouteSpec, ServiceFile, SpecWritten};
 use super::yaml::{self, Node};
-use super::{
-    AuthConfig, AuthLevel, Config, HealthCheck, KeyFiles, Listen, Route, Service, SpecSource,
-    Target,
-};
+use super::{AuthLevel, Config, HealthCheck, KeyFiles, Listen, Route, Service, SpecSource, Target};
 use crate::router::MethodSet;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -214,6 +211,8 @@ fn build(
         shutdown_grace_period: gateway
             .shutdown_grace_period
             .unwrap_or(DEFAULT_GRACE_PERIOD),
+        client: gateway.client,
+        encoded_slashes: gateway.encoded_slashes,
         services: Vec::new(),
         routes: Vec::new(),
         auth: gateway.auth,
@@ -285,7 +284,7 @@ fn build(
                 mark: Some(route.path.mark),
             };
             let field = format!("{}.path", route.field);
-            let mut route = compile_route(route, &name.value, index, &config.auth, &file, errors);
+            let mut route = compile_route(route, &name.value, index, &config, &file, errors);
             route.index = placed.len();
             placed.push((at, field, Arc::new(route)));
         }
@@ -299,7 +298,7 @@ fn compile_route(
     spec: RouteSpec,
     service: &str,
     index: usize,
-    auth: &AuthConfig,
+    config: &Config,
     file: &Arc<Path>,
     errors: &mut ConfigErrors,
 ) -> Route {
@@ -307,6 +306,7 @@ fn compile_route(
         file: file.clone(),
         mark: Some(mark),
     };
+    let auth = &config.auth;
     // Closed by default: a route says `auth: none` to be public.
     let level = spec.auth.as_ref().map_or(AuthLevel::Jwt, |a| a.value);
     if matches!(level, AuthLevel::Jwt | AuthLevel::Any) && !auth.jwt_written {
@@ -362,6 +362,7 @@ fn compile_route(
         scopes: spec.scopes,
         forward_authorization: spec.forward_authorization,
         rate_limits: spec.rate_limits,
+        encoded_slashes: spec.encoded_slashes.unwrap_or(config.encoded_slashes),
     }
 }
 

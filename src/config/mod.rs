@@ -37,6 +37,10 @@ pub struct Config {
     pub threads: usize,
     /// How long SIGTERM waits for in-flight requests.
     pub shutdown_grace_period: Duration,
+    /// How long and how large a client's request head may be; how long an idle connection stays.
+    pub client: ClientLimits,
+    /// What routes do with encoded slashes unless they say otherwise.
+    pub encoded_slashes: EncodedSlashes,
     pub services: Vec<Arc<Service>>,
     pub routes: Vec<Arc<Route>>,
     pub auth: AuthConfig,
@@ -47,6 +51,47 @@ pub struct Config {
     pub record_usage: bool,
     /// The merged API document's title, version and description.
     pub docs: Docs,
+}
+
+/// `client:` in gateway.yaml: what a client connection may cost before the gateway refuses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// The whole request head, from its first byte (from the connection's start for the first
+    /// request); answered 408 when it takes longer.
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request in it is closed after this.
+    pub keepalive_timeout: Duration,
+    /// Bytes of the whole request head (431 above).
+    pub max_header_size: usize,
+    /// Header field lines of a request (431 above).
+    pub max_headers: usize,
+    /// Bytes of the request line (414 above).
+    pub max_request_line: usize,
+}
+
+impl Default for ClientLimits {
+    /// No looser than nginx's defaults (`client_header_timeout 60s`, `keepalive_timeout 75s`,
+    /// `large_client_header_buffers 4 8k`).
+    fn default() -> ClientLimits {
+        ClientLimits {
+            header_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(60),
+            max_header_size: 32 * 1024,
+            max_headers: 100,
+            max_request_line: 8 * 1024,
+        }
+    }
+}
+
+/// What a route does with a path holding `%2F`, `%5C` or `\`: a backend that decodes them
+/// would see other segments than the ones the gateway routed on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EncodedSlashes {
+    /// 400 `bad_request`.
+    #[default]
+    Reject,
+    /// Routed on the gateway's reading (they are not separators) and forwarded as they are.
+    Keep,
 }
 
 /// `docs:` in gateway.yaml.
@@ -201,6 +246,8 @@ pub struct Route {
     pub forward_authorization: bool,
     /// Limits of this route, per consumer, on top of the consumer's tier.
     pub rate_limits: Vec<Rate>,
+    /// The route's `encoded_slashes`, or gateway.yaml's.
+    pub encoded_slashes: EncodedSlashes,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

@@ -12,7 +12,7 @@ use std::path::Path;
 use super::auth::AuthSections;
 use super::decode::{Reader, Spanned};
 use super::yaml::Node;
-use super::{AuthConfig, AuthLevel, Docs, KeyFiles};
+use super::{AuthConfig, AuthLevel, ClientLimits, Docs, EncodedSlashes, KeyFiles};
 use crate::ratelimit::{Rate, RatePolicy};
 use crate::router::{MethodSet, PathPattern, PathTemplate};
 
@@ -25,6 +25,8 @@ pub struct GatewayFile {
     pub include: Vec<Spanned<String>>,
     pub threads: Option<usize>,
     pub shutdown_grace_period: Option<Duration>,
+    pub client: ClientLimits,
+    pub encoded_slashes: EncodedSlashes,
     pub auth: AuthConfig,
     pub rate_limits: RatePolicy,
     pub record_metrics: bool,
@@ -74,6 +76,8 @@ pub struct RouteSpec {
     pub scopes: Vec<String>,
     pub forward_authorization: bool,
     pub rate_limits: Vec<Rate>,
+    /// `None` when not written: gateway.yaml's applies.
+    pub encoded_slashes: Option<EncodedSlashes>,
 }
 
 const GATEWAY_KEYS: &[&str] = &[
@@ -84,6 +88,8 @@ const GATEWAY_KEYS: &[&str] = &[
     "include",
     "threads",
     "shutdown_grace_period",
+    "client",
+    "encoded_slashes",
     "store",
     "jwt",
     "roles",
@@ -91,6 +97,13 @@ const GATEWAY_KEYS: &[&str] = &[
     "rate_limits",
     "observability",
     "docs",
+];
+const CLIENT_KEYS: &[&str] = &[
+    "header_timeout",
+    "keepalive_timeout",
+    "max_header_size",
+    "max_headers",
+    "max_request_line",
 ];
 const DOCS_KEYS: &[&str] = &["title", "version", "description", "refresh"];
 const OBSERVABILITY_KEYS: &[&str] = &["metrics", "usage"];
@@ -115,6 +128,7 @@ const ROUTE_KEYS: &[&str] = &[
     "scopes",
     "forward_authorization",
     "rate_limit",
+    "encoded_slashes",
 ];
 
 impl GatewayFile {
@@ -135,6 +149,8 @@ impl GatewayFile {
             include: Vec::new(),
             threads: None,
             shutdown_grace_period: None,
+            client: ClientLimits::default(),
+            encoded_slashes: EncodedSlashes::default(),
             auth: super::auth::compile(sections, r, base, key_files),
             rate_limits: RatePolicy::default(),
             record_metrics: true,
@@ -198,6 +214,12 @@ impl GatewayFile {
         }
         if let Some((node, field)) = fields.get("shutdown_grace_period") {
             file.shutdown_grace_period = r.duration(node, &field);
+        }
+        if let Some((node, field)) = fields.get("client") {
+            file.client = read_client(node, &field, r);
+        }
+        if let Some((node, field)) = fields.get("encoded_slashes") {
+            file.encoded_slashes = read_encoded_slashes(node, &field, r).unwrap_or_default();
         }
         file
     }
@@ -274,6 +296,87 @@ impl ServiceFile {
             openapi,
         })
     }
+}
+
+/// `client:`: the limits on a client's request head and idle connection.
+fn read_client(node: &Node, field: &str, r: &mut Reader) -> ClientLimits {
+    let mut limits = ClientLimits::default();
+    let Some(fields) = r.fields(node, field, CLIENT_KEYS) else {
+        return limits;
+    };
+    for (key, slot) in [
+        ("header_timeout", &mut limits.header_timeout),
+        ("keepalive_timeout", &mut limits.keepalive_timeout),
+    ] {
+        if let Some(duration) = fields.get(key).and_then(|(n, f)| r.duration(n, &f)) {
+            *slot = duration;
+        }
+    }
+    // pingora reads at most 1 MiB of head and 256 header lines whatever is set here.
+    let sizes = [
+        (
+            "max_header_size",
+            &mut limits.max_header_size,
+            1024,
+            1024 * 1024,
+        ),
+        (
+            "max_request_line",
+            &mut limits.max_request_line,
+            256,
+            1024 * 1024,
+        ),
+    ];
+    for (key, slot, least, most) in sizes {
+        let Some((node, field)) = fields.get(key) else {
+            continue;
+        };
+        match r.size(node, &field) {
+            Some(size) if (least..=most).contains(&size) => *slot = size as usize,
+            Some(size) => r.error(
+                node.mark,
+                &field,
+                format!("{size} bytes is outside what a request head can be limited to"),
+                &format!("write a size from {least} bytes to 1MiB, such as 32KiB"),
+            ),
+            None => {}
+        }
+    }
+    if let Some(count) = fields
+        .get("max_headers")
+        .and_then(|(n, f)| r.count(n, &f, 256))
+    {
+        limits.max_headers = count;
+    }
+    if limits.max_request_line > limits.max_header_size {
+        if let Some((node, field)) = fields.get("max_request_line") {
+            r.error(
+                node.mark,
+                &field,
+                format!(
+                    "the request line limit ({} bytes) is larger than the whole head's ({} bytes)",
+                    limits.max_request_line, limits.max_header_size
+                ),
+                "make `max_request_line` at most `max_header_size`",
+            );
+        }
+    }
+    limits
+}
+
+/// `encoded_slashes: reject | keep`.
+fn read_encoded_slashes(node: &Node, field: &str, r: &mut Reader) -> Option<EncodedSlashes> {
+    r.parsed(
+        node,
+        field,
+        "reject or keep",
+        "write reject (400 for %2F, %5C and \\ in paths) or keep (route and forward them as they are)",
+        |text| match text {
+            "reject" => Ok(EncodedSlashes::Reject),
+            "keep" => Ok(EncodedSlashes::Keep),
+            other => Err(format!("`{other}` is not reject or keep")),
+        },
+    )
 }
 
 fn read_docs(node: &Node, field: &str, r: &mut Reader) -> Docs {
@@ -514,6 +617,10 @@ fn read_route(r: &mut Reader, node: &Node, field: &str) -> Option<RouteSpec> {
         Some((node, field)) => r.boolean(node, &field),
         None => Some(false),
     };
+    let encoded_slashes = match fields.get("encoded_slashes") {
+        Some((node, field)) => read_encoded_slashes(node, &field, r).map(Some),
+        None => Some(None),
+    };
     Some(RouteSpec {
         field: fields.path().to_string(),
         id: id?,
@@ -526,6 +633,7 @@ fn read_route(r: &mut Reader, node: &Node, field: &str) -> Option<RouteSpec> {
         scopes,
         forward_authorization: forward_authorization?,
         rate_limits: rate_limits?,
+        encoded_slashes: encoded_slashes?,
     })
 }
 

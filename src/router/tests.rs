@@ -28,6 +28,7 @@ fn route(id: &str, path: &str, upstream_path: Option<&str>, methods: &[&str]) ->
         scopes: Vec::new(),
         forward_authorization: false,
         rate_limits: Vec::new(),
+        encoded_slashes: crate::config::EncodedSlashes::Reject,
     })
 }
 

@@ -84,3 +84,67 @@ fn parse(bytes: &[u8]) -> RawResponse {
         body,
     }
 }
+
+/// One client connection held open, for keep-alive, pipelined and slow clients: bytes go out
+/// exactly as given, responses are read one at a time.
+pub struct RawConnection {
+    stream: TcpStream,
+    received: Vec<u8>,
+}
+
+impl RawConnection {
+    pub async fn open(addr: SocketAddr) -> RawConnection {
+        RawConnection {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            received: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes`; an error means the gateway closed the connection.
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// The next whole response (framed by its Content-Length), or `None` when the connection
+    /// closes before one arrives. Waits at most 30 s.
+    pub async fn response(&mut self) -> Option<RawResponse> {
+        let read = async {
+            loop {
+                if let Some(length) = response_length(&self.received) {
+                    let rest = self.received.split_off(length);
+                    let whole = std::mem::replace(&mut self.received, rest);
+                    return Some(parse(&whole));
+                }
+                let mut chunk = [0u8; 16 * 1024];
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.received.extend_from_slice(&chunk[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("a response or a close within 30 s")
+    }
+
+    /// Whether the gateway closes the connection (with nothing more to read) within `limit`.
+    pub async fn closed_within(&mut self, limit: Duration) -> bool {
+        let mut chunk = [0u8; 1024];
+        matches!(
+            tokio::time::timeout(limit, self.stream.read(&mut chunk)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+}
+
+/// The length of the first response in `bytes` once it is all there.
+fn response_length(bytes: &[u8]) -> Option<usize> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (bytes.len() >= end + length).then_some(end + length)
+}

@@ -182,7 +182,6 @@ async fn paths_are_normalised_before_matching_and_forwarded_normalised() {
         ("//api///public//x/./y", "public", "/v1/x/y"),
         ("/api/admin/../../../../api/public/z", "public", "/v1/z"),
         ("/api/%70ublic/%7Euser", "public", "/v1/~user"),
-        ("/api/public/a%2fb", "public", "/v1/a%2Fb"),
     ];
     for (path, upstream, target) in cases {
         let response = raw_request(

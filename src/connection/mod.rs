@@ -1,0 +1,166 @@
+//! Client connections, between pingora's listener and its HTTP/1 proxy: each accepted stream
+//! is wrapped in a [`GuardedStream`] that enforces the `client:` limits on request heads and
+//! idle keep-alive time, and served request after request as pingora's own keep-alive loop
+//! does, with pipelining on (requests sent back to back in one write are all answered, in
+//! order). Heads refused before the gateway sees them are answered, logged and counted here.
+
+mod guard;
+mod head;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::proxy::{HttpProxy, Session};
+use pingora::server::ShutdownWatch;
+
+pub use self::guard::{GuardedStream, Phase};
+use crate::analytics::{Observation, Usage};
+use crate::context::{InFlight, RequestCtx};
+use crate::errors::{self, GatewayError};
+use crate::forwarded::Origin;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::snapshot::Current;
+
+/// The proxy service's application: pingora's HTTP proxy behind the guard.
+pub struct ClientConnections {
+    proxy: Arc<HttpProxy<Gateway>>,
+    current: Current,
+    refusals: Arc<Refusals>,
+}
+
+impl ClientConnections {
+    pub fn new(proxy: HttpProxy<Gateway>, current: Current, refusals: Refusals) -> Self {
+        ClientConnections {
+            proxy: Arc::new(proxy),
+            current,
+            refusals: Arc::new(refusals),
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for ClientConnections {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // Limits are read once per connection: a reload applies to the connections after it.
+        let limits = self.current.load().config.client;
+        let phase = Arc::new(Phase::default());
+        let guarded = GuardedStream::new(stream, phase.clone(), limits, self.refusals.clone());
+        let mut session = ServerSession::new_http1(Box::new(guarded));
+        loop {
+            // The guard times the wait for a request and its head: pingora must not time those
+            // reads again (keep-alive 0 is "no timeout"), and stops keeping connections alive
+            // once the server is shutting down.
+            let keep_alive = !*shutdown.borrow();
+            session.set_keepalive(keep_alive.then_some(0));
+            session.set_pipelining_enabled(true);
+            let reused = self.proxy.process_new_http(session, shutdown).await?;
+            let (stream, settings) = reused.consume();
+            session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            phase.next_request();
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
+
+/// Tells the guard of the request's connection that the gateway has its head: what is written
+/// from now on is the gateway's answer. Called first thing for every request.
+pub fn head_taken(session: &Session) {
+    let guard = session
+        .as_downstream()
+        .stream()
+        .and_then(|stream| (**stream).as_any().downcast_ref::<GuardedStream>());
+    if let Some(guard) = guard {
+        guard.phase().head_taken();
+    }
+}
+
+/// Answers, logs and counts heads refused before the gateway saw them, as every other answer
+/// is: an access line, `guichet_http_requests_total{route="unmatched"}`, the usage statistics.
+pub struct Refusals {
+    pub current: Current,
+    pub metrics: Arc<Metrics>,
+    pub usage: Arc<Usage>,
+    pub in_flight: InFlight,
+}
+
+/// How much of a refused request's target goes into its log line.
+const LOGGED_TARGET: usize = 256;
+
+impl Refusals {
+    /// The whole answer to a refused head (the connection is closed after it), recorded.
+    pub fn answer(
+        &self,
+        peer: Option<IpAddr>,
+        request_line: Option<&[u8]>,
+        error: &GatewayError,
+    ) -> Bytes {
+        let mut ctx = RequestCtx::new(&self.in_flight, self.current.load_full());
+        ctx.request_id = crate::request_id::from_client_or_new(None);
+        ctx.origin = peer.map(|ip| Origin::new(ip, None, &[]));
+        let (method, target) = head::method_and_target(request_line.unwrap_or(b""));
+        let head_only = method == b"HEAD";
+        let method = Method::from_bytes(method).unwrap_or(Method::GET);
+        let mut target = String::from_utf8_lossy(target).into_owned();
+        if target.len() > LOGGED_TARGET {
+            let cut = (0..=LOGGED_TARGET)
+                .rev()
+                .find(|i| target.is_char_boundary(*i))
+                .unwrap_or(0);
+            target.truncate(cut);
+        }
+        let body = errors::error_body(&error.detail(), error.code(), &ctx.request_id);
+        let status = error.status();
+        let reason = StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        let head = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nCache-Control: no-store\r\nx-request-id: {}\r\n\
+             Date: {}\r\nConnection: close\r\n\r\n",
+            body.len(),
+            ctx.request_id,
+            httpdate::fmt_http_date(SystemTime::now()),
+        );
+        let sent = if head_only { 0 } else { body.len() };
+        let mut answer = Vec::with_capacity(head.len() + sent);
+        answer.extend_from_slice(head.as_bytes());
+        answer.extend_from_slice(&body[..sent]);
+        ctx.error = Some(error.clone());
+        let config = &ctx.snapshot.config;
+        if config.record_metrics {
+            self.metrics
+                .record_outcome(&ctx, &method, status, sent as u64);
+        }
+        if config.record_usage {
+            let seen = Observation {
+                consumer: "anonymous",
+                route: "unmatched",
+                status,
+                latency: ctx.started.elapsed(),
+                throttled: false,
+            };
+            self.usage.record(&seen, crate::auth::jwt::unix_now());
+        }
+        crate::logs::access_line(&ctx, method.as_str(), &target, status, sent);
+        Bytes::from(answer)
+    }
+}
