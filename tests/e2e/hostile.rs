@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::raw::RawConnection;
-use crate::common::{get_text, raw_request, Gateway, GatewayConfig, Upstream};
+use crate::common::{check, get_text, raw_request, Gateway, GatewayConfig, Upstream};
 
 /// A gateway with one public route (`/api/public/` → `/v1/`) and `extra` in gateway.yaml.
 async fn public_gateway(extra: &str, route_extra: &str) -> (Gateway, Upstream) {
@@ -364,4 +364,37 @@ async fn encoded_slashes_are_refused_unless_the_route_keeps_them() {
     .await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["target"], "/v1/a%2Fb");
+}
+
+#[test]
+fn client_limits_and_encoded_slashes_are_checked_with_their_position() {
+    let config = GatewayConfig::new(
+        "include: [routes/*.yaml]
+client:
+  header_timeout: 0s
+  max_headers: 1000
+  max_header_size: 4KiB
+  max_request_line: 8KiB
+  keepalive: 5s
+encoded_slashes: decode
+",
+    )
+    .file(
+        "routes/a.yaml",
+        "service: a\nupstreams: [http://127.0.0.1:1]\nroutes:\n  - path: /a/\n    auth: none\n    encoded_slashes: maybe\n",
+    );
+    let (_dir, path) = config.write();
+    let output = check(&path);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "gateway.yaml:3:19: client.header_timeout: `0s` is zero",
+        "gateway.yaml:4:16: client.max_headers: `1000` is not a whole number from 1 to 256",
+        "gateway.yaml:6:21: client.max_request_line: the request line limit (8192 bytes) is larger than the whole head's (4096 bytes)",
+        "gateway.yaml:7:3: client.keepalive: unknown key `keepalive`",
+        "gateway.yaml:8:18: encoded_slashes: `decode` is not reject or keep",
+        "routes/a.yaml:6:22: routes[0].encoded_slashes: `maybe` is not reject or keep",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
 }
