@@ -401,10 +401,13 @@ async fn read_redis(
 /// Flushes `usage` about every second until shutdown.
 pub async fn flush_every_second(usage: Arc<Usage>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    let failing = crate::logs::Repeated::new();
     loop {
         ticks.tick().await;
         if let Err(error) = usage.flush().await {
-            tracing::warn!(%error, "usage statistics not flushed; kept for the next try");
+            if let Some(suppressed) = failing.due() {
+                tracing::warn!(%error, suppressed, "usage statistics not flushed; kept for the next try");
+            }
         }
     }
 }

@@ -2,8 +2,9 @@
 //! the access-log line every request gets, the error line every gateway-made 5xx gets, and
 //! [`Repeated`], which keeps a warning that could come with every request from flooding the log.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use pingora::proxy::Session;
@@ -106,8 +107,12 @@ pub fn access_line(ctx: &RequestCtx, method: &str, path: &str, status: u16, byte
     );
 }
 
-/// One line per 5xx the gateway made, with the cause.
+/// The line for a 5xx the gateway made, with the cause: at most one every ten seconds per route
+/// and code, with the count left out (each request still has its access line with its code).
 pub fn gateway_error(ctx: &RequestCtx, error: &GatewayError, cause: &pingora::Error) {
+    let Some(suppressed) = error_line_due(route_id(ctx), error.code()) else {
+        return;
+    };
     tracing::error!(
         target: "guichet::error",
         request_id = %ctx.request_id,
@@ -117,9 +122,25 @@ pub fn gateway_error(ctx: &RequestCtx, error: &GatewayError, cause: &pingora::Er
         route = route_id(ctx),
         upstream = upstream_url(ctx),
         cause = %cause,
+        suppressed,
         "{}",
         error.detail()
     );
+}
+
+/// Whether the error line of `code` on `route` is due, and how many were left out before it.
+/// The kinds are bounded: the configured routes and the gateway's codes.
+fn error_line_due(route: &str, code: &str) -> Option<u64> {
+    static KINDS: OnceLock<Mutex<HashMap<String, Arc<Repeated>>>> = OnceLock::new();
+    let kind = format!("{route} {code}");
+    let repeated = KINDS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry(kind)
+        .or_default()
+        .clone();
+    repeated.due()
 }
 
 /// How often a [`Repeated`] warning may be logged.

@@ -23,6 +23,7 @@ use crate::config::{EncodedSlashes, Route};
 use crate::context::{InFlight, RequestCtx};
 use crate::errors::{self, GatewayError};
 use crate::forwarded::{self, Origin};
+use crate::logs::Repeated;
 use crate::metrics::Metrics;
 use crate::openapi::publish::{ApiDocs, Page};
 use crate::ratelimit::{Limiter, Mode};
@@ -199,7 +200,10 @@ impl Gateway {
             )
             .await
             .map_err(|e| {
-                tracing::warn!(error = %e, "usage statistics unavailable");
+                static UNAVAILABLE: Repeated = Repeated::new();
+                if let Some(suppressed) = UNAVAILABLE.due() {
+                    tracing::warn!(error = %e, suppressed, "usage statistics unavailable");
+                }
                 GatewayError::StoreUnavailable
             })
     }

@@ -398,3 +398,38 @@ encoded_slashes: decode
         assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
     }
 }
+
+#[tokio::test]
+async fn an_upstream_down_under_load_gets_one_error_line_not_one_per_request() {
+    let config = GatewayConfig::new("include: [routes/*.yaml]\n").file(
+        "routes/down.yaml",
+        "service: down\nupstreams: [http://127.0.0.1:1]\nroutes:\n  - path: /api/down/\n    auth: none\n",
+    );
+    let gateway = Gateway::start(config).await;
+    for _ in 0..100 {
+        let response = raw_request(gateway.addr, "GET /api/down/ HTTP/1.1\r\nHost: a", b"").await;
+        assert_eq!(response.status, 502);
+    }
+    let is_access = |l: &serde_json::Value| l["target"] == "guichet::access" && l["status"] == 502;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gateway.logs().iter().filter(|l| is_access(l)).count() < 100 && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = gateway.logs();
+    let access = logs.iter().filter(|l| is_access(l)).count();
+    let errors = logs
+        .iter()
+        .filter(|l| l["target"] == "guichet::error")
+        .count();
+    assert_eq!(access, 100, "every request keeps its access line");
+    assert_eq!(
+        errors, 1,
+        "one error line per route and code every ten seconds"
+    );
+    let warnings = logs.iter().filter(|l| l["level"] == "WARN").count();
+    assert!(
+        warnings <= 2,
+        "{warnings} warnings for one failing upstream"
+    );
+}
