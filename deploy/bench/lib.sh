@@ -164,13 +164,15 @@ start_guichet() {
 # cpu_ticks PID: user and system CPU time the process has used, all its threads, in clock ticks.
 cpu_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
 
-# measure URL [HEADER] [PID]: "requests_per_second p50_ms p99_ms cpu_us_per_request
+# measure URL [HEADER] [PID] [SCRIPT]: "requests_per_second p50_ms p99_ms cpu_us_per_request
 # kernel_us_per_request" of one wrk round; the CPU time is PID's (the proxy's own work per
-# request, which the other processes sharing the cores do not blur), 0 without a PID.
+# request, which the other processes sharing the cores do not blur), 0 without a PID; SCRIPT
+# is a wrk Lua script shaping each request.
 measure() {
   local args=(-t1 -c"${CONNECTIONS:-64}" -d"$DURATION" --latency) pid=${3:-}
   local user=0 system=0 user_after system_after
   [ -n "${2:-}" ] && args+=(-H "$2")
+  [ -n "${4:-}" ] && args+=(-s "$4")
   [ -n "$pid" ] && read -r user system < <(cpu_ticks "$pid")
   local report
   report=$(wrk "${args[@]}" "$1")
