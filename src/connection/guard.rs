@@ -32,8 +32,8 @@ use crate::errors::GatewayError;
 /// After refusing a head, how long and how much of what the client still sends is read and
 /// dropped before closing, so that closing with unread bytes does not reset the connection
 /// before the client has read the answer.
-const LINGER: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 256 * 1024;
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
 
 /// What the connection's keep-alive loop and the gateway tell the guard.
 #[derive(Debug, Default)]
