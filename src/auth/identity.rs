@@ -26,6 +26,14 @@ pub static IDENTITY_HEADERS: [&HeaderName; 5] = [
     &X_AUTH_METHOD,
 ];
 
+/// True when `text` can be an identity header's value: no control character (CR, LF, NUL, tab,
+/// DEL, C1). Most of them cannot be in a header value at all (the request would fail), and the
+/// others would mislead whatever prints or logs the value. The CLI checks names and roles with
+/// this where it creates them; tokens and API keys are checked again where they are used.
+pub fn fits_a_header(text: &str) -> bool {
+    !text.chars().any(char::is_control)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthMethod {
     Jwt,
@@ -130,6 +138,10 @@ pub async fn authenticate(
             _ => Authentication::InvalidToken,
         },
         Credential::ApiKey(key) => match api_keys.check(key).await {
+            // Stored by a version that did not refuse such names: refused rather than a 500.
+            KeyCheck::Valid(key) if !fits_a_header(&key.name) || !fits_a_header(&key.role) => {
+                Authentication::InvalidKey
+            }
             KeyCheck::Valid(key) => Authentication::Verified(Identity {
                 method: AuthMethod::ApiKey,
                 user_id: None,
@@ -242,5 +254,23 @@ mod tests {
         assert_eq!(get("x-consumer"), None);
         assert_eq!(get("x-auth-method").as_deref(), Some("jwt"));
         assert_eq!(get("authorization"), None);
+    }
+
+    #[test]
+    fn a_header_value_holds_no_control_character() {
+        for text in ["demo", "zoë", "Jean-Luc Picard", "grades:write", ""] {
+            assert!(fits_a_header(text), "{text:?}");
+        }
+        for text in [
+            "a\rb",
+            "a\nb",
+            "a\0",
+            "a\tb",
+            "a\u{7f}",
+            "a\u{85}",
+            "\u{1b}[31m",
+        ] {
+            assert!(!fits_a_header(text), "{text:?}");
+        }
     }
 }
