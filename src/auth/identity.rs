@@ -1,5 +1,6 @@
 //! Who a request is: the credential it carries (`Authorization: Bearer`, `Authorization:
-//! Api-Key`, `X-API-Key`), what checking it found, and the identity headers the upstream gets.
+//! Api-Key`, `X-API-Key`), what checking it found, and the identity headers the upstream gets,
+//! with every client header that could pass for one removed.
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -17,7 +18,8 @@ static X_USER_ROLE: HeaderName = HeaderName::from_static("x-user-role");
 static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
 static X_AUTH_METHOD: HeaderName = HeaderName::from_static("x-auth-method");
 
-/// Headers only the gateway may set; whatever a client sends under these names is removed.
+/// Headers only the gateway may set; whatever a client sends under these names, or under a
+/// look-alike name with `_` for `-`, is removed.
 pub static IDENTITY_HEADERS: [&HeaderName; 5] = [
     &X_USER_ID,
     &X_USER_NAME,
@@ -164,10 +166,13 @@ pub fn set_upstream_headers(
     forward_authorization: bool,
 ) -> pingora::Result<()> {
     // One pass over the client's few headers finds the ones to strip; removing every name
-    // blindly would hash each of them.
+    // blindly would hash each of them. WSGI, Rack and PHP read `X_User_Role` as `X-User-Role`
+    // (both become `HTTP_X_USER_ROLE`), so look-alikes go too.
     let stripped = |name: &HeaderName| {
-        IDENTITY_HEADERS.contains(&name)
-            || (!forward_authorization && (name == AUTHORIZATION || name == X_API_KEY))
+        let name = name.as_str();
+        IDENTITY_HEADERS.iter().any(|h| passes_for(name, h))
+            || (!forward_authorization
+                && (passes_for(name, &AUTHORIZATION) || passes_for(name, &X_API_KEY)))
     };
     let present: Vec<HeaderName> = headers.keys().filter(|n| stripped(n)).cloned().collect();
     for name in present {
@@ -191,6 +196,17 @@ pub fn set_upstream_headers(
         HeaderValue::from_static(identity.method.as_str()),
     );
     Ok(())
+}
+
+/// True when a client header `name` is `header`, or would be read as it once each `_` became
+/// `-` (header names are lower case already).
+fn passes_for(name: &str, header: &HeaderName) -> bool {
+    let header = header.as_str();
+    name.len() == header.len()
+        && name
+            .bytes()
+            .zip(header.bytes())
+            .all(|(n, h)| n == h || (n == b'_' && h == b'-'))
 }
 
 #[cfg(test)]
@@ -254,6 +270,47 @@ mod tests {
         assert_eq!(get("x-consumer"), None);
         assert_eq!(get("x-auth-method").as_deref(), Some("jwt"));
         assert_eq!(get("authorization"), None);
+    }
+
+    fn client_headers(names: &[&str]) -> HeaderMap {
+        names
+            .iter()
+            .map(|name| {
+                (
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_static("spoofed"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn underscored_look_alikes_go_and_other_underscored_headers_stay() {
+        let names = [
+            "X_User_Role",
+            "x_user_id",
+            "X-User_Name",
+            "x_consumer",
+            "X_AUTH_METHOD",
+            "X_API_Key",
+            "x_course_id",
+            "x_user_roles",
+        ];
+        for forward_authorization in [false, true] {
+            let mut upstream = client_headers(&names);
+            set_upstream_headers(&mut upstream, &Identity::anonymous(), forward_authorization)
+                .unwrap();
+            let mut kept: Vec<&str> = upstream.keys().map(HeaderName::as_str).collect();
+            kept.sort_unstable();
+            let mut expected = vec!["x-auth-method", "x_course_id", "x_user_roles"];
+            if forward_authorization {
+                expected.insert(1, "x_api_key");
+            }
+            assert_eq!(
+                kept, expected,
+                "forward_authorization: {forward_authorization}"
+            );
+        }
     }
 
     #[test]
