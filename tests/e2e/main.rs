@@ -9,6 +9,7 @@ mod check;
 mod docs;
 mod forwarding;
 mod harness;
+mod hostile_tokens;
 mod lifecycle;
 mod metrics;
 mod ratelimit;
