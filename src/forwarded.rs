@@ -182,3 +182,95 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A header value as a client may send it: visible ASCII, tabs and bytes above 127 (what a
+    /// header value can hold), often with addresses and list separators in it.
+    fn header_value() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            any::<IpAddr>().prop_map(|ip| ip.to_string().into_bytes()),
+            prop::sample::select(vec![",", ", ", " ", "\t", "unknown", "[::1]", "1.2.3.4:80"])
+                .prop_map(|s| s.as_bytes().to_vec()),
+            prop::collection::vec(prop_oneof![0x20u8..0x7f, 0x80u8..=0xff, Just(b'\t')], 0..8),
+        ];
+        prop::collection::vec(piece, 0..6).prop_map(|pieces| pieces.concat())
+    }
+
+    fn trusted() -> impl Strategy<Value = Vec<IpNet>> {
+        prop::sample::select(vec![
+            vec![],
+            vec!["10.0.0.0/8"],
+            vec!["10.0.0.0/8", "fd00::/8"],
+            vec!["0.0.0.0/0", "::/0"],
+        ])
+        .prop_map(|nets| nets.iter().map(|n| n.parse().unwrap()).collect())
+    }
+
+    fn peer() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<IpAddr>(),
+            (0u8..3).prop_map(|last| IpAddr::from([10, 0, 0, last])),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_forwarded_for_gives_a_client_it_names_or_the_peer(
+            peer in peer(),
+            list in prop::option::of(".{0,40}|[0-9a-f.:, ]{0,40}"),
+            trusted in trusted(),
+        ) {
+            let origin = Origin::new(peer, list.as_deref(), &trusted);
+            let named = |ip: &IpAddr| {
+                list.as_deref().unwrap_or("").split(',').any(|hop| hop.trim().parse() == Ok(*ip))
+            };
+            prop_assert!(origin.client == peer || named(&origin.client));
+            prop_assert!(origin.forwarded_for.ends_with(&ip_text(peer)));
+            if !origin.peer_trusted {
+                prop_assert_eq!(origin.client, peer);
+                prop_assert_eq!(origin.forwarded_for, ip_text(peer));
+            }
+        }
+
+        #[test]
+        fn any_client_headers_are_rewritten_without_failing_or_trusting_a_stranger(
+            peer in peer(),
+            forwarded_for in prop::collection::vec(header_value(), 0..3),
+            proto in prop::option::of(header_value()),
+            forwarded_host in prop::option::of(header_value()),
+            host in prop::option::of(header_value()),
+            trusted in trusted(),
+        ) {
+            let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+            let value = |bytes: &[u8]| HeaderValue::from_bytes(bytes).unwrap();
+            for list in &forwarded_for {
+                request.append_header(&X_FORWARDED_FOR, value(list)).unwrap();
+            }
+            let claims = [
+                (&X_FORWARDED_PROTO, &proto),
+                (&X_FORWARDED_HOST, &forwarded_host),
+                (&header::HOST, &host),
+            ];
+            for (name, claimed) in claims {
+                if let Some(claimed) = claimed {
+                    request.insert_header(name, value(claimed)).unwrap();
+                }
+            }
+            let origin = Origin::new(peer, forwarded_for_list(&request).as_deref(), &trusted);
+            let mut parts = request.as_owned_parts();
+            prop_assert!(rewrite_upstream_headers(&mut parts, &origin, "app.internal").is_ok());
+            let sent = |name: &HeaderName| parts.headers.get(name).map(|v| v.as_bytes().to_vec());
+            prop_assert_eq!(sent(&X_FORWARDED_FOR), Some(origin.forwarded_for.clone().into_bytes()));
+            prop_assert_eq!(sent(&header::HOST), Some(b"app.internal".to_vec()));
+            if !origin.peer_trusted {
+                prop_assert_eq!(sent(&X_FORWARDED_PROTO), Some(b"http".to_vec()));
+                prop_assert_eq!(sent(&X_FORWARDED_HOST), host);
+            }
+        }
+    }
+}

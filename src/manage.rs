@@ -1,11 +1,14 @@
 //! `guichet users …`, `guichet keys …` and `guichet hash-password`: managing users and API keys
 //! in the configured store. Passwords are read from standard input, never from arguments; a new
-//! API key is printed once and only its hash is kept.
+//! API key is printed once and only its hash is kept. Names, emails, roles and scopes with a
+//! control character are refused, and listings print stored text escaped.
 
+use std::borrow::Cow;
 use std::io::BufRead;
 
 use clap::Subcommand;
 
+use crate::auth::identity::fits_a_header;
 use crate::auth::{api_key, password};
 use crate::config::{Config, StoreBackend};
 use crate::store::{ApiKey, NewUser, RedisStore, Store, User};
@@ -78,7 +81,7 @@ pub async fn usage(
                 out.push_str(&format!(
                     "\n{:<9} {:<40} {:>9} {:>6} {:>6} {:>9} {:>9} {:>9}",
                     section.trim_end_matches('s'),
-                    name,
+                    escaped(name),
                     stats["requests"],
                     stats["errors_4xx"],
                     stats["errors_5xx"],
@@ -124,10 +127,43 @@ fn check_role(config: &Config, role: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{role}` is not a role; the roles are {}",
+            "`{}` is not a role; the roles are {}",
+            escaped(role),
             config.auth.roles.join(", ")
         ))
     }
+}
+
+/// Refuses `value` if it holds a control character, naming the `field` it was given as: names
+/// and roles reach the services in identity headers, which cannot carry them, and every value
+/// reaches the listings.
+fn plain(field: &str, value: &str) -> Result<(), String> {
+    if fits_a_header(value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} holds a control character: `{}`; write it without one (names and roles are sent to the services in headers, and every value is printed in listings)",
+            escaped(value)
+        ))
+    }
+}
+
+/// `text` as it can be printed: control characters as Rust escapes (`\r`, `\u{1b}`) and `\`
+/// doubled so an escape cannot be faked. Text stored before control characters were refused may
+/// hold them, and printed raw they would rewrite the operator's terminal.
+fn escaped(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c == '\\' || c.is_control()) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c == '\\' || c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 async fn find_user(store: &dyn Store, username: &str) -> Result<User, String> {
@@ -135,10 +171,32 @@ async fn find_user(store: &dyn Store, username: &str) -> Result<User, String> {
         .user_by_login(username)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no user `{username}`"))
+        .ok_or_else(|| format!("no user `{}`", escaped(username)))
+}
+
+impl UsersCommand {
+    /// Refuses control characters in what the command would store.
+    fn check_text(&self) -> Result<(), String> {
+        match self {
+            UsersCommand::Add {
+                username,
+                email,
+                role,
+            } => {
+                plain("--username", username)?;
+                plain("--email", email)?;
+                plain("--role", role)
+            }
+            UsersCommand::SetRole { role, .. } => plain("the role", role),
+            UsersCommand::SetPassword { .. }
+            | UsersCommand::Disable { .. }
+            | UsersCommand::List => Ok(()),
+        }
+    }
 }
 
 pub async fn users(config: &Config, command: UsersCommand) -> Result<String, String> {
+    command.check_text()?;
     let store = redis_store(config)?;
     match command {
         UsersCommand::Add {
@@ -166,20 +224,20 @@ pub async fn users(config: &Config, command: UsersCommand) -> Result<String, Str
             let mut user = find_user(&store, &username).await?;
             user.password_hash = password::hash(&read_password()?);
             store.update_user(&user).await.map_err(|e| e.to_string())?;
-            Ok(format!("password of {username} changed"))
+            Ok(format!("password of {} changed", escaped(&username)))
         }
         UsersCommand::SetRole { username, role } => {
             check_role(config, &role)?;
             let mut user = find_user(&store, &username).await?;
             user.role.clone_from(&role);
             store.update_user(&user).await.map_err(|e| e.to_string())?;
-            Ok(format!("{username} is now {role}"))
+            Ok(format!("{} is now {role}", escaped(&username)))
         }
         UsersCommand::Disable { username } => {
             let mut user = find_user(&store, &username).await?;
             user.active = false;
             store.update_user(&user).await.map_err(|e| e.to_string())?;
-            Ok(format!("{username} is disabled"))
+            Ok(format!("{} is disabled", escaped(&username)))
         }
         UsersCommand::List => {
             let users = store.list_users().await.map_err(|e| e.to_string())?;
@@ -190,7 +248,11 @@ pub async fn users(config: &Config, command: UsersCommand) -> Result<String, Str
             for u in users {
                 out.push_str(&format!(
                     "\n{:<6} {:<20} {:<32} {:<12} {}",
-                    u.id, u.username, u.email, u.role, u.active
+                    u.id,
+                    escaped(&u.username),
+                    escaped(&u.email),
+                    escaped(&u.role),
+                    u.active
                 ));
             }
             Ok(out)
@@ -206,6 +268,11 @@ pub async fn keys(config: &Config, command: KeysCommand) -> Result<String, Strin
             scopes,
             expires,
         } => {
+            plain("--name", &name)?;
+            plain("--role", &role)?;
+            for scope in &scopes {
+                plain("--scope", scope)?;
+            }
             check_role(config, &role)?;
             let expires = expires
                 .map(|text| {
@@ -254,11 +321,11 @@ pub async fn keys(config: &Config, command: KeysCommand) -> Result<String, Strin
             for k in keys {
                 out.push_str(&format!(
                     "\n{:<16} {:<24} {:<12} {:<8} {}",
-                    k.prefix,
-                    k.name,
-                    k.role,
+                    escaped(&k.prefix),
+                    escaped(&k.name),
+                    escaped(&k.role),
                     k.revoked,
-                    k.scopes.join(",")
+                    escaped(&k.scopes.join(","))
                 ));
             }
             Ok(out)
@@ -270,10 +337,34 @@ pub async fn keys(config: &Config, command: KeysCommand) -> Result<String, Strin
                 .await
                 .map_err(|e| e.to_string())?
             {
-                Ok(format!("revoked {prefix}"))
+                Ok(format!("revoked {}", escaped(&prefix)))
             } else {
-                Err(format!("no API key with prefix `{prefix}`"))
+                Err(format!("no API key with prefix `{}`", escaped(&prefix)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_refused_naming_the_field_and_echoed_escaped() {
+        assert_eq!(plain("--username", "zoë"), Ok(()));
+        let refused = plain("--username", "ev\r\nil").unwrap_err();
+        assert!(
+            refused.starts_with("--username holds a control character: `ev\\r\\nil`"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn listings_escape_control_characters_and_backslashes_only() {
+        assert!(matches!(escaped("zoë grader"), Cow::Borrowed("zoë grader")));
+        assert_eq!(escaped("a\r\nb\0\t\u{1b}[2J"), "a\\r\\nb\\0\\t\\u{1b}[2J");
+        // A real backslash cannot pass for an escape.
+        assert_eq!(escaped("a\\rb"), "a\\\\rb");
+        assert_ne!(escaped("a\\rb"), escaped("a\rb"));
     }
 }

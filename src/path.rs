@@ -96,11 +96,13 @@ fn decode_unreserved(path: &str) -> Result<String, BadPath> {
             i = next;
             continue;
         }
-        let hex = bytes.get(i + 1..i + 3).ok_or(BadPath::BadPercentEncoding)?;
-        let value = std::str::from_utf8(hex)
-            .ok()
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .ok_or(BadPath::BadPercentEncoding)?;
+        let value = match bytes.get(i + 1..i + 3) {
+            Some(&[high, low]) => hex_value(high)
+                .zip(hex_value(low))
+                .map(|(high, low)| (high << 4) | low),
+            _ => None,
+        }
+        .ok_or(BadPath::BadPercentEncoding)?;
         match value {
             0 => return Err(BadPath::EncodedNul),
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -114,6 +116,13 @@ fn decode_unreserved(path: &str) -> Result<String, BadPath> {
         i += 3;
     }
     Ok(out)
+}
+
+/// The value of one hex digit. `u8::from_str_radix` would also take a sign: `%+1` as `%01`.
+fn hex_value(digit: u8) -> Option<u8> {
+    char::from(digit)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 #[cfg(test)]
@@ -165,6 +174,8 @@ mod tests {
         assert_eq!(normalize("*"), Err(BadPath::NotAbsolute));
         assert_eq!(normalize("/a%zz"), Err(BadPath::BadPercentEncoding));
         assert_eq!(normalize("/a%2"), Err(BadPath::BadPercentEncoding));
+        assert_eq!(normalize("/a%+1"), Err(BadPath::BadPercentEncoding));
+        assert_eq!(normalize("/a%é"), Err(BadPath::BadPercentEncoding));
         assert_eq!(normalize("/a%00b"), Err(BadPath::EncodedNul));
     }
 
@@ -184,6 +195,8 @@ mod tests {
 
 #[cfg(test)]
 mod properties {
+    use std::borrow::Cow;
+
     use proptest::prelude::*;
 
     use super::normalize;
@@ -195,19 +208,67 @@ mod properties {
         prop::collection::vec(segment, 0..8).prop_map(|segs| format!("/{}", segs.join("/")))
     }
 
+    /// Anything a client could send as a path: pieces that matter to the parser, stray bytes of
+    /// every kind (control characters, multi-byte characters), with or without the leading `/`.
+    fn any_path() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            prop::sample::select(vec![
+                "/", "//", ".", "..", "%", "%2", "%2e", "%2E", "%2f", "%5C", "%00", "%+1", "%-1",
+                "%zz", "%%", "\\", "a", "é", "?", "#", " ",
+            ])
+            .prop_map(str::to_string),
+            any::<char>().prop_map(String::from),
+            prop::char::range('\0', '\u{1f}').prop_map(String::from),
+        ];
+        (any::<bool>(), prop::collection::vec(piece, 0..12)).prop_map(|(rooted, pieces)| {
+            format!("{}{}", if rooted { "/" } else { "" }, pieces.concat())
+        })
+    }
+
+    /// What the parser must accept: a rooted path whose every `%` starts a pair of hex digits
+    /// that is not `00`.
+    fn acceptable(path: &str) -> bool {
+        let bytes = path.as_bytes();
+        path.starts_with('/')
+            && bytes.iter().enumerate().all(|(i, &b)| {
+                b != b'%'
+                    || matches!(bytes.get(i + 1..i + 3), Some(hex)
+                        if hex.iter().all(u8::is_ascii_hexdigit) && hex != b"00")
+            })
+    }
+
+    fn assert_normal(normal: &str) -> Result<(), TestCaseError> {
+        prop_assert!(normal.starts_with('/'));
+        prop_assert!(!normal.contains("//"), "{}", normal);
+        let inner = normal.trim_start_matches('/').trim_end_matches('/');
+        if !inner.is_empty() {
+            for segment in inner.split('/') {
+                prop_assert!(
+                    !segment.is_empty() && segment != "." && segment != "..",
+                    "{}",
+                    normal
+                );
+            }
+        }
+        prop_assert_eq!(normalize(normal), Ok(Cow::Borrowed(normal)));
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn normal_form_has_no_dot_segments_or_empty_segments_and_is_stable(path in raw_path()) {
-            let normal = normalize(&path).unwrap().into_owned();
-            prop_assert!(normal.starts_with('/'));
-            prop_assert!(!normal.contains("//"), "{}", normal);
-            let inner = normal.trim_start_matches('/').trim_end_matches('/');
-            if !inner.is_empty() {
-                for segment in inner.split('/') {
-                    prop_assert!(!segment.is_empty() && segment != "." && segment != "..", "{}", normal);
+            assert_normal(&normalize(&path).unwrap())?;
+        }
+
+        #[test]
+        fn any_input_is_refused_or_normal_and_never_panics(path in any_path()) {
+            match normalize(&path) {
+                Ok(normal) => {
+                    prop_assert!(acceptable(&path), "accepted {:?} as {:?}", path, normal);
+                    assert_normal(&normal)?;
                 }
+                Err(_) => prop_assert!(!acceptable(&path), "refused {:?}", path),
             }
-            prop_assert_eq!(normalize(&normal).unwrap().into_owned(), normal);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Who a request is: the credential it carries (`Authorization: Bearer`, `Authorization:
-//! Api-Key`, `X-API-Key`), what checking it found, and the identity headers the upstream gets.
+//! Api-Key`, `X-API-Key`), what checking it found, and the identity headers the upstream gets,
+//! with every client header that could pass for one removed.
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -17,7 +18,8 @@ static X_USER_ROLE: HeaderName = HeaderName::from_static("x-user-role");
 static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
 static X_AUTH_METHOD: HeaderName = HeaderName::from_static("x-auth-method");
 
-/// Headers only the gateway may set; whatever a client sends under these names is removed.
+/// Headers only the gateway may set; whatever a client sends under these names, or under a
+/// look-alike name with `_` for `-`, is removed.
 pub static IDENTITY_HEADERS: [&HeaderName; 5] = [
     &X_USER_ID,
     &X_USER_NAME,
@@ -25,6 +27,14 @@ pub static IDENTITY_HEADERS: [&HeaderName; 5] = [
     &X_CONSUMER,
     &X_AUTH_METHOD,
 ];
+
+/// True when `text` can be an identity header's value: no control character (CR, LF, NUL, tab,
+/// DEL, C1). Most of them cannot be in a header value at all (the request would fail), and the
+/// others would mislead whatever prints or logs the value. The CLI checks names and roles with
+/// this where it creates them; tokens and API keys are checked again where they are used.
+pub fn fits_a_header(text: &str) -> bool {
+    !text.chars().any(char::is_control)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthMethod {
@@ -130,6 +140,10 @@ pub async fn authenticate(
             _ => Authentication::InvalidToken,
         },
         Credential::ApiKey(key) => match api_keys.check(key).await {
+            // Stored by a version that did not refuse such names: refused rather than a 500.
+            KeyCheck::Valid(key) if !fits_a_header(&key.name) || !fits_a_header(&key.role) => {
+                Authentication::InvalidKey
+            }
             KeyCheck::Valid(key) => Authentication::Verified(Identity {
                 method: AuthMethod::ApiKey,
                 user_id: None,
@@ -152,10 +166,13 @@ pub fn set_upstream_headers(
     forward_authorization: bool,
 ) -> pingora::Result<()> {
     // One pass over the client's few headers finds the ones to strip; removing every name
-    // blindly would hash each of them.
+    // blindly would hash each of them. WSGI, Rack and PHP read `X_User_Role` as `X-User-Role`
+    // (both become `HTTP_X_USER_ROLE`), so look-alikes go too.
     let stripped = |name: &HeaderName| {
-        IDENTITY_HEADERS.contains(&name)
-            || (!forward_authorization && (name == AUTHORIZATION || name == X_API_KEY))
+        let name = name.as_str();
+        IDENTITY_HEADERS.iter().any(|h| passes_for(name, h))
+            || (!forward_authorization
+                && (passes_for(name, &AUTHORIZATION) || passes_for(name, &X_API_KEY)))
     };
     let present: Vec<HeaderName> = headers.keys().filter(|n| stripped(n)).cloned().collect();
     for name in present {
@@ -179,6 +196,17 @@ pub fn set_upstream_headers(
         HeaderValue::from_static(identity.method.as_str()),
     );
     Ok(())
+}
+
+/// True when a client header `name` is `header`, or would be read as it once each `_` became
+/// `-` (header names are lower case already).
+fn passes_for(name: &str, header: &HeaderName) -> bool {
+    let header = header.as_str();
+    name.len() == header.len()
+        && name
+            .bytes()
+            .zip(header.bytes())
+            .all(|(n, h)| n == h || (n == b'_' && h == b'-'))
 }
 
 #[cfg(test)]
@@ -242,5 +270,64 @@ mod tests {
         assert_eq!(get("x-consumer"), None);
         assert_eq!(get("x-auth-method").as_deref(), Some("jwt"));
         assert_eq!(get("authorization"), None);
+    }
+
+    fn client_headers(names: &[&str]) -> HeaderMap {
+        names
+            .iter()
+            .map(|name| {
+                (
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_static("spoofed"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn underscored_look_alikes_go_and_other_underscored_headers_stay() {
+        let names = [
+            "X_User_Role",
+            "x_user_id",
+            "X-User_Name",
+            "x_consumer",
+            "X_AUTH_METHOD",
+            "X_API_Key",
+            "x_course_id",
+            "x_user_roles",
+        ];
+        for forward_authorization in [false, true] {
+            let mut upstream = client_headers(&names);
+            set_upstream_headers(&mut upstream, &Identity::anonymous(), forward_authorization)
+                .unwrap();
+            let mut kept: Vec<&str> = upstream.keys().map(HeaderName::as_str).collect();
+            kept.sort_unstable();
+            let mut expected = vec!["x-auth-method", "x_course_id", "x_user_roles"];
+            if forward_authorization {
+                expected.insert(1, "x_api_key");
+            }
+            assert_eq!(
+                kept, expected,
+                "forward_authorization: {forward_authorization}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_value_holds_no_control_character() {
+        for text in ["demo", "zoë", "Jean-Luc Picard", "grades:write", ""] {
+            assert!(fits_a_header(text), "{text:?}");
+        }
+        for text in [
+            "a\rb",
+            "a\nb",
+            "a\0",
+            "a\tb",
+            "a\u{7f}",
+            "a\u{85}",
+            "\u{1b}[31m",
+        ] {
+            assert!(!fits_a_header(text), "{text:?}");
+        }
     }
 }

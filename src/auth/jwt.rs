@@ -1,14 +1,19 @@
 //! JSON Web Tokens: the signing and verification keys, issuing access and refresh tokens in the
-//! inherited contract, and verifying them strictly (configured algorithm only, known `kid`,
-//! `exp`/`nbf` with leeway, `iss`, `aud`, `token_type`).
+//! inherited contract, and verifying them strictly (configured algorithm only, known `kid`, no
+//! `crit` or `b64` header parameter, `exp`/`nbf` with leeway, `iss`, `aud`, `token_type`, and
+//! claims that identity headers can carry).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+
+use super::identity::fits_a_header;
 
 /// The signing key and every key tokens are still accepted from, by `kid`.
 pub struct Keys {
@@ -246,11 +251,16 @@ impl Tokens {
         Ok(claims)
     }
 
-    /// Verifies signature and claims; no store is consulted.
+    /// Verifies header, signature and claims; no store is consulted.
     pub fn verify(&self, token: &str, expected: TokenType) -> Result<Claims, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let header = header_segment(token).ok_or(TokenError::Invalid)?;
+        let header = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| TokenError::Invalid)?;
+        let header: JoseHeader =
+            serde_json::from_slice(&header).map_err(|_| TokenError::Invalid)?;
         // The token's `alg` never chooses the key: only the configured algorithm is accepted.
-        if header.alg != self.keys.algorithm {
+        if header.alg != self.keys.algorithm || header.crit || header.b64 {
             return Err(TokenError::Invalid);
         }
         let key = header
@@ -260,11 +270,48 @@ impl Tokens {
             .ok_or(TokenError::Invalid)?;
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|_| TokenError::Invalid)?;
-        if data.claims.token_type != expected {
+        let claims = data.claims;
+        // Signed or not, a claim the identity headers cannot carry would fail every request.
+        if !fits_a_header(&claims.username) || !fits_a_header(&claims.role) {
+            return Err(TokenError::Invalid);
+        }
+        if claims.token_type != expected {
             return Err(TokenError::WrongType);
         }
-        Ok(data.claims)
+        Ok(claims)
     }
+}
+
+/// The JOSE header parameters the gateway acts on, read here rather than through
+/// `jsonwebtoken::Header`, which has no notion of refusing them. Repeated names are refused
+/// (serde's duplicate-field error), as RFC 7515 §4 allows.
+#[derive(Deserialize)]
+struct JoseHeader<'a> {
+    alg: Algorithm,
+    #[serde(borrow)]
+    kid: Option<Cow<'a, str>>,
+    /// Present at all, whatever its value: the extensions it names must be understood, and the
+    /// gateway understands none (RFC 7515 §4.1.11).
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+    /// RFC 7797's unencoded payload: with `false`, the signature covers a payload other than the
+    /// one decoded here. The gateway never issues it, so any `b64` is refused.
+    #[serde(default, deserialize_with = "present")]
+    b64: bool,
+}
+
+/// True for a parameter that is there, `null` included; absent ones take the default, false.
+fn present<'de, D: serde::Deserializer<'de>>(parameter: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(parameter).map(|_| true)
+}
+
+/// The header segment of a compact JWS, which has exactly three segments.
+fn header_segment(token: &str) -> Option<&str> {
+    let mut segments = token.split('.');
+    let header = segments.next()?;
+    segments.next()?;
+    segments.next()?;
+    segments.next().is_none().then_some(header)
 }
 
 /// Seconds since the Unix epoch.

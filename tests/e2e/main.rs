@@ -10,6 +10,7 @@ mod docs;
 mod forwarding;
 mod harness;
 mod hostile;
+mod hostile_tokens;
 mod lifecycle;
 mod metrics;
 mod ratelimit;
