@@ -147,13 +147,11 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
     if auth.redis.is_some() {
         server.add_service(background_service("usage flush", UsageFlush(usage)));
     }
-    if let Some(connection) = &auth.redis {
-        let revocations = Revocations {
-            client: connection.client().clone(),
-            api_keys: auth.api_keys.clone(),
-        };
-        server.add_service(background_service("API key revocations", revocations));
-    }
+    let key_events = KeyEvents {
+        client: auth.redis.as_ref().map(|c| c.client().clone()),
+        api_keys: auth.api_keys.clone(),
+    };
+    server.add_service(background_service("API key events", key_events));
     tracing::info!(
         listen = %config.listen.addr,
         admin_listen = %config.admin_listen.addr,
@@ -171,17 +169,18 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
     Ok(())
 }
 
-/// Follows API key revocations announced on Redis until shutdown.
-struct Revocations {
-    client: redis::Client,
+/// Keeps the API key index current (new keys and revocations, announced on Redis when it is the
+/// store) until shutdown.
+struct KeyEvents {
+    client: Option<redis::Client>,
     api_keys: Arc<ApiKeys>,
 }
 
 #[async_trait]
-impl pingora::services::background::BackgroundService for Revocations {
+impl pingora::services::background::BackgroundService for KeyEvents {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         tokio::select! {
-            () = api_key::follow_revocations(self.client.clone(), self.api_keys.clone()) => {}
+            () = api_key::follow_key_events(self.client.clone(), self.api_keys.clone()) => {}
             _ = shutdown.changed() => {}
         }
     }

@@ -1,23 +1,25 @@
 //! API keys for service integrations: `<prefix>.<secret>`, stored as the SHA-256 of the secret,
-//! found by prefix and compared in constant time. Lookups are cached in-process (found and
-//! not-found alike) so Redis stays off the hot path; a cached key keeps working while the store
-//! is down, and revocations announced on Redis pub/sub evict the cache within a second.
+//! found by prefix and compared in constant time. Lookups are cached in-process (see [`cache`]) so
+//! the store stays off the hot path, and an index of every prefix the store holds refuses unknown
+//! prefixes without asking it: a stream of made-up keys costs no more than a valid one. A cached
+//! key keeps working while the store is down; [`events`] keeps the index and the cache in step
+//! with Redis (new keys and revocations within a second).
 
-use std::collections::HashMap;
+mod cache;
+mod events;
+
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use self::cache::{Cached, Caches};
+pub use self::events::follow_key_events;
+use crate::logs::Repeated;
 use crate::store::{ApiKey, Store, StoreError};
-
-/// More entries than this and not-found answers are no longer cached (random prefixes must not
-/// grow memory without bound).
-const MAX_CACHED: usize = 10_000;
 
 /// The result of checking a presented key.
 #[derive(Debug)]
@@ -29,17 +31,15 @@ pub enum KeyCheck {
     StoreUnavailable,
 }
 
-struct Cached {
-    fetched: Instant,
-    key: Option<ApiKey>,
-}
+/// Taken with every request that uses a stale key while the store is down.
+static STALE_FALLBACK: Repeated = Repeated::new();
 
 pub struct ApiKeys {
     store: Arc<dyn Store>,
     ttl: Duration,
-    /// Read by every request with a key, written only on a miss: readers do not wait for one
-    /// another.
-    cache: RwLock<HashMap<String, Cached>>,
+    /// Read by every request with a key, written only when the store was asked or the index
+    /// changes: readers do not wait for one another.
+    caches: RwLock<Caches>,
 }
 
 impl ApiKeys {
@@ -47,18 +47,18 @@ impl ApiKeys {
         ApiKeys {
             store,
             ttl,
-            cache: RwLock::new(HashMap::new()),
+            caches: RwLock::new(Caches::new()),
         }
     }
 
-    fn cached(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Cached>> {
-        self.cache
+    fn caches(&self) -> std::sync::RwLockReadGuard<'_, Caches> {
+        self.caches
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn cache_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Cached>> {
-        self.cache
+    fn caches_mut(&self) -> std::sync::RwLockWriteGuard<'_, Caches> {
+        self.caches
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -67,55 +67,69 @@ impl ApiKeys {
         let Some((prefix, secret)) = split(presented) else {
             return KeyCheck::Invalid;
         };
-        let (fresh, stale) = match self.cached().get(prefix) {
-            Some(entry) if entry.fetched.elapsed() < self.ttl => (Some(entry.key.clone()), None),
-            Some(entry) => (None, Some(entry.key.clone())),
-            None => (None, None),
+        let stale = match self.caches().lookup(prefix, self.ttl) {
+            Cached::Fresh(key) => return verdict(key, secret),
+            Cached::Absent => return KeyCheck::Invalid,
+            Cached::Stale(key) => Some(key),
+            Cached::Unknown => None,
         };
-        let key = match fresh {
-            Some(key) => key,
-            None => match self.store.api_key(prefix).await {
-                Ok(key) => {
-                    self.remember(prefix, key.clone());
-                    key
+        match self.store.api_key(prefix).await {
+            Ok(key) => {
+                self.caches_mut()
+                    .remember(prefix, key.clone(), Instant::now());
+                match key {
+                    Some(key) => verdict(key, secret),
+                    None => KeyCheck::Invalid,
                 }
-                Err(StoreError::Unavailable(cause)) => match stale {
-                    Some(key) => {
-                        tracing::warn!(%cause, "API key store unavailable; using the cached key");
-                        key
-                    }
-                    None => return KeyCheck::StoreUnavailable,
-                },
-                Err(_) => return KeyCheck::Invalid,
-            },
-        };
-        match key {
-            Some(key) if accepts(&key, secret) => KeyCheck::Valid(key),
-            _ => KeyCheck::Invalid,
-        }
-    }
-
-    fn remember(&self, prefix: &str, key: Option<ApiKey>) {
-        let mut cache = self.cache_mut();
-        if cache.len() >= MAX_CACHED {
-            let ttl = self.ttl;
-            cache.retain(|_, entry| entry.fetched.elapsed() < ttl);
-            if cache.len() >= MAX_CACHED && key.is_none() {
-                return;
             }
-        }
-        cache.insert(
-            prefix.to_string(),
-            Cached {
-                fetched: Instant::now(),
-                key,
+            Err(StoreError::Unavailable(cause)) => match stale {
+                Some(key) => {
+                    if let Some(suppressed) = STALE_FALLBACK.due() {
+                        tracing::warn!(
+                            %cause,
+                            suppressed,
+                            "API key store unavailable; using the cached key"
+                        );
+                    }
+                    verdict(key, secret)
+                }
+                None => KeyCheck::StoreUnavailable,
             },
-        );
+            Err(_) => KeyCheck::Invalid,
+        }
     }
 
     /// Drops a cached key, so its next use asks the store.
     pub fn forget(&self, prefix: &str) {
-        self.cache_mut().remove(prefix);
+        self.caches_mut().forget(prefix);
+    }
+
+    /// Takes in a key created after the index was read.
+    pub fn created(&self, prefix: &str) {
+        self.caches_mut().created(prefix);
+    }
+
+    /// Reads every prefix the store holds into the index; from then on unknown prefixes are
+    /// refused without asking the store. Returns the index's size, or `None` if the store could
+    /// not be read (the instrumented store has logged why).
+    pub async fn reindex(&self) -> Option<usize> {
+        let prefixes = self.store.api_key_prefixes().await.ok()?;
+        let mut caches = self.caches_mut();
+        caches.indexed(prefixes);
+        Some(caches.index_len())
+    }
+
+    /// How long a found or not-found answer is used before the store is asked again.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
+fn verdict(key: ApiKey, secret: &str) -> KeyCheck {
+    if accepts(&key, secret) {
+        KeyCheck::Valid(key)
+    } else {
+        KeyCheck::Invalid
     }
 }
 
@@ -162,102 +176,5 @@ pub fn generate() -> (String, String, String) {
     (format!("{prefix}.{secret}"), prefix, hash)
 }
 
-/// Evicts revoked keys from `keys` as Redis announces them, reconnecting after failures.
-pub async fn follow_revocations(client: redis::Client, keys: Arc<ApiKeys>) {
-    loop {
-        match client.get_async_pubsub().await {
-            Ok(mut pubsub) => {
-                if let Err(e) = pubsub.subscribe(crate::store::REVOCATIONS).await {
-                    tracing::warn!(error = %e, "cannot subscribe to API key revocations");
-                } else {
-                    let mut messages = pubsub.on_message();
-                    while let Some(message) = messages.next().await {
-                        if let Ok(prefix) = message.get_payload::<String>() {
-                            keys.forget(&prefix);
-                            tracing::info!(%prefix, "API key revoked; evicted from the cache");
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot follow API key revocations"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::MemoryStore;
-
-    fn stored(prefix: &str, secret: &str) -> ApiKey {
-        ApiKey {
-            prefix: prefix.to_string(),
-            name: "grading".to_string(),
-            secret_hash: hash_secret(secret),
-            role: "instructor".to_string(),
-            scopes: vec![],
-            created: 0,
-            expires: None,
-            revoked: false,
-        }
-    }
-
-    #[tokio::test]
-    async fn the_right_secret_is_valid_and_anything_else_is_not() {
-        let store = Arc::new(MemoryStore::new());
-        store.add_api_key(&stored("gk_a", "s3cret")).await.unwrap();
-        let keys = ApiKeys::new(store, Duration::from_secs(30));
-        assert!(
-            matches!(keys.check("gk_a.s3cret").await, KeyCheck::Valid(k) if k.name == "grading")
-        );
-        for bad in [
-            "gk_a.wrong",
-            "gk_b.s3cret",
-            "gk_a",
-            ".s3cret",
-            "gk a.s3cret",
-            "",
-        ] {
-            assert!(matches!(keys.check(bad).await, KeyCheck::Invalid), "{bad}");
-        }
-    }
-
-    #[tokio::test]
-    async fn revoked_and_expired_keys_are_invalid() {
-        let store = Arc::new(MemoryStore::new());
-        let mut expired = stored("gk_old", "x");
-        expired.expires = Some(1);
-        store.add_api_key(&expired).await.unwrap();
-        store.add_api_key(&stored("gk_rev", "y")).await.unwrap();
-        store.revoke_api_key("gk_rev").await.unwrap();
-        let keys = ApiKeys::new(store, Duration::from_secs(30));
-        assert!(matches!(keys.check("gk_old.x").await, KeyCheck::Invalid));
-        assert!(matches!(keys.check("gk_rev.y").await, KeyCheck::Invalid));
-    }
-
-    #[tokio::test]
-    async fn answers_are_cached_until_forgotten() {
-        let store = Arc::new(MemoryStore::new());
-        store.add_api_key(&stored("gk_a", "s")).await.unwrap();
-        let keys = ApiKeys::new(store.clone(), Duration::from_secs(30));
-        assert!(matches!(keys.check("gk_a.s").await, KeyCheck::Valid(_)));
-        store.revoke_api_key("gk_a").await.unwrap();
-        assert!(
-            matches!(keys.check("gk_a.s").await, KeyCheck::Valid(_)),
-            "still cached"
-        );
-        keys.forget("gk_a");
-        assert!(matches!(keys.check("gk_a.s").await, KeyCheck::Invalid));
-    }
-
-    #[test]
-    fn generated_keys_split_back_and_hash_to_what_is_stored() {
-        let (key, prefix, hash) = generate();
-        let (p, secret) = split(&key).unwrap();
-        assert_eq!(p, prefix);
-        assert_eq!(hash_secret(secret), hash);
-        assert_eq!(hash.len(), 64);
-        assert_ne!(generate().0, key);
-    }
-}
+mod tests;

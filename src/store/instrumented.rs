@@ -13,7 +13,7 @@ use super::{ApiKey, NewUser, Rotation, Store, StoreError, User};
 use crate::logs::Repeated;
 
 /// Every operation, in the order of their warnings in [`Instrumented::down`].
-const OPERATIONS: [&str; 13] = [
+const OPERATIONS: [&str; 14] = [
     "ping",
     "user_by_login",
     "user_by_id",
@@ -23,6 +23,7 @@ const OPERATIONS: [&str; 13] = [
     "api_key",
     "add_api_key",
     "list_api_keys",
+    "api_key_prefixes",
     "revoke_api_key",
     "start_family",
     "rotate_family",
@@ -112,6 +113,11 @@ impl Store for Instrumented {
 
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         self.timed("list_api_keys", self.inner.list_api_keys())
+            .await
+    }
+
+    async fn api_key_prefixes(&self) -> Result<Vec<String>, StoreError> {
+        self.timed("api_key_prefixes", self.inner.api_key_prefixes())
             .await
     }
 

@@ -130,6 +130,10 @@ impl Store for MemoryStore {
         Ok(keys)
     }
 
+    async fn api_key_prefixes(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.lock().api_keys.keys().cloned().collect())
+    }
+
     async fn revoke_api_key(&self, prefix: &str) -> Result<bool, StoreError> {
         Ok(self
             .lock()

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::instrumented::Instrumented;
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisConnection, RedisStore, REVOCATIONS};
+pub use self::redis::{RedisConnection, RedisStore, CREATIONS, REVOCATIONS};
 
 /// A user who can log in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +90,9 @@ pub trait Store: Send + Sync {
     async fn api_key(&self, prefix: &str) -> Result<Option<ApiKey>, StoreError>;
     async fn add_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+    /// The prefix of every key, revoked and expired ones included (for each gateway's index of
+    /// the prefixes that exist); may name one twice.
+    async fn api_key_prefixes(&self) -> Result<Vec<String>, StoreError>;
     /// Marks a key revoked and tells every replica; false if there is no such key.
     async fn revoke_api_key(&self, prefix: &str) -> Result<bool, StoreError>;
 

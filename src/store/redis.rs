@@ -13,6 +13,11 @@ use super::{login_key, ApiKey, NewUser, Rotation, Store, StoreError, User};
 const PREFIX: &str = "guichet";
 /// The pub/sub channel on which revoked API key prefixes are announced.
 pub const REVOCATIONS: &str = "guichet:revocations";
+/// The pub/sub channel on which the prefixes of new API keys are announced, so that every
+/// gateway's index of known prefixes takes them in within a moment.
+pub const CREATIONS: &str = "guichet:key-creations";
+/// How many prefixes one SSCAN step asks for: few round trips, and no step blocks Redis long.
+const SCAN_STEP: usize = 1000;
 
 /// After a failure, calls fail fast for this long before one tries to reconnect, so an outage
 /// costs requests nothing but the fallback.
@@ -125,6 +130,11 @@ fn api_key_key(prefix: &str) -> String {
     format!("{PREFIX}:apikey:{prefix}")
 }
 
+/// The set of every API key prefix.
+fn api_key_set() -> String {
+    format!("{PREFIX}:apikeys")
+}
+
 fn family_key(family: &str) -> String {
     format!("{PREFIX}:family:{family}")
 }
@@ -169,6 +179,15 @@ redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[1])
+return 1
+";
+
+/// Adds an API key only if its prefix is free, lists it and announces it, in one step: a key is
+/// never stored without being in the set the gateways index, nor indexed before it is stored.
+const ADD_API_KEY: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') == false then return 0 end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
 return 1
 ";
 
@@ -272,16 +291,19 @@ impl Store for RedisStore {
     async fn add_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
         let json = serde_json::to_string(key).map_err(unavailable)?;
         let (id, prefix) = (api_key_key(&key.prefix), key.prefix.clone());
-        let added: bool = self
+        let added: i64 = self
             .with(|mut c| async move {
-                let added: bool = c.set_nx(id, json).await?;
-                if added {
-                    let _: i64 = c.sadd(format!("{PREFIX}:apikeys"), prefix).await?;
-                }
-                Ok(added)
+                Script::new(ADD_API_KEY)
+                    .key(id)
+                    .key(api_key_set())
+                    .arg(json)
+                    .arg(prefix)
+                    .arg(CREATIONS)
+                    .invoke_async(&mut c)
+                    .await
             })
             .await?;
-        if added {
+        if added == 1 {
             Ok(())
         } else {
             Err(StoreError::Conflict(format!(
@@ -291,9 +313,33 @@ impl Store for RedisStore {
         }
     }
 
+    async fn api_key_prefixes(&self) -> Result<Vec<String>, StoreError> {
+        let mut prefixes = Vec::new();
+        let mut cursor = 0u64;
+        // Step by step, each within the timeout: SMEMBERS of a large set would hold Redis up.
+        loop {
+            let (next, step): (u64, Vec<String>) = self
+                .with(|mut c| async move {
+                    redis::cmd("SSCAN")
+                        .arg(api_key_set())
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(SCAN_STEP)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            prefixes.extend(step);
+            if next == 0 {
+                return Ok(prefixes);
+            }
+            cursor = next;
+        }
+    }
+
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         let prefixes: Vec<String> = self
-            .with(|mut c| async move { c.smembers(format!("{PREFIX}:apikeys")).await })
+            .with(|mut c| async move { c.smembers(api_key_set()).await })
             .await?;
         let mut keys = Vec::new();
         for prefix in prefixes {

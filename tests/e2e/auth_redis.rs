@@ -1,10 +1,13 @@
 //! Authentication with the Redis store: users and keys managed with the CLI, several replicas
-//! sharing one `redis-server`, and what happens when Redis goes away.
+//! sharing one `redis-server`, made-up keys that never reach Redis, and what happens when Redis
+//! goes away.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tokio::task::JoinSet;
 
 use crate::auth::{jwt_section, routes};
 use crate::common::{cli, client, Gateway, GatewayConfig, RedisServer, Upstream};
@@ -14,8 +17,16 @@ fn redis_config(
     redis: &RedisServer,
     upstream: &Upstream,
 ) -> (tempfile::TempDir, std::path::PathBuf) {
+    redis_config_with_ttl(redis, upstream, "30s")
+}
+
+fn redis_config_with_ttl(
+    redis: &RedisServer,
+    upstream: &Upstream,
+    ttl: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
     GatewayConfig::new(&format!(
-        "include: [routes/*.yaml]\nstore: {{ backend: redis, url: \"{}\", api_key_cache_ttl: 30s }}\n{}",
+        "include: [routes/*.yaml]\nstore: {{ backend: redis, url: \"{}\", api_key_cache_ttl: {ttl} }}\n{}",
         redis.url(),
         jwt_section()
     ))
@@ -69,6 +80,29 @@ async fn login(gateway: &Gateway, username: &str, password: &str) -> (u16, Value
         .unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
+}
+
+/// A well-formed key that no store holds, different for every `n`.
+fn unknown_key(n: usize) -> String {
+    format!("gk_{n:010}.made-up-secret-{n}")
+}
+
+/// Waits until the gateway has read the prefixes of every key in Redis.
+async fn wait_until_indexed(gateway: &Gateway) {
+    gateway
+        .wait_for_log(|l| l["message"] == "API key index loaded")
+        .await;
+}
+
+/// GETs `url` with `key` and returns the status and the JSON body.
+async fn get_with_key(client: &reqwest::Client, url: String, key: String) -> (u16, Value) {
+    let response = client
+        .get(url)
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
 }
 
 async fn status_with_key(gateway: &Gateway, key: &str) -> u16 {
@@ -258,4 +292,142 @@ async fn when_redis_goes_away_jwts_and_cached_keys_keep_working() {
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["store"]["ok"], false);
+}
+
+#[tokio::test]
+async fn made_up_keys_are_refused_without_asking_redis() {
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::start("app").await;
+    let (_dir, config) = redis_config(&redis, &upstream);
+    let key = create_key(&config, "grader");
+    let gateway = replica(&config).await;
+    wait_until_indexed(&gateway).await;
+    assert_eq!(status_with_key(&gateway, &key).await, 200);
+    let lookups = redis.calls("get").await;
+    assert!(lookups > 0, "the valid key was looked up with GET");
+
+    let client = client();
+    for batch in 0..40 {
+        let mut requests = JoinSet::new();
+        for n in batch * 50..(batch + 1) * 50 {
+            let (client, key) = (client.clone(), unknown_key(n));
+            let (keyed, public) = (gateway.url("/api/grades/"), gateway.url("/api/public/"));
+            requests.spawn(async move {
+                let keyed = get_with_key(&client, keyed, key.clone()).await;
+                let public = get_with_key(&client, public, key).await;
+                (keyed, public)
+            });
+        }
+        while let Some(answers) = requests.join_next().await {
+            let ((status, body), (public_status, echo)) = answers.unwrap();
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (401, Some("authentication_failed")),
+                "{body}"
+            );
+            assert_eq!(public_status, 200, "{echo}");
+            assert_eq!(echo["headers"]["x-auth-method"], json!(["anonymous"]));
+        }
+    }
+    assert_eq!(
+        redis.calls("get").await,
+        lookups,
+        "none of the 2,000 made-up keys was looked up in Redis"
+    );
+    assert_eq!(status_with_key(&gateway, &key).await, 200);
+}
+
+#[tokio::test]
+async fn a_key_created_while_gateways_run_is_accepted_by_every_one_within_a_second() {
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::start("app").await;
+    let (_dir, config) = redis_config(&redis, &upstream);
+    let first = replica(&config).await;
+    let second = replica(&config).await;
+    for gateway in [&first, &second] {
+        wait_until_indexed(gateway).await;
+        assert_eq!(status_with_key(gateway, &unknown_key(1)).await, 401);
+    }
+
+    let key = create_key(&config, "late");
+    let created_at = Instant::now();
+    for gateway in [&first, &second] {
+        while status_with_key(gateway, &key).await != 200 {
+            assert!(
+                created_at.elapsed() < Duration::from_secs(2),
+                "a gateway still refuses the new key after two seconds"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let prefix = key.split('.').next().unwrap();
+    run(&["keys", "revoke", prefix], &config, "");
+    let revoked_at = Instant::now();
+    for gateway in [&first, &second] {
+        while status_with_key(gateway, &key).await != 401 {
+            assert!(
+                revoked_at.elapsed() < Duration::from_secs(1),
+                "a replica still accepts the revoked key after a second"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn while_redis_is_down_stale_keys_work_and_each_warning_comes_once_per_ten_seconds() {
+    let mut redis = RedisServer::start().await;
+    let upstream = Upstream::start("app").await;
+    // A short TTL, so the cached key is stale (and Redis asked) by the time it is used again.
+    let (_dir, config) = redis_config_with_ttl(&redis, &upstream, "1s");
+    let cached = create_key(&config, "cached");
+    let uncached = create_key(&config, "uncached");
+    let gateway = replica(&config).await;
+    wait_until_indexed(&gateway).await;
+    assert_eq!(status_with_key(&gateway, &cached).await, 200);
+
+    redis.stop();
+    let down_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let client = client();
+    for n in 0..50 {
+        let (status, body) =
+            get_with_key(&client, gateway.url("/api/grades/"), cached.clone()).await;
+        assert_eq!(status, 200, "a cached key keeps working: {body}");
+        let (status, body) =
+            get_with_key(&client, gateway.url("/api/grades/"), uncached.clone()).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("auth_store_unavailable")),
+            "never 401/403 for a key that could not be checked"
+        );
+        let (status, body) =
+            get_with_key(&client, gateway.url("/api/grades/"), unknown_key(n)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("authentication_failed")),
+            "the index knows this prefix does not exist"
+        );
+    }
+    gateway
+        .wait_for_log(|l| l["message"] == "API key store unavailable; using the cached key")
+        .await;
+
+    // At most one line of a kind per started ten seconds of the outage.
+    let allowed = 1 + down_at.elapsed().as_secs() / 10;
+    let mut kinds: HashMap<String, u64> = HashMap::new();
+    for line in gateway.logs().into_iter().filter(|l| l["level"] == "WARN") {
+        let kind = format!("{} {}", line["message"], line["op"]);
+        *kinds.entry(kind).or_default() += 1;
+    }
+    assert!(
+        kinds.len() >= 2,
+        "the store failures were logged: {kinds:?}"
+    );
+    for (kind, lines) in &kinds {
+        assert!(
+            lines <= &allowed,
+            "{lines} lines of `{kind}` (at most {allowed})"
+        );
+    }
 }
