@@ -139,18 +139,18 @@ impl Pool {
         self.service.targets.iter().position(|t| t.url == url)
     }
 
-    /// The next healthy target in round-robin order other than `avoid`.
-    pub fn select(&self, avoid: Option<usize>) -> Option<usize> {
+    /// The next healthy target in round-robin order that is not in `skip`.
+    pub fn select(&self, skip: &[usize]) -> Option<usize> {
         let count = self.peers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..count)
             .map(|offset| (start + offset) % count)
-            .find(|&index| Some(index) != avoid && self.is_healthy(index))
+            .find(|&index| !skip.contains(&index) && self.is_healthy(index))
     }
 
-    /// Whether a target other than `index` could take a retry.
-    pub fn has_healthy_other_than(&self, index: usize) -> bool {
-        (0..self.peers.len()).any(|i| i != index && self.is_healthy(i))
+    /// Whether a healthy target outside `skip` is left to take a retry.
+    pub fn has_healthy_outside(&self, skip: &[usize]) -> bool {
+        (0..self.peers.len()).any(|i| !skip.contains(&i) && self.is_healthy(i))
     }
 
     pub fn peer(&self, index: usize) -> Box<HttpPeer> {
@@ -286,4 +286,45 @@ async fn probe(target: &Target, check: &HealthCheck) -> Result<(), String> {
     tokio::time::timeout(check.timeout, attempt)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {:?}", check.timeout)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use prometheus::{IntGaugeVec, Opts};
+
+    use super::*;
+
+    fn pool(targets: usize) -> Pool {
+        let service = Service {
+            name: "courses".to_string(),
+            targets: (0..targets)
+                .map(|i| Target {
+                    url: format!("http://127.0.0.1:{}", 8001 + i),
+                    addr: ([127, 0, 0, 1], 8001 + i as u16).into(),
+                    host: "127.0.0.1".to_string(),
+                })
+                .collect(),
+            health_check: None,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            openapi: None,
+        };
+        let gauges = IntGaugeVec::new(Opts::new("healthy", "healthy"), &["service", "target"])
+            .expect("gauges");
+        Pool::new(Arc::new(service), &gauges, None)
+    }
+
+    #[test]
+    fn selection_skips_the_targets_a_request_failed_on_and_the_unhealthy_ones() {
+        let pool = pool(3);
+        pool.record(2, Err("down".to_string()));
+        for _ in 0..6 {
+            assert_eq!(pool.select(&[0]), Some(1));
+        }
+        assert!(pool.has_healthy_outside(&[0]));
+        assert_eq!(pool.select(&[0, 1]), None);
+        assert!(!pool.has_healthy_outside(&[1, 0]));
+    }
 }

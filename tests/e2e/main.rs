@@ -13,6 +13,7 @@ mod lifecycle;
 mod metrics;
 mod ratelimit;
 mod reload;
+mod retries;
 mod routing;
 mod store;
 mod usage;
