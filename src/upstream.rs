@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,6 +19,14 @@ use tokio::sync::watch;
 use crate::config::{HealthCheck, Service, Target};
 use crate::reload::wait_for_reload;
 use crate::snapshot::Current;
+
+/// How long a keep-alive connection to a target waits in the pool for its next request before
+/// the gateway closes it. An upstream that closes an idle connection itself may do so just as a
+/// request is sent on it: an idempotent request is then retried, a POST gets 502. Closing first
+/// avoids that with upstreams whose keep-alive timeout is longer (gunicorn's default is 2 s,
+/// uvicorn's, Node's and Apache's 5 s, nginx's 75 s); under load connections are reused long
+/// before.
+const POOLED_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One pool per service, in the order of [`crate::config::Config::services`].
 pub struct Upstreams {
@@ -96,6 +105,7 @@ impl Pool {
                 peer.options.connection_timeout = Some(service.connect_timeout);
                 peer.options.read_timeout = Some(service.read_timeout);
                 peer.options.write_timeout = Some(service.read_timeout);
+                peer.options.idle_timeout = Some(POOLED_IDLE_TIMEOUT);
                 peer
             })
             .collect();
@@ -290,8 +300,6 @@ async fn probe(target: &Target, check: &HealthCheck) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use prometheus::{IntGaugeVec, Opts};
 
     use super::*;

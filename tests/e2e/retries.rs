@@ -1,6 +1,7 @@
 //! Retries: a request whose upstream connection could not be made or broke before the answer
 //! began goes to another healthy target it has not failed on, when sending it again is safe; a
-//! target killed under load costs no GET; POST is never sent twice.
+//! target killed under load costs no GET; POST is never sent twice. And the pooled connections
+//! that the gateway closes before an upstream's keep-alive timeout can.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,7 +39,7 @@ async fn send(gateway: &Gateway, method: reqwest::Method, body: &str) -> (u16, V
 }
 
 /// One GET to each target, so that each has a keep-alive connection from the gateway in its
-/// pool.
+/// pool (closed after a second idle).
 async fn warm(gateway: &Gateway, a: &Upstream, b: &Upstream) {
     for _ in 0..2 {
         assert_eq!(send(gateway, reqwest::Method::GET, "").await.0, 200);
@@ -258,4 +259,24 @@ async fn a_post_that_could_not_connect_goes_to_another_target() {
     )
     .await;
     assert!(connect > 0.0, "the failed connections are counted");
+}
+
+#[tokio::test]
+async fn the_gateway_closes_an_upstream_connection_idle_for_a_second_before_the_upstream_does() {
+    let a = Upstream::start("a").await;
+    let gateway = Gateway::start(courses(&[&a], "threads: 1\n")).await;
+    assert_eq!(send(&gateway, reqwest::Method::GET, "").await.0, 200);
+    assert_eq!(send(&gateway, reqwest::Method::GET, "").await.0, 200);
+    assert_eq!(
+        a.connections(),
+        1,
+        "kept alive between requests close together"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(send(&gateway, reqwest::Method::GET, "").await.0, 200);
+    assert_eq!(
+        a.connections(),
+        2,
+        "a new connection after a second and a half idle"
+    );
 }
