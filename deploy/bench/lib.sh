@@ -202,7 +202,8 @@ column() { cut -d' ' -f"$2" < "$1" | median; }
 # wrk -t2 for SECONDS (10) over CONNECTIONS (64) keep-alive connections, counting every status
 # (deploy/bench/statuses.lua); halfway through, one target is killed with SIGKILL, as a crash
 # would. Prints wrk's requests, its non-2xx and socket errors, the count by status, and the
-# gateway's WARN and ERROR lines by message. Every answer should be a 200.
+# gateway's WARN and ERROR lines by message. Every answer should be a 200. GUICHET_BIN names
+# another build to try (default target/release/guichet).
 kill_one_target_under_load() {
   local seconds=${1:-10} connections=${2:-64} dir="$work/kill-one"
   local ports=() targets=() name port admin gateway_pid
@@ -225,6 +226,7 @@ CONF
     nginx -c "$dir/$name.conf" 2>>"$dir/$name.err" &
     targets+=("$!")
     pids+=("$!")
+    disown "$!" # no "Killed" notice from the shell when it dies
     ports+=("$port")
   done
   port=$(free_port)
@@ -233,7 +235,8 @@ CONF
     "$port" "$admin" > "$dir/gateway.yaml"
   printf 'service: app\nupstreams: [http://127.0.0.1:%s, http://127.0.0.1:%s]\nhealth_check: { path: /, interval: 1s, timeout: 500ms }\nroutes:\n  - path: /api/courses/\n    upstream_path: /\n    auth: none\n' \
     "${ports[0]}" "${ports[1]}" > "$dir/routes/app.yaml"
-  RUST_LOG=warn target/release/guichet serve --config "$dir/gateway.yaml" >"$dir/log" 2>&1 &
+  RUST_LOG=warn "${GUICHET_BIN:-target/release/guichet}" serve --config "$dir/gateway.yaml" \
+    >"$dir/log" 2>&1 &
   gateway_pid=$!
   pids+=("$gateway_pid")
   wait_http "http://127.0.0.1:${ports[0]}/"
@@ -246,7 +249,7 @@ CONF
     "http://127.0.0.1:$port/api/courses/1" > "$dir/wrk"
   wait "$killer"
 
-  echo "wrk -t2 -c$connections -d${seconds}s, target ${ports[0]} killed (SIGKILL) after $((seconds / 2)) s"
+  echo "wrk -t2 -c$connections -d${seconds}s; target 127.0.0.1:${ports[0]} killed (SIGKILL) halfway"
   grep -E 'requests in|Non-2xx|Socket errors|^status ' "$dir/wrk"
   grep -q 'Non-2xx' "$dir/wrk" || echo "Non-2xx or 3xx responses: 0"
   grep -q 'Socket errors' "$dir/wrk" || echo "Socket errors: none"
