@@ -149,10 +149,16 @@ impl Pool {
         self.service.targets.iter().position(|t| t.url == url)
     }
 
-    /// The next healthy target in round-robin order that is not in `skip`.
+    /// The next healthy target in round-robin order that is not in `skip`, the targets the
+    /// request failed on. A retry takes the first one after the target that failed last and
+    /// leaves the rotation where it was: advancing it would send the next request to the
+    /// failed target first again.
     pub fn select(&self, skip: &[usize]) -> Option<usize> {
         let count = self.peers.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = match skip.last() {
+            Some(&failed) => failed + 1,
+            None => self.next.fetch_add(1, Ordering::Relaxed),
+        };
         (0..count)
             .map(|offset| (start + offset) % count)
             .find(|&index| !skip.contains(&index) && self.is_healthy(index))
@@ -330,9 +336,19 @@ mod tests {
         pool.record(2, Err("down".to_string()));
         for _ in 0..6 {
             assert_eq!(pool.select(&[0]), Some(1));
+            assert_eq!(pool.select(&[1]), Some(0));
         }
         assert!(pool.has_healthy_outside(&[0]));
         assert_eq!(pool.select(&[0, 1]), None);
         assert!(!pool.has_healthy_outside(&[1, 0]));
+    }
+
+    #[test]
+    fn retries_leave_the_rotation_where_it_was() {
+        let pool = pool(2);
+        let first = pool.select(&[]);
+        assert_eq!(pool.select(&[1]), Some(0));
+        let second = pool.select(&[]);
+        assert_ne!(first, second, "round-robin goes on as if no retry had been");
     }
 }
