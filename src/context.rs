@@ -32,10 +32,11 @@ pub struct RequestCtx {
     pub rate_limit_fields: Vec<(&'static HeaderName, String)>,
     /// Path and query as sent upstream.
     pub upstream_target: String,
-    /// The target chosen for the current attempt, and one that failed to connect.
+    /// The target chosen for the current attempt.
     pub target: Option<usize>,
-    pub failed_target: Option<usize>,
-    pub attempts: u8,
+    /// Targets this request already failed on, which its retries skip (empty, and allocated
+    /// for nothing, unless an attempt failed).
+    pub failed_targets: Vec<usize>,
     pub body_bytes: u64,
     /// When the request went upstream, and how long its response head took.
     pub upstream_sent: Option<Instant>,
@@ -61,8 +62,7 @@ impl RequestCtx {
             rate_limit_fields: Vec::new(),
             upstream_target: String::new(),
             target: None,
-            failed_target: None,
-            attempts: 0,
+            failed_targets: Vec::new(),
             body_bytes: 0,
             upstream_sent: None,
             upstream_time: None,

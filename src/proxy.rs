@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType::InvalidHTTPHeader;
-use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
+use pingora::{Error, ErrorSource, ErrorType, OrErr, Result, RetryType};
 
 use crate::analytics::{self, Usage};
 use crate::auth::endpoints::{Endpoint, TokenService};
@@ -454,6 +454,68 @@ fn classify(error: &Error) -> Option<GatewayError> {
     }
 }
 
+/// Whether a request whose connection broke after it was made may be sent again: pingora marks
+/// the error as safe to retry (the upstream refused the request unprocessed), or nothing of
+/// the answer reached the client, the method is idempotent, its body can be sent again whole
+/// (none, or all of it in pingora's retry buffer) and the connection broke (closed, reset,
+/// unwritable). POST and PATCH are thus never sent twice: a connection that breaks once they
+/// are written may break after the upstream acted on them. Timeouts are not retried either,
+/// as nginx does not by default: an upstream too slow once is likely slow twice.
+fn may_resend(session: &Session, error: &Error) -> bool {
+    use ErrorType::{ConnectionClosed, ReadError, WriteError};
+    if session.response_written().is_some() {
+        return false;
+    }
+    if matches!(error.retry, RetryType::Decided(true)) {
+        return true;
+    }
+    let broken = matches!(error.etype(), ConnectionClosed | ReadError | WriteError);
+    broken
+        && *error.esource() == ErrorSource::Upstream
+        && session.req_header().method.is_idempotent()
+        && !session.as_ref().retry_buffer_truncated()
+}
+
+/// Marks the current target as failed for this request and says whether a healthy target it
+/// has not failed on is left: the retries of one request go to each target at most once.
+fn retry_elsewhere(ctx: &mut RequestCtx, error: &Error) -> bool {
+    static RETRIED: logs::Repeated = logs::Repeated::new();
+    let (Some(route), Some(target)) = (&ctx.route, ctx.target) else {
+        return false;
+    };
+    if !ctx.failed_targets.contains(&target) {
+        ctx.failed_targets.push(target);
+    }
+    let pool = ctx.snapshot.upstreams.pool(route.service);
+    let retry = pool.has_healthy_outside(&ctx.failed_targets);
+    if retry {
+        if let Some(suppressed) = RETRIED.due() {
+            tracing::warn!(
+                request_id = %ctx.request_id,
+                service = %pool.service.name,
+                target = %pool.target(target).url,
+                cause = %error,
+                suppressed,
+                "upstream attempt failed; retried on another target"
+            );
+        }
+    }
+    retry
+}
+
+impl Gateway {
+    /// Adds one to `guichet_upstream_errors_total` for the request's service.
+    fn count_upstream_error(&self, ctx: &RequestCtx, kind: &str) {
+        if let Some(route) = &ctx.route {
+            let service = &ctx.snapshot.upstreams.pool(route.service).service.name;
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[service.as_str(), kind])
+                .inc();
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -492,10 +554,9 @@ impl ProxyHttp for Gateway {
             return Err(Self::fail(ctx, GatewayError::Internal));
         };
         let pool = ctx.snapshot.upstreams.pool(route.service);
-        match pool.select(ctx.failed_target) {
+        match pool.select(&ctx.failed_targets) {
             Some(index) => {
                 ctx.target = Some(index);
-                ctx.attempts += 1;
                 Ok(pool.peer(index))
             }
             None => {
@@ -505,36 +566,52 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// Connection failures are retried once, on another healthy target, for idempotent methods.
+    /// A connection that could not be made carried nothing: any request is retried on a
+    /// healthy target it has not failed on yet.
     fn fail_to_connect(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut error: Box<Error>,
     ) -> Box<Error> {
-        let another_target = match (&ctx.route, ctx.target) {
-            (Some(route), Some(target)) => ctx
-                .snapshot
-                .upstreams
-                .pool(route.service)
-                .has_healthy_other_than(target),
-            _ => false,
-        };
-        let retry =
-            ctx.attempts == 1 && session.req_header().method.is_idempotent() && another_target;
+        self.count_upstream_error(ctx, "connect");
+        let retry = retry_elsewhere(ctx, &error);
+        error.set_retry(retry);
+        error
+    }
+
+    /// A connection that broke before the answer began is retried on a healthy target the
+    /// request has not failed on yet, when sending the request again is safe (`may_resend`).
+    /// Replaces pingora's policy, which retried only on reused connections, on any target.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        error: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut error = error.more_context(format!("Peer: {peer}"));
+        let retry = may_resend(session, &error) && retry_elsewhere(ctx, &error);
         if retry {
-            ctx.failed_target = ctx.target;
-        }
-        if let Some(route) = &ctx.route {
-            let service = &ctx.snapshot.upstreams.pool(route.service).service.name;
-            self.metrics
-                .upstream_errors
-                .with_label_values(&[service.as_str(), "connect"])
-                .inc();
+            // The failure that ends a request is counted by `fail_to_proxy`.
+            self.count_upstream_error(ctx, "broken");
         }
         error.set_retry(retry);
         error
+    }
+
+    /// The gateway logs retries itself, at most once every ten seconds (`retry_elsewhere`);
+    /// pingora's warning would come with every retried request while a target is down.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        matches!(context, ProxyWarnLogContext::UpstreamRetry)
     }
 
     async fn upstream_request_filter(

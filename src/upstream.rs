@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,6 +19,14 @@ use tokio::sync::watch;
 use crate::config::{HealthCheck, Service, Target};
 use crate::reload::wait_for_reload;
 use crate::snapshot::Current;
+
+/// How long a keep-alive connection to a target waits in the pool for its next request before
+/// the gateway closes it. An upstream that closes an idle connection itself may do so just as a
+/// request is sent on it: an idempotent request is then retried, a POST gets 502. Closing first
+/// avoids that with upstreams whose keep-alive timeout is longer (gunicorn's default is 2 s,
+/// uvicorn's, Node's and Apache's 5 s, nginx's 75 s); under load connections are reused long
+/// before.
+const POOLED_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One pool per service, in the order of [`crate::config::Config::services`].
 pub struct Upstreams {
@@ -96,6 +105,7 @@ impl Pool {
                 peer.options.connection_timeout = Some(service.connect_timeout);
                 peer.options.read_timeout = Some(service.read_timeout);
                 peer.options.write_timeout = Some(service.read_timeout);
+                peer.options.idle_timeout = Some(POOLED_IDLE_TIMEOUT);
                 peer
             })
             .collect();
@@ -139,18 +149,24 @@ impl Pool {
         self.service.targets.iter().position(|t| t.url == url)
     }
 
-    /// The next healthy target in round-robin order other than `avoid`.
-    pub fn select(&self, avoid: Option<usize>) -> Option<usize> {
+    /// The next healthy target in round-robin order that is not in `skip`, the targets the
+    /// request failed on. A retry takes the first one after the target that failed last and
+    /// leaves the rotation where it was: advancing it would send the next request to the
+    /// failed target first again.
+    pub fn select(&self, skip: &[usize]) -> Option<usize> {
         let count = self.peers.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = match skip.last() {
+            Some(&failed) => failed + 1,
+            None => self.next.fetch_add(1, Ordering::Relaxed),
+        };
         (0..count)
             .map(|offset| (start + offset) % count)
-            .find(|&index| Some(index) != avoid && self.is_healthy(index))
+            .find(|&index| !skip.contains(&index) && self.is_healthy(index))
     }
 
-    /// Whether a target other than `index` could take a retry.
-    pub fn has_healthy_other_than(&self, index: usize) -> bool {
-        (0..self.peers.len()).any(|i| i != index && self.is_healthy(i))
+    /// Whether a healthy target outside `skip` is left to take a retry.
+    pub fn has_healthy_outside(&self, skip: &[usize]) -> bool {
+        (0..self.peers.len()).any(|i| !skip.contains(&i) && self.is_healthy(i))
     }
 
     pub fn peer(&self, index: usize) -> Box<HttpPeer> {
@@ -286,4 +302,53 @@ async fn probe(target: &Target, check: &HealthCheck) -> Result<(), String> {
     tokio::time::timeout(check.timeout, attempt)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {:?}", check.timeout)))
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::{IntGaugeVec, Opts};
+
+    use super::*;
+
+    fn pool(targets: usize) -> Pool {
+        let service = Service {
+            name: "courses".to_string(),
+            targets: (0..targets)
+                .map(|i| Target {
+                    url: format!("http://127.0.0.1:{}", 8001 + i),
+                    addr: ([127, 0, 0, 1], 8001 + i as u16).into(),
+                    host: "127.0.0.1".to_string(),
+                })
+                .collect(),
+            health_check: None,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            openapi: None,
+        };
+        let gauges = IntGaugeVec::new(Opts::new("healthy", "healthy"), &["service", "target"])
+            .expect("gauges");
+        Pool::new(Arc::new(service), &gauges, None)
+    }
+
+    #[test]
+    fn selection_skips_the_targets_a_request_failed_on_and_the_unhealthy_ones() {
+        let pool = pool(3);
+        pool.record(2, Err("down".to_string()));
+        for _ in 0..6 {
+            assert_eq!(pool.select(&[0]), Some(1));
+            assert_eq!(pool.select(&[1]), Some(0));
+        }
+        assert!(pool.has_healthy_outside(&[0]));
+        assert_eq!(pool.select(&[0, 1]), None);
+        assert!(!pool.has_healthy_outside(&[1, 0]));
+    }
+
+    #[test]
+    fn retries_leave_the_rotation_where_it_was() {
+        let pool = pool(2);
+        let first = pool.select(&[]);
+        assert_eq!(pool.select(&[1]), Some(0));
+        let second = pool.select(&[]);
+        assert_ne!(first, second, "round-robin goes on as if no retry had been");
+    }
 }

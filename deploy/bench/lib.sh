@@ -198,3 +198,63 @@ median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 # column FILE N: the median of column N of FILE.
 column() { cut -d' ' -f"$2" < "$1" | median; }
+
+# kill_one_target_under_load [SECONDS] [CONNECTIONS]: Guichet (release build, two worker
+# threads, a health check every second) in front of two nginx targets, each one process;
+# wrk -t2 for SECONDS (10) over CONNECTIONS (64) keep-alive connections, counting every status
+# (deploy/bench/statuses.lua); halfway through, one target is killed with SIGKILL, as a crash
+# would. Prints wrk's requests, its non-2xx and socket errors, the count by status, and the
+# gateway's WARN and ERROR lines by message. Every answer should be a 200. GUICHET_BIN names
+# another build to try (default target/release/guichet).
+kill_one_target_under_load() {
+  local seconds=${1:-10} connections=${2:-64} dir="$work/kill-one"
+  local ports=() targets=() name port admin gateway_pid
+  mkdir -p "$dir/routes"
+  for name in a b; do
+    port=$(free_port)
+    cat > "$dir/$name.conf" <<CONF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $dir/$name.pid;
+error_log $dir/$name.err;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$port; keepalive_requests 1000000;
+    location / { default_type application/json; return 200 '{"id":1,"title":"Intro to web security"}'; } }
+}
+CONF
+    nginx -c "$dir/$name.conf" 2>>"$dir/$name.err" &
+    targets+=("$!")
+    pids+=("$!")
+    disown "$!" # no "Killed" notice from the shell when it dies
+    ports+=("$port")
+  done
+  port=$(free_port)
+  admin=$(free_port)
+  printf 'listen: 127.0.0.1:%s\nadmin_listen: 127.0.0.1:%s\nthreads: 2\ninclude: [routes/*.yaml]\n' \
+    "$port" "$admin" > "$dir/gateway.yaml"
+  printf 'service: app\nupstreams: [http://127.0.0.1:%s, http://127.0.0.1:%s]\nhealth_check: { path: /, interval: 1s, timeout: 500ms }\nroutes:\n  - path: /api/courses/\n    upstream_path: /\n    auth: none\n' \
+    "${ports[0]}" "${ports[1]}" > "$dir/routes/app.yaml"
+  RUST_LOG=warn "${GUICHET_BIN:-target/release/guichet}" serve --config "$dir/gateway.yaml" \
+    >"$dir/log" 2>&1 &
+  gateway_pid=$!
+  pids+=("$gateway_pid")
+  wait_http "http://127.0.0.1:${ports[0]}/"
+  wait_http "http://127.0.0.1:${ports[1]}/"
+  wait_http "http://127.0.0.1:$admin/readyz"
+
+  ( sleep "$(awk -v s="$seconds" 'BEGIN { print s / 2 }')"; kill -KILL "${targets[0]}" ) &
+  local killer=$!
+  wrk -t2 -c"$connections" -d"${seconds}s" -s deploy/bench/statuses.lua \
+    "http://127.0.0.1:$port/api/courses/1" > "$dir/wrk"
+  wait "$killer"
+
+  echo "wrk -t2 -c$connections -d${seconds}s; target 127.0.0.1:${ports[0]} killed (SIGKILL) halfway"
+  grep -E 'requests in|Non-2xx|Socket errors|^status ' "$dir/wrk"
+  grep -q 'Non-2xx' "$dir/wrk" || echo "Non-2xx or 3xx responses: 0"
+  grep -q 'Socket errors' "$dir/wrk" || echo "Socket errors: none"
+  echo "gateway log lines at WARN or ERROR, by message:"
+  grep -E ' (WARN|ERROR) ' "$dir/log" | sed -E 's/^[^ ]+ +//; s/[0-9]+/N/g' | sort | uniq -c | sort -rn | head -20
+}

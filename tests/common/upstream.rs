@@ -1,5 +1,6 @@
 //! An upstream service for tests: a hyper server that answers every request with a JSON echo of
-//! what it received, streams large bodies both ways, and can be slowed, made unhealthy or killed.
+//! what it received, streams large bodies both ways, and can be slowed, made unhealthy, told to
+//! hang up without answering, or killed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,7 +24,9 @@ struct State {
     delay_ms: AtomicU64,
     status: AtomicU64,
     healthy: AtomicBool,
+    hang_up: AtomicBool,
     hits: AtomicUsize,
+    connections: AtomicUsize,
     /// The OpenAPI fragment served at `/api/schema/`, if any.
     spec: Mutex<Option<Value>>,
 }
@@ -46,7 +49,9 @@ impl Upstream {
             delay_ms: AtomicU64::new(0),
             status: AtomicU64::new(200),
             healthy: AtomicBool::new(true),
+            hang_up: AtomicBool::new(false),
             hits: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             spec: Mutex::new(None),
         });
         let task = tokio::spawn(accept_loop(listener, state.clone()));
@@ -83,12 +88,24 @@ impl Upstream {
         self.state.healthy.store(healthy, Ordering::SeqCst);
     }
 
-    /// Requests answered, not counting health checks.
+    /// Requests that would get the echo are read whole and counted, then their connection is
+    /// closed without a byte of answer, as a server that crashes while handling them would.
+    pub fn hang_up(&self, hang_up: bool) {
+        self.state.hang_up.store(hang_up, Ordering::SeqCst);
+    }
+
+    /// Requests received, answered or hung up on, not counting health checks.
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
     }
 
-    /// Closes the listener and every open connection: connections are refused from now on.
+    /// Connections accepted so far, health checks' included.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Closes the listener and every open connection, idle keep-alive ones and those with a
+    /// request under way, as a crash would: connections are refused from now on.
     pub fn kill(&self) {
         if let Some(task) = self.task.lock().expect("lock").take() {
             task.abort();
@@ -116,6 +133,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        state.connections.fetch_add(1, Ordering::SeqCst);
         let state = state.clone();
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |request| answer(state.clone(), request));
@@ -128,7 +146,20 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
 
 type Reply = Response<Either<Full<Bytes>, Zeros>>;
 
-async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Reply, Infallible> {
+/// What a request gets instead of an answer after [`Upstream::hang_up`]: hyper closes the
+/// connection when its service fails.
+#[derive(Debug)]
+struct HangUp;
+
+impl std::fmt::Display for HangUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("hung up as told")
+    }
+}
+
+impl std::error::Error for HangUp {}
+
+async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Reply, HangUp> {
     let path = request.uri().path().to_string();
     if path == "/healthz" {
         let status = if state.healthy.load(Ordering::SeqCst) {
@@ -188,6 +219,9 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Reply, 
                 kept.extend_from_slice(data);
             }
         }
+    }
+    if state.hang_up.load(Ordering::SeqCst) {
+        return Err(HangUp);
     }
     Ok(json_response(
         state.status.load(Ordering::SeqCst) as u16,

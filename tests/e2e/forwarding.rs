@@ -139,7 +139,7 @@ async fn a_service_with_no_healthy_target_is_503_and_not_ready() {
 }
 
 #[tokio::test]
-async fn a_connect_failure_is_retried_once_on_another_target_for_idempotent_methods() {
+async fn a_connect_failure_is_retried_on_another_target() {
     let alive = Upstream::start("alive").await;
     let dead = Upstream::start("dead").await;
     dead.kill();
@@ -147,19 +147,6 @@ async fn a_connect_failure_is_retried_once_on_another_target_for_idempotent_meth
     for _ in 0..6 {
         assert_eq!(upstream_of(&gateway, "/api/courses/").await, "alive");
     }
-    // POST is not idempotent: the one that picked the dead target fails instead of being resent.
-    let mut statuses = Vec::new();
-    for _ in 0..4 {
-        let response = client()
-            .post(gateway.url("/api/courses/"))
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
-        statuses.push(response.status().as_u16());
-    }
-    statuses.sort_unstable();
-    assert_eq!(statuses, [200, 200, 502, 502]);
 }
 
 #[tokio::test]

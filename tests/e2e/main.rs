@@ -15,6 +15,7 @@ mod lifecycle;
 mod metrics;
 mod ratelimit;
 mod reload;
+mod retries;
 mod routing;
 mod store;
 mod usage;
