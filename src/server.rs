@@ -152,9 +152,14 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
         api_keys: auth.api_keys.clone(),
     };
     server.add_service(background_service("API key events", key_events));
+    // Every client and upstream connection is a descriptor: the soft limit (often 1024) would
+    // let a few hundred idle clients exhaust them, so it is raised to the hard limit, as Go's
+    // runtime and nginx's `worker_rlimit_nofile` do.
+    let open_files = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     tracing::info!(
         listen = %config.listen.addr,
         admin_listen = %config.admin_listen.addr,
+        open_files,
         services = config.services.len(),
         routes = config.routes.len(),
         "guichet is serving"

@@ -109,8 +109,31 @@ impl Gateway {
     /// Starts the gateway with its public listener on `addr`, for configurations that name it
     /// (`public_url:`).
     pub async fn start_on(dir: tempfile::TempDir, path: &Path, addr: SocketAddr) -> Gateway {
+        Gateway::launch(Command::new(BINARY), dir, path, addr).await
+    }
+
+    /// Starts the gateway with a soft limit of `open_files` descriptors, as a service manager
+    /// may leave it (systemd's default soft limit is 1024).
+    pub async fn start_with_open_files(config: GatewayConfig, open_files: u32) -> Gateway {
+        let (dir, path) = config.write();
+        let mut shell = Command::new("sh");
+        shell.args([
+            "-c",
+            &format!("ulimit -Sn {open_files} && exec \"$0\" \"$@\""),
+            BINARY,
+        ]);
+        Gateway::launch(shell, dir, &path, free_port()).await
+    }
+
+    /// Runs `command` (the binary, or a shell that runs it) with `serve` and its arguments.
+    async fn launch(
+        mut command: Command,
+        dir: tempfile::TempDir,
+        path: &Path,
+        addr: SocketAddr,
+    ) -> Gateway {
         let admin = free_port();
-        let mut child = Command::new(BINARY)
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(path)

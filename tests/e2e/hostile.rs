@@ -433,3 +433,34 @@ async fn an_upstream_down_under_load_gets_one_error_line_not_one_per_request() {
         "{warnings} warnings for one failing upstream"
     );
 }
+
+#[tokio::test]
+async fn a_low_descriptor_limit_is_raised_so_idle_clients_cannot_exhaust_it() {
+    let upstream = Upstream::start("public").await;
+    let config = GatewayConfig::new("include: [routes/*.yaml]\n").file(
+        "routes/public.yaml",
+        &format!(
+            "service: public\nupstreams: [{}]\nroutes:\n  - path: /api/public/\n    auth: none\n",
+            upstream.url()
+        ),
+    );
+    let gateway = Gateway::start_with_open_files(config, 256).await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", gateway.pid())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3], open_files[4],
+        "soft limit raised to the hard one: {limits}"
+    );
+    // More idle clients than the limit it was given, and still room for one that asks.
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        idle.push(tokio::net::TcpStream::connect(gateway.addr).await.unwrap());
+    }
+    let response = raw_request(gateway.addr, "GET /api/public/ HTTP/1.1\r\nHost: a", b"").await;
+    assert_eq!(response.status, 200);
+}
