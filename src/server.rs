@@ -56,7 +56,7 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
     let limiter = Arc::new(Limiter::new(
         Arc::new(SystemClock),
         redis.clone().map(RedisLimiter::new),
-        config.rate_limits.on_store_error,
+        &config.rate_limits,
         metrics.store_errors.with_label_values(&["rate_limit"]),
     ));
     let usage = Arc::new(Usage::new(redis.clone()));

@@ -1,11 +1,14 @@
-//! Reading rates: the `rate_limits` section of gateway.yaml and a route's `rate_limit`, written
-//! `100/hour` or `{ rate: 100/hour, burst: 20 }`.
+//! Reading rates: the `rate_limits` section of gateway.yaml (tiers, login limits and how the
+//! limiter keeps its state) and a route's `rate_limit`, written `100/hour` or
+//! `{ rate: 100/hour, burst: 20 }`.
 
 use std::collections::HashMap;
 
 use super::decode::Reader;
 use super::yaml::{Node, NodeKind};
-use crate::ratelimit::{OnStoreError, Rate, RatePolicy};
+use crate::ratelimit::{
+    OnStoreError, Rate, RatePolicy, DEFAULT_IPV6_PREFIX, DEFAULT_MAX_TRACKED_KEYS,
+};
 
 const SECTION_KEYS: &[&str] = &[
     "anonymous",
@@ -14,7 +17,11 @@ const SECTION_KEYS: &[&str] = &[
     "roles",
     "login",
     "on_store_error",
+    "max_tracked_keys",
+    "ipv6_prefix",
 ];
+/// More than this is a typo: at about 42 bytes a key it would take gigabytes.
+const MAX_TRACKED_KEYS: usize = 100_000_000;
 const RATE_KEYS: &[&str] = &["rate", "burst"];
 const RATE_HINT: &str =
     "write N/s, N/min, N/hour or N/day, such as 100/hour, or { rate: 100/hour, burst: 20 }";
@@ -101,6 +108,40 @@ pub fn read_policy(node: &Node, field: &str, r: &mut Reader, roles: &[String]) -
                 },
             )
             .unwrap_or_default();
+    }
+    if let Some((node, field)) = fields.get("max_tracked_keys") {
+        policy.max_tracked_keys = r
+            .parsed(
+                node,
+                &field,
+                "a number of keys",
+                &format!(
+                    "write a whole number from 1 to {MAX_TRACKED_KEYS}; the default, \
+                     {DEFAULT_MAX_TRACKED_KEYS}, takes about 42 MiB"
+                ),
+                |text| match text.parse::<usize>() {
+                    Ok(n) if (1..=MAX_TRACKED_KEYS).contains(&n) => Ok(n),
+                    _ => Err(format!(
+                        "`{text}` is not a whole number from 1 to {MAX_TRACKED_KEYS}"
+                    )),
+                },
+            )
+            .unwrap_or(DEFAULT_MAX_TRACKED_KEYS);
+    }
+    if let Some((node, field)) = fields.get("ipv6_prefix") {
+        policy.ipv6_prefix = r
+            .parsed(
+                node,
+                &field,
+                "a prefix length",
+                "write 64 to count each /64 network as one client, the default; 128 to count \
+                 each address; or another length from 1 to 128",
+                |text| match text.parse::<u8>() {
+                    Ok(n) if (1..=128).contains(&n) => Ok(n),
+                    _ => Err(format!("`{text}` is not a prefix length from 1 to 128")),
+                },
+            )
+            .unwrap_or(DEFAULT_IPV6_PREFIX);
     }
     policy
 }

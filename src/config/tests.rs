@@ -68,3 +68,46 @@ routes:
     );
     assert_eq!(errors.0.len(), 5);
 }
+
+/// Reads `text` as a `rate_limits` section, returning the policy and each error as text.
+fn read_rate_limits(text: &str) -> (crate::ratelimit::RatePolicy, Vec<String>) {
+    let mut errors = ConfigErrors::default();
+    let node = yaml::parse(text).unwrap();
+    let mut reader = Reader {
+        file: Arc::from(Path::new("gateway.yaml")),
+        errors: &mut errors,
+    };
+    let policy = super::limits::read_policy(&node, "rate_limits", &mut reader, &[]);
+    (policy, errors.0.iter().map(ToString::to_string).collect())
+}
+
+#[test]
+fn the_limiter_state_keys_default_and_read() {
+    let (policy, errors) = read_rate_limits("anonymous: 100/day\n");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(policy.max_tracked_keys, 1_000_000);
+    assert_eq!(policy.ipv6_prefix, 64);
+    let (policy, errors) = read_rate_limits("max_tracked_keys: 50000\nipv6_prefix: 128\n");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(policy.max_tracked_keys, 50_000);
+    assert_eq!(policy.ipv6_prefix, 128);
+}
+
+#[test]
+fn bad_limiter_state_keys_name_their_position_and_the_fix() {
+    let (policy, errors) =
+        read_rate_limits("max_tracked_keys: 0\nipv6_prefix: 129\nmax_tracked_key: 5\n");
+    assert_eq!(
+        errors,
+        [
+            "gateway.yaml:3:1: rate_limits.max_tracked_key: unknown key `max_tracked_key` (did you mean `max_tracked_keys`? known keys here: anonymous, user, api_key, roles, login, on_store_error, max_tracked_keys, ipv6_prefix)",
+            "gateway.yaml:1:19: rate_limits.max_tracked_keys: `0` is not a whole number from 1 to 100000000 (write a whole number from 1 to 100000000; the default, 1000000, takes about 42 MiB)",
+            "gateway.yaml:2:14: rate_limits.ipv6_prefix: `129` is not a prefix length from 1 to 128 (write 64 to count each /64 network as one client, the default; 128 to count each address; or another length from 1 to 128)",
+        ]
+    );
+    // A refused value leaves the default in place.
+    assert_eq!(policy.max_tracked_keys, 1_000_000);
+    assert_eq!(policy.ipv6_prefix, 64);
+    let (_, errors) = read_rate_limits("ipv6_prefix: /64\nmax_tracked_keys: 1e6\n");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}

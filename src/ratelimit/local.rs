@@ -1,14 +1,25 @@
-//! The in-process limiter: GCRA over maps of theoretical arrival times, with an injected clock
-//! so tests advance time instead of sleeping. The keys are spread over shards, each with its
-//! own lock, so worker threads checking different consumers do not wait for one another.
+//! The in-process limiter: GCRA over tables of theoretical arrival times (TAT), with an injected
+//! clock so tests advance time instead of sleeping. The keys are spread over shards, each with
+//! its own lock, so worker threads checking different consumers do not wait for one another.
+//!
+//! Memory is bounded whatever clients do. A limit is tracked under a 64-bit keyed hash of its
+//! key, not the key's text (16 bytes an entry). At most `max_tracked_keys` keys are tracked
+//! exactly; a consumer arriving when its shard is full is counted in one of a fixed set of
+//! shared cells chosen by its hash. Every merge of two consumers' counts — a hash collision in
+//! the table, several consumers in one cell, a key leaving a cell for an exact entry with the
+//! cell's state — only adds to what each one is charged: limits get stricter, never looser.
+//! Entries are dropped only once their quota is full again, so a dropped key starts over from
+//! a full quota or from its cell's state, never from more than it had: neither the cap nor a
+//! sweep lets a throttled client through.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{gcra, Decision, Limit, Mode};
+use crate::logs::Repeated;
 
 /// Microseconds since the Unix epoch.
 pub trait Clock: Send + Sync {
@@ -25,79 +36,247 @@ impl Clock for SystemClock {
     }
 }
 
-/// Above this many keys in one shard, its expired ones are swept on the next check.
-const SWEEP_AT: usize = 4_096;
+/// `rate_limits.max_tracked_keys` when unset (its memory is in the README's "Rate limits").
+pub const DEFAULT_MAX_TRACKED_KEYS: usize = 1_000_000;
 /// Independent locks; a request's limits (its tier and its route's) usually fall in two.
 const SHARDS: usize = 32;
 const _: () = assert!(
     SHARDS <= u32::BITS as usize,
     "the shards a check needs are a u32 mask"
 );
+/// Shared cells per shard for the consumers its table has no room for: 65,536 in all, 512 KiB.
+const CELLS: usize = 2_048;
+/// Keys a shard's table has room for at first (at least; its size is rounded up). When full, it
+/// grows straight to its share of the cap: a process with few clients stays small, and the
+/// table is rehashed once while small, not doubled at tens of thousands of entries on the
+/// check that happens to fill it.
+const FIRST_ROOM: usize = 1_024;
+/// A shard is swept when as many new keys arrived since its last sweep as that sweep kept, and
+/// at least this many: a sweep over n entries is paid for by n / 2 arrivals or more, and its
+/// scan of the table's empty slots (16 at a time) by this many.
+const SWEEP_FLOOR: usize = 1_024;
 
-type Tats = HashMap<String, u64>;
-
-pub struct LocalLimiter {
-    clock: Arc<dyn Clock>,
-    shards: Box<[Mutex<Tats>]>,
-    hasher: RandomState,
+/// The bits of a key's hash that pick its shard and its cell, apart from each other and from
+/// the low bits the table's buckets use.
+fn shard_of(hash: u64) -> usize {
+    (hash >> 32) as usize % SHARDS
 }
 
-impl LocalLimiter {
-    pub fn new(clock: Arc<dyn Clock>) -> LocalLimiter {
-        LocalLimiter {
-            clock,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+fn cell_of(hash: u64) -> usize {
+    (hash >> 40) as usize % CELLS
+}
+
+/// The tables are keyed by a hash already: hashing it again would only cost time.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
         }
     }
 
-    fn shard_of(&self, key: &str) -> usize {
-        (self.hasher.hash_one(key) as usize) % SHARDS
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// One lock's worth of keys: the exact table, and the cells shared by the keys it has no room
+/// for.
+struct Shard {
+    /// Key hash → TAT: room for [`FIRST_ROOM`] keys, then for `room`.
+    tats: HashMap<u64, u64, BuildHasherDefault<Prehashed>>,
+    /// How many keys this shard may track exactly: its share of `max_tracked_keys`.
+    room: usize,
+    /// TATs shared by the keys that arrived when the table was full.
+    cells: Vec<u64>,
+    /// Keys counted for the first time (in the table or a cell) since the last sweep.
+    arrivals: usize,
+    /// Entries the last sweep kept.
+    kept: usize,
+}
+
+/// What recording one counted request found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    Tracked,
+    /// The table was full: the key is counted in its shared cell.
+    Shared,
+}
+
+impl Shard {
+    fn new(room: usize) -> Shard {
+        Shard {
+            tats: HashMap::with_capacity_and_hasher(
+                room.min(FIRST_ROOM),
+                BuildHasherDefault::default(),
+            ),
+            room,
+            cells: vec![0; CELLS],
+            arrivals: 0,
+            kept: 0,
+        }
+    }
+
+    /// The TAT a key's check starts from: its own, else its cell's (0, a quota long full, until
+    /// a key is counted there). A key without an entry may have been counted in its cell while
+    /// the table was full, so it cannot start afresh.
+    fn stored(&self, hash: u64) -> Option<u64> {
+        self.tats
+            .get(&hash)
+            .or_else(|| self.cells.get(cell_of(hash)))
+            .copied()
+    }
+
+    /// Stores a counted request's TAT. TATs only move forward (`max`): when two limits of one
+    /// request share an entry or a cell, the later write must not undo the earlier one.
+    fn record(&mut self, hash: u64, tat: u64, now: u64) -> Recorded {
+        if let Some(stored) = self.tats.get_mut(&hash) {
+            *stored = (*stored).max(tat);
+            return Recorded::Tracked;
+        }
+        self.arrivals += 1;
+        if self.arrivals >= self.kept.max(SWEEP_FLOOR) {
+            self.sweep(now);
+        }
+        if self.tats.len() < self.room {
+            if self.tats.len() == self.tats.capacity() {
+                self.tats.reserve(self.room - self.tats.len());
+            }
+            self.tats.insert(hash, tat);
+            return Recorded::Tracked;
+        }
+        if let Some(cell) = self.cells.get_mut(cell_of(hash)) {
+            *cell = (*cell).max(tat);
+        }
+        Recorded::Shared
+    }
+
+    /// Drops the entries whose quota is full again (TAT not after now): a missing key starts
+    /// from a full quota or from its cell's state, never with more left than it had.
+    fn sweep(&mut self, now: u64) {
+        self.tats.retain(|_, tat| *tat > now);
+        self.kept = self.tats.len();
+        self.arrivals = 0;
+    }
+}
+
+pub struct LocalLimiter {
+    clock: Arc<dyn Clock>,
+    shards: Box<[Mutex<Shard>]>,
+    /// Keyed at random per process, so clients cannot aim their keys at one shard or cell.
+    hasher: RandomState,
+    max_tracked_keys: usize,
+    full: Repeated,
+}
+
+impl LocalLimiter {
+    /// A limiter tracking up to [`DEFAULT_MAX_TRACKED_KEYS`] keys exactly.
+    pub fn new(clock: Arc<dyn Clock>) -> LocalLimiter {
+        LocalLimiter::with_max_tracked_keys(clock, DEFAULT_MAX_TRACKED_KEYS)
+    }
+
+    /// A limiter tracking up to `max_tracked_keys` keys exactly, shared out evenly over the
+    /// shards (the first ones take the remainder), so the total never exceeds it.
+    pub fn with_max_tracked_keys(clock: Arc<dyn Clock>, max_tracked_keys: usize) -> LocalLimiter {
+        let (share, remainder) = (max_tracked_keys / SHARDS, max_tracked_keys % SHARDS);
+        LocalLimiter {
+            clock,
+            shards: (0..SHARDS)
+                .map(|index| Mutex::new(Shard::new(share + usize::from(index < remainder))))
+                .collect(),
+            hasher: RandomState::new(),
+            max_tracked_keys,
+            full: Repeated::new(),
+        }
     }
 
     /// Checks (and with `Mode::Consume` counts) all of `limits` or none: the shards they fall
     /// in are locked together, always in ascending order, so two checks cannot deadlock.
     pub fn check(&self, limits: &[Limit], mode: Mode) -> Decision {
         let now = self.clock.now_us();
-        let shard_of_limit: Vec<usize> = limits.iter().map(|l| self.shard_of(&l.key)).collect();
-        let needed = shard_of_limit
+        let hashes: Vec<u64> = limits
             .iter()
-            .fold(0u32, |mask, shard| mask | 1 << shard);
-        let mut guards: [Option<MutexGuard<'_, Tats>>; SHARDS] = std::array::from_fn(|_| None);
+            .map(|l| self.hasher.hash_one(&l.key))
+            .collect();
+        let needed = hashes
+            .iter()
+            .fold(0u32, |mask, &hash| mask | 1 << shard_of(hash));
+        let mut guards: [Option<MutexGuard<'_, Shard>>; SHARDS] = std::array::from_fn(|_| None);
         for (index, guard) in guards.iter_mut().enumerate() {
             if needed & 1 << index != 0 {
-                let mut tats = self.shards[index]
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                if tats.len() > SWEEP_AT {
-                    tats.retain(|_, tat| *tat > now);
-                }
-                *guard = Some(tats);
+                *guard = Some(
+                    self.shards[index]
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                );
             }
         }
         let outcomes: Vec<gcra::Outcome> = limits
             .iter()
-            .zip(&shard_of_limit)
-            .map(|(l, &shard)| {
-                let tat = guards[shard].as_ref().and_then(|tats| tats.get(&l.key));
-                gcra::step(&l.rate, tat.copied(), now)
+            .zip(&hashes)
+            .map(|(l, &hash)| {
+                let stored = guards[shard_of(hash)]
+                    .as_ref()
+                    .and_then(|shard| shard.stored(hash));
+                gcra::step(&l.rate, stored, now)
             })
             .collect();
         let allowed = outcomes.iter().all(|o| o.conforms);
+        let mut shared = false;
         if allowed && mode == Mode::Consume {
-            for ((limit, outcome), &shard) in limits.iter().zip(&outcomes).zip(&shard_of_limit) {
-                let Some(tats) = guards[shard].as_mut() else {
-                    continue;
-                };
-                match tats.get_mut(&limit.key) {
-                    Some(tat) => *tat = outcome.tat,
-                    None => {
-                        tats.insert(limit.key.clone(), outcome.tat);
-                    }
+            for (outcome, &hash) in outcomes.iter().zip(&hashes) {
+                if let Some(shard) = guards[shard_of(hash)].as_mut() {
+                    shared |= shard.record(hash, outcome.tat, now) == Recorded::Shared;
                 }
             }
         }
+        drop(guards);
+        if shared {
+            if let Some(suppressed) = self.full.due() {
+                tracing::warn!(
+                    max_tracked_keys = self.max_tracked_keys,
+                    suppressed,
+                    "the local rate limiter tracks as many keys as it may; new consumers share \
+                     counters, so their limits are stricter until older keys expire"
+                );
+            }
+        }
         decide(limits, &outcomes, allowed, mode, now)
+    }
+
+    /// Entries in the exact tables, over all shards.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.tats.len()))
+            .sum()
+    }
+
+    /// Whether `key` has an exact entry.
+    #[cfg(test)]
+    fn tracks(&self, key: &str) -> bool {
+        let hash = self.hasher.hash_one(key);
+        self.shards[shard_of(hash)]
+            .lock()
+            .is_ok_and(|s| s.tats.contains_key(&hash))
+    }
+
+    /// Sweeps every shard now, whatever the arrivals since the last sweep.
+    #[cfg(test)]
+    fn sweep_all(&self) {
+        let now = self.clock.now_us();
+        for shard in self.shards.iter() {
+            if let Ok(mut shard) = shard.lock() {
+                shard.sweep(now);
+            }
+        }
     }
 }
 
@@ -141,139 +320,4 @@ pub(super) fn decide(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::Duration;
-
-    use super::*;
-    use crate::ratelimit::Rate;
-
-    /// A clock the test moves by hand.
-    #[derive(Default)]
-    struct ManualClock(AtomicU64);
-
-    impl ManualClock {
-        fn advance(&self, by: Duration) {
-            self.0.fetch_add(by.as_micros() as u64, Ordering::SeqCst);
-        }
-    }
-
-    impl Clock for ManualClock {
-        fn now_us(&self) -> u64 {
-            self.0.load(Ordering::SeqCst)
-        }
-    }
-
-    fn limit(policy: &str, key: &str, rate: &str) -> Limit {
-        Limit {
-            policy: policy.to_string(),
-            key: key.to_string(),
-            rate: Rate::parse(rate).unwrap(),
-        }
-    }
-
-    fn limiter() -> (Arc<ManualClock>, LocalLimiter) {
-        let clock = Arc::new(ManualClock::default());
-        clock.advance(Duration::from_secs(1_000_000));
-        (clock.clone(), LocalLimiter::new(clock))
-    }
-
-    #[test]
-    fn threads_sharing_limits_across_shards_let_exactly_the_count_through() {
-        let (_, limiter) = limiter();
-        let limiter = Arc::new(limiter);
-        // Eight consumers' tiers and one shared route limit: keys in several shards, and each
-        // check locking more than one of them.
-        let allowed: usize = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..8)
-                .map(|consumer| {
-                    let limiter = limiter.clone();
-                    scope.spawn(move || {
-                        let limits = [
-                            limit("user", &format!("tier:u{consumer}"), "1000/min"),
-                            limit("route", "route:shared", "100/min"),
-                        ];
-                        (0..50)
-                            .filter(|_| limiter.check(&limits, Mode::Consume).allowed)
-                            .count()
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).sum()
-        });
-        assert_eq!(allowed, 100);
-    }
-
-    #[test]
-    fn a_limit_lets_its_count_through_then_refuses_with_retry_after() {
-        let (clock, limiter) = limiter();
-        let limits = [limit("user", "u1", "3/min")];
-        for remaining in [2, 1, 0] {
-            let decision = limiter.check(&limits, Mode::Consume);
-            assert!(decision.allowed);
-            assert_eq!(decision.states[0].0, remaining);
-        }
-        let refused = limiter.check(&limits, Mode::Consume);
-        assert!(!refused.allowed);
-        assert_eq!(refused.retry_after, 20);
-        assert_eq!(refused.states[0], (0, 60));
-        clock.advance(Duration::from_secs(20));
-        assert!(limiter.check(&limits, Mode::Consume).allowed);
-    }
-
-    #[test]
-    fn every_limit_must_pass_and_a_refusal_counts_against_none() {
-        let (_, limiter) = limiter();
-        let tier = limit("user", "u1", "10/min");
-        let route = limit("route", "r:u1", "2/min");
-        let both = [tier.clone(), route.clone()];
-        assert!(limiter.check(&both, Mode::Consume).allowed);
-        assert!(limiter.check(&both, Mode::Consume).allowed);
-        let refused = limiter.check(&both, Mode::Consume);
-        assert!(!refused.allowed);
-        // The refused request did not use the tier's quota: 8 of 10 remain.
-        let alone = limiter.check(std::slice::from_ref(&tier), Mode::Peek);
-        assert_eq!(alone.states[0].0, 8);
-    }
-
-    #[test]
-    fn peeking_counts_nothing() {
-        let (_, limiter) = limiter();
-        let limits = [limit("login", "ip", "1/min")];
-        for _ in 0..5 {
-            assert!(limiter.check(&limits, Mode::Peek).allowed);
-        }
-        assert!(limiter.check(&limits, Mode::Consume).allowed);
-        assert!(!limiter.check(&limits, Mode::Peek).allowed);
-    }
-
-    #[test]
-    fn keys_are_counted_apart() {
-        let (_, limiter) = limiter();
-        assert!(
-            limiter
-                .check(&[limit("a", "k1", "1/hour")], Mode::Consume)
-                .allowed
-        );
-        assert!(
-            limiter
-                .check(&[limit("a", "k2", "1/hour")], Mode::Consume)
-                .allowed
-        );
-        assert!(
-            !limiter
-                .check(&[limit("a", "k1", "1/hour")], Mode::Consume)
-                .allowed
-        );
-    }
-
-    #[test]
-    fn the_fields_follow_the_draft() {
-        let (_, limiter) = limiter();
-        let limits = [limit("user", "u", "100/hour"), limit("route", "r", "5/min")];
-        let decision = limiter.check(&limits, Mode::Consume);
-        let (policy, current) = decision.fields(&limits);
-        assert_eq!(policy, "\"user\";q=100;w=3600, \"route\";q=5;w=60");
-        assert_eq!(current, "\"user\";r=99;t=36, \"route\";r=4;t=12");
-    }
-}
+mod tests;

@@ -15,8 +15,8 @@ use prometheus::IntCounter;
 
 use crate::logs::Repeated;
 
-pub use self::local::{Clock, LocalLimiter, SystemClock};
-pub use self::policy::{OnStoreError, RatePolicy};
+pub use self::local::{Clock, LocalLimiter, SystemClock, DEFAULT_MAX_TRACKED_KEYS};
+pub use self::policy::{OnStoreError, RatePolicy, DEFAULT_IPV6_PREFIX};
 pub use self::rate::Rate;
 pub use self::redis::RedisLimiter;
 
@@ -81,16 +81,17 @@ pub struct Limiter {
 pub struct Unavailable;
 
 impl Limiter {
+    /// Reads `on_store_error` and `max_tracked_keys` from `policy`; they hold until a restart.
     pub fn new(
         clock: Arc<dyn Clock>,
         redis: Option<RedisLimiter>,
-        on_store_error: OnStoreError,
+        policy: &RatePolicy,
         redis_errors: IntCounter,
     ) -> Limiter {
         Limiter {
-            local: LocalLimiter::new(clock),
+            local: LocalLimiter::with_max_tracked_keys(clock, policy.max_tracked_keys),
             redis,
-            on_store_error,
+            on_store_error: policy.on_store_error,
             redis_down: Repeated::new(),
             redis_errors,
         }

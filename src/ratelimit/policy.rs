@@ -1,9 +1,11 @@
-//! Which limits apply to a request: its consumer's tier (anonymous by client IP, user by id — or
-//! the user's role tier instead — or API key), each of its route's limits per consumer, and the
-//! failed-login limits.
+//! Which limits apply to a request: its consumer's tier (anonymous by client address, user by
+//! id — or the user's role tier instead — or API key), each of its route's limits per consumer,
+//! and the failed-login limits. Client addresses are counted per IPv4 address and per IPv6
+//! network (a /64 by default): whoever holds one IPv6 address usually holds its whole /64.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
 
 use super::{Limit, Rate};
 use crate::auth::identity::{AuthMethod, Identity};
@@ -19,8 +21,11 @@ pub enum OnStoreError {
     Deny,
 }
 
+/// `rate_limits.ipv6_prefix` when unset: the network a single subscriber or host is given.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
 /// The `rate_limits` section of gateway.yaml.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RatePolicy {
     pub anonymous: Option<Rate>,
     pub user: Option<Rate>,
@@ -29,6 +34,41 @@ pub struct RatePolicy {
     pub roles: HashMap<String, Rate>,
     pub login: Option<Rate>,
     pub on_store_error: OnStoreError,
+    /// How many keys the in-process limiter tracks exactly (read once at start).
+    pub max_tracked_keys: usize,
+    /// The leading bits of an IPv6 client address that make one consumer (1 to 128).
+    pub ipv6_prefix: u8,
+}
+
+impl Default for RatePolicy {
+    fn default() -> RatePolicy {
+        RatePolicy {
+            anonymous: None,
+            user: None,
+            api_key: None,
+            roles: HashMap::new(),
+            login: None,
+            on_store_error: OnStoreError::default(),
+            max_tracked_keys: super::local::DEFAULT_MAX_TRACKED_KEYS,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+        }
+    }
+}
+
+/// A client address as limits count it: an IPv4 address, or the IPv6 network of `prefix` bits
+/// around an IPv6 address, written `2001:db8:1:2::/64` (or the bare address at 128 bits).
+struct Counted {
+    address: IpAddr,
+    prefix: Option<u8>,
+}
+
+impl fmt::Display for Counted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.prefix {
+            Some(prefix) => write!(f, "{}/{prefix}", self.address),
+            None => write!(f, "{}", self.address),
+        }
+    }
 }
 
 impl RatePolicy {
@@ -49,7 +89,7 @@ impl RatePolicy {
             return Vec::new();
         }
         let consumer = match identity.method {
-            AuthMethod::Anonymous => format!("ip:{client}"),
+            AuthMethod::Anonymous => format!("ip:{}", self.counted(client)),
             AuthMethod::ApiKey => format!("key:{}", identity.key_id.as_deref().unwrap_or("")),
             AuthMethod::Jwt => format!("user:{}", identity.user_id.unwrap_or(0)),
         };
@@ -83,6 +123,7 @@ impl RatePolicy {
             return Vec::new();
         };
         let username = username.trim().to_lowercase();
+        let client = self.counted(client);
         vec![
             Limit {
                 policy: "login-ip".to_string(),
@@ -95,5 +136,120 @@ impl RatePolicy {
                 rate,
             },
         ]
+    }
+
+    /// What `client` is counted as. An IPv4 address written as IPv6 (`::ffff:192.0.2.1`) is the
+    /// IPv4 one: else it would fall in one shared network, or be a second consumer beside it.
+    fn counted(&self, client: IpAddr) -> Counted {
+        match client.to_canonical() {
+            IpAddr::V6(v6) if self.ipv6_prefix < 128 => {
+                // A prefix of 0 (refused by the configuration) would shift by all 128 bits.
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.ipv6_prefix))
+                    .unwrap_or(0);
+                Counted {
+                    address: IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask)),
+                    prefix: Some(self.ipv6_prefix),
+                }
+            }
+            address => Counted {
+                address,
+                prefix: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthLevel;
+    use crate::router::{MethodSet, PathPattern};
+
+    fn route() -> Route {
+        Route {
+            index: 0,
+            id: "r".to_string(),
+            service: 0,
+            pattern: PathPattern::parse("/r/").unwrap(),
+            upstream_path: None,
+            methods: MethodSet::ALL,
+            max_body: None,
+            auth: AuthLevel::None,
+            min_role: None,
+            scopes: Vec::new(),
+            forward_authorization: false,
+            rate_limits: vec![Rate::parse("10/min").unwrap()],
+        }
+    }
+
+    fn policy(ipv6_prefix: u8) -> RatePolicy {
+        RatePolicy {
+            anonymous: Some(Rate::parse("100/day").unwrap()),
+            login: Some(Rate::parse("5/min").unwrap()),
+            ipv6_prefix,
+            ..RatePolicy::default()
+        }
+    }
+
+    /// Every key an anonymous request from `client` and a login from it count under.
+    fn keys(policy: &RatePolicy, client: &str) -> Vec<String> {
+        let client = client.parse().unwrap();
+        policy
+            .limits(&route(), &Identity::anonymous(), client)
+            .into_iter()
+            .chain(policy.login_limits("Demo", client))
+            .map(|l| l.key)
+            .collect()
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64_network_by_default() {
+        let policy = RatePolicy {
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+            ..policy(0)
+        };
+        let one = keys(&policy, "2001:db8:1:2::1");
+        assert_eq!(
+            one,
+            [
+                "tier:anonymous:ip:2001:db8:1:2::/64",
+                "route:r:0:ip:2001:db8:1:2::/64",
+                "login:ip:2001:db8:1:2::/64",
+                "login:user:demo:2001:db8:1:2::/64",
+            ]
+        );
+        assert_eq!(keys(&policy, "2001:db8:1:2:ffff:ffff:ffff:ffff"), one);
+        assert_ne!(keys(&policy, "2001:db8:1:3::1"), one);
+    }
+
+    #[test]
+    fn the_prefix_sets_the_network_and_128_counts_each_address() {
+        assert_eq!(
+            keys(&policy(48), "2001:db8:1:2::1")[0],
+            "tier:anonymous:ip:2001:db8:1::/48"
+        );
+        assert_eq!(
+            keys(&policy(48), "2001:db8:1:ffff::9"),
+            keys(&policy(48), "2001:db8:1::")
+        );
+        let exact = policy(128);
+        assert_eq!(
+            keys(&exact, "2001:db8:1:2::1")[0],
+            "tier:anonymous:ip:2001:db8:1:2::1"
+        );
+        assert_ne!(
+            keys(&exact, "2001:db8:1:2::1"),
+            keys(&exact, "2001:db8:1:2::2")
+        );
+    }
+
+    #[test]
+    fn ipv4_clients_are_counted_per_address_however_written() {
+        let policy = policy(64);
+        let v4 = keys(&policy, "192.0.2.1");
+        assert_eq!(v4[0], "tier:anonymous:ip:192.0.2.1");
+        assert_eq!(keys(&policy, "::ffff:192.0.2.1"), v4);
+        assert_ne!(keys(&policy, "192.0.2.2"), v4);
     }
 }

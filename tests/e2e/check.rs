@@ -172,6 +172,35 @@ routes:
 }
 
 #[test]
+fn limiter_state_settings_are_checked_with_positions_and_fixes() {
+    let config = GatewayConfig::new(
+        "include: [routes/*.yaml]
+rate_limits:
+  anonymous: 100/day
+  max_tracked_keys: lots
+  ipv6_prefix: 0
+",
+    )
+    .file(
+        "routes/a.yaml",
+        "service: a\nupstreams: [http://127.0.0.1:1]\nroutes:\n  - path: /a/\n    auth: none\n",
+    );
+    let (code, _, stderr, dir) = run_check(&config);
+    assert_eq!(code, 1);
+    let at = dir.path().join("gateway.yaml").display().to_string();
+    let expected = [
+        format!("{at}:4:21: rate_limits.max_tracked_keys: `lots` is not a whole number from 1 to 100000000 (write a whole number from 1 to 100000000; the default, 1000000, takes about"),
+        format!("{at}:5:16: rate_limits.ipv6_prefix: `0` is not a prefix length from 1 to 128 (write 64 to count each /64 network as one client, the default; 128 to count each address"),
+    ];
+    for line in &expected {
+        assert!(
+            stderr.contains(line.as_str()),
+            "missing:\n{line}\nin:\n{stderr}"
+        );
+    }
+}
+
+#[test]
 fn a_route_needing_a_jwt_without_a_jwt_section_says_what_to_write() {
     let config = GatewayConfig::new("include: [routes/*.yaml]\n").file(
         "routes/a.yaml",

@@ -1,6 +1,8 @@
 //! Rate limits through the real listener: tiers per identity class, role tiers, route limits,
-//! the RateLimit fields, failed logins, Redis going away, and replicas sharing one limit.
+//! the RateLimit fields, failed logins, IPv6 clients per network, the cap on tracked keys, Redis
+//! going away, and replicas sharing one limit.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -216,6 +218,92 @@ async fn failed_logins_are_limited_per_address_and_per_username_from_it() {
             200
         );
     }
+}
+
+#[tokio::test]
+async fn ipv6_clients_are_limited_per_64_network_unless_told_otherwise() {
+    let upstream = Upstream::start("app").await;
+    let gateway = Gateway::start(config(&upstream, "", LIMITS)).await;
+    let from = |address: &'static str| [("x-forwarded-for", address)];
+    // Three addresses of one /64 share its anonymous quota of 3.
+    let mut statuses = Vec::new();
+    for address in ["2001:db8:7:1::1", "2001:db8:7:1::2", "2001:db8:7:1:ffff::9"] {
+        statuses.extend(hammer(&gateway, "/api/public/", &from(address), 2).await);
+    }
+    assert_eq!(passed(&statuses), 3, "{statuses:?}");
+    // The next /64 is another client.
+    let next = hammer(&gateway, "/api/public/", &from("2001:db8:7:2::1"), 5).await;
+    assert_eq!(passed(&next), 3);
+    // Failed logins too: a new address of the same /64 gets no new attempts.
+    for _ in 0..3 {
+        assert_eq!(
+            login_status(&gateway, "demo", "guess", "2001:db8:66:1::1").await,
+            401
+        );
+    }
+    assert_eq!(
+        login_status(&gateway, "demo", "guess", "2001:db8:66:1::2").await,
+        429
+    );
+    assert_eq!(
+        login_status(&gateway, "demo", "guess", "2001:db8:66:2::1").await,
+        401
+    );
+
+    let per_address = format!("{LIMITS}  ipv6_prefix: 128\n");
+    let gateway = Gateway::start(config(&upstream, "", &per_address)).await;
+    for address in ["2001:db8:7:1::1", "2001:db8:7:1::2"] {
+        assert_eq!(
+            passed(&hammer(&gateway, "/api/public/", &from(address), 5).await),
+            3
+        );
+    }
+}
+
+/// Requests that pass out of `n` sent to the public route from client `10.9.x.y` number `client`.
+async fn passes_from(gateway: &Gateway, client: usize, n: usize) -> usize {
+    let address = format!("10.9.{}.{}", client / 256, client % 256);
+    passed(&hammer(gateway, "/api/public/", &[("x-forwarded-for", &address)], n).await)
+}
+
+#[tokio::test]
+async fn past_max_tracked_keys_no_client_gets_more_than_its_limit() {
+    let upstream = Upstream::start("app").await;
+    let limits = "rate_limits: { anonymous: 2/day, max_tracked_keys: 32 }\n";
+    let gateway = Gateway::start(config(&upstream, "", limits)).await;
+    let mut passes: HashMap<usize, usize> = HashMap::new();
+    // An early client uses its quota while the table has room.
+    *passes.entry(0).or_default() += passes_from(&gateway, 0, 3).await;
+    // 400 more clients: the table holds 32 keys, the rest are counted in shared cells.
+    for client in 1..400 {
+        *passes.entry(client).or_default() += passes_from(&gateway, client, 1).await;
+    }
+    gateway
+        .wait_for_log(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("tracks as many keys as it may"))
+        })
+        .await;
+    // Clients counted in cells are limited too.
+    for client in (0..10).chain(390..400) {
+        *passes.entry(client).or_default() += passes_from(&gateway, client, 3).await;
+    }
+    for client in 400..700 {
+        *passes.entry(client).or_default() += passes_from(&gateway, client, 1).await;
+    }
+    // The early client is still throttled after all of them.
+    *passes.entry(0).or_default() += passes_from(&gateway, 0, 2).await;
+    for (client, passed) in &passes {
+        assert!(
+            *passed <= 2,
+            "client {client} got {passed} requests through a limit of 2"
+        );
+    }
+    assert_eq!(passes[&0], 2);
+    // Sharing a cell only ever takes from a quota; almost every newcomer is still served.
+    let served = (400..700).filter(|c| passes[c] == 1).count();
+    assert!(served >= 290, "only {served} of 300 newcomers served");
 }
 
 fn redis_store(redis: &RedisServer) -> String {
