@@ -186,11 +186,15 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
     if next.auth.store != running.auth.store {
         changed.push("store");
     }
+    if next.rate_limits.max_tracked_keys != running.rate_limits.max_tracked_keys {
+        changed.push("rate_limits.max_tracked_keys");
+    }
     next.listen = running.listen.clone();
     next.admin_listen = running.admin_listen.clone();
     next.threads = running.threads;
     next.shutdown_grace_period = running.shutdown_grace_period;
     next.auth.store = running.auth.store.clone();
+    next.rate_limits.max_tracked_keys = running.rate_limits.max_tracked_keys;
     changed
 }
 

@@ -180,6 +180,7 @@ mod tests {
             scopes: Vec::new(),
             forward_authorization: false,
             rate_limits: vec![Rate::parse("10/min").unwrap()],
+            encoded_slashes: crate::config::EncodedSlashes::Reject,
         }
     }
 

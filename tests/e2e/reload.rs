@@ -242,3 +242,24 @@ async fn target_health_and_rate_limit_counts_survive_a_reload() {
     );
     drop(silent);
 }
+
+#[tokio::test]
+async fn settings_read_once_at_start_are_named_in_restart_required() {
+    let app = Upstream::start("app").await;
+    let routes = service("app", &[app.url()], "", &["/api/app/"]);
+    let gateway = Gateway::start(
+        GatewayConfig::new("include: [routes/*.yaml]\nthreads: 2\n")
+            .file("routes/app.yaml", &routes),
+    )
+    .await;
+    gateway.write_config(
+        "gateway.yaml",
+        "include: [routes/*.yaml]\nthreads: 3\nrate_limits: { max_tracked_keys: 1000 }\n",
+    );
+    let (status_code, body) = reload(&gateway).await;
+    assert_eq!(status_code, 200, "{body}");
+    assert_eq!(
+        body["restart_required"],
+        serde_json::json!(["threads", "rate_limits.max_tracked_keys"])
+    );
+}
