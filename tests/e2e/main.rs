@@ -10,6 +10,7 @@ mod docs;
 mod forwarding;
 mod harness;
 mod lifecycle;
+mod logins;
 mod metrics;
 mod ratelimit;
 mod reload;
