@@ -53,6 +53,11 @@ pub enum GatewayError {
     },
     /// The shared rate limiter is down and `on_store_error: deny`.
     RateLimiterUnavailable,
+    /// 503 with `Retry-After`: as many password checks are pending as `jwt.max_pending_logins`
+    /// allows. Never a 401: the password was not looked at.
+    LoginBusy {
+        retry_after: u64,
+    },
     UpstreamTimeout,
     Internal,
 }
@@ -77,7 +82,8 @@ impl GatewayError {
             GatewayError::NoHealthyUpstream { .. }
             | GatewayError::AuthStoreUnavailable
             | GatewayError::StoreUnavailable
-            | GatewayError::RateLimiterUnavailable => 503,
+            | GatewayError::RateLimiterUnavailable
+            | GatewayError::LoginBusy { .. } => 503,
             GatewayError::UpstreamTimeout => 504,
         }
     }
@@ -102,6 +108,7 @@ impl GatewayError {
             GatewayError::StoreUnavailable => "store_unavailable",
             GatewayError::Throttled { .. } => "throttled",
             GatewayError::RateLimiterUnavailable => "rate_limiter_unavailable",
+            GatewayError::LoginBusy { .. } => "login_busy",
             GatewayError::UpstreamTimeout => "upstream_timeout",
         }
     }
@@ -149,6 +156,9 @@ impl GatewayError {
             GatewayError::RateLimiterUnavailable => {
                 "The rate limiter is unavailable; try again shortly.".to_string()
             }
+            GatewayError::LoginBusy { retry_after } => format!(
+                "Too many logins are being checked. Expected available in {retry_after} seconds."
+            ),
             GatewayError::UpstreamTimeout => {
                 "The upstream service did not answer in time.".to_string()
             }
@@ -218,7 +228,7 @@ pub async fn respond(
         GatewayError::Unauthorized { challenge, .. } => {
             header.insert_header(header::WWW_AUTHENTICATE, challenge.as_str())?;
         }
-        GatewayError::Throttled { retry_after } => {
+        GatewayError::Throttled { retry_after } | GatewayError::LoginBusy { retry_after } => {
             header.insert_header(header::RETRY_AFTER, retry_after.to_string())?;
         }
         _ => {}

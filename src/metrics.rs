@@ -358,6 +358,7 @@ fn auth_failure_reason(error: &GatewayError) -> Option<&'static str> {
         }),
         GatewayError::PermissionDenied => Some("permission_denied"),
         GatewayError::AuthStoreUnavailable => Some("store_unavailable"),
+        GatewayError::LoginBusy { .. } => Some("login_busy"),
         _ => None,
     }
 }

@@ -214,13 +214,24 @@ impl TokenService {
                 retry_after: seen.retry_after,
             });
         }
+        // A place among the pending password checks, before any work: past the bound the
+        // login is refused at once, and not counted as a failure (the password was not read).
+        let place = self
+            .passwords
+            .admit()
+            .map_err(|busy| GatewayError::LoginBusy {
+                retry_after: busy.retry_after,
+            })?;
         let user = self.store.user_by_login(login).await.map_err(store_error)?;
         let stored = user
             .as_ref()
             .filter(|u| u.active)
             .map(|u| u.password_hash.as_str());
         // An unknown or inactive user costs one argon2 verification too: no timing oracle.
-        let verified = self.passwords.verify(password, stored).await;
+        let verified = place.verify(password, stored).await.map_err(|_| {
+            tracing::error!("a password check did not run to its end");
+            GatewayError::Internal
+        })?;
         let user = match user {
             Some(user) if verified => user,
             _ => {

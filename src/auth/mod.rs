@@ -38,11 +38,13 @@ impl Auth {
         limits: &RatePolicy,
     ) -> Auth {
         let api_keys = Arc::new(ApiKeys::new(store.clone(), config.api_key_cache_ttl));
-        let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Half the cores at most: the lowest priority keeps checks off the cores' time, not out
+        // of the caches and memory bandwidth they share with proxying (19 MiB per argon2 check).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let token_service = config.tokens.clone().map(|tokens| TokenService {
             tokens,
             store: store.clone(),
-            passwords: PasswordChecker::new(parallelism.div_ceil(2)),
+            passwords: PasswordChecker::new((cores / 2).max(1), config.max_pending_logins),
             throttle: LoginThrottle {
                 limiter,
                 policy: limits.clone(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
-use super::decode::{Reader, Spanned};
+use super::decode::{Fields, Reader, Spanned};
 use super::yaml::Node;
 use super::{AuthConfig, KeyFiles, StoreBackend};
 use crate::auth::jwt::{self, Keys, Tokens};
@@ -27,10 +27,20 @@ const JWT_KEYS: &[&str] = &[
     "refresh_ttl",
     "leeway",
     "generate_key_if_missing",
+    "max_pending_logins",
 ];
 const SEED_KEYS: &[&str] = &["users", "api_keys"];
 const SEED_USER_KEYS: &[&str] = &["id", "username", "email", "role", "password_hash", "active"];
 const SEED_KEY_KEYS: &[&str] = &["name", "prefix", "key_hash", "role", "scopes", "expires"];
+
+/// Password checks admitted at once by default: a class of 50 arriving together fits, and the
+/// last of 64 waits 64 checks' time on one thread (about 1 s at the 14 ms a check took in a
+/// release build on a free core; a few seconds on a busy machine), within what a person waits
+/// for a login form. Each pending check holds a small job and its connection; argon2's 19 MiB
+/// is taken only by the checks running.
+const DEFAULT_MAX_PENDING_LOGINS: usize = 64;
+/// More would be a typo, and a queue nobody waits out.
+const MAX_PENDING_LOGINS: usize = 100_000;
 
 pub const DEFAULT_ROLES: [&str; 3] = ["student", "instructor", "admin"];
 const REDIS_URL_ENV: &str = "GUICHET_REDIS_URL";
@@ -52,11 +62,10 @@ pub fn compile(sections: AuthSections, r: &mut Reader, base: &Path, keys: KeyFil
         Some((node, field)) => read_store(node, field, r),
         None => (StoreBackend::Memory, None, None),
     };
-    let tokens = sections
-        .jwt
-        .as_ref()
-        .and_then(|(node, field)| read_jwt(node, field, r, base, keys))
-        .map(Arc::new);
+    let (tokens, max_pending_logins) = match &sections.jwt {
+        Some((node, field)) => read_jwt(node, field, r, base, keys),
+        None => (None, DEFAULT_MAX_PENDING_LOGINS),
+    };
     let (users, api_keys) = match &sections.seed {
         Some((node, field)) => {
             if matches!(backend, StoreBackend::Redis { .. }) {
@@ -76,7 +85,8 @@ pub fn compile(sections: AuthSections, r: &mut Reader, base: &Path, keys: KeyFil
         store: backend,
         store_timeout: store_timeout.unwrap_or(Duration::from_millis(250)),
         api_key_cache_ttl: api_key_cache_ttl.unwrap_or(Duration::from_secs(30)),
-        tokens,
+        max_pending_logins,
+        tokens: tokens.map(Arc::new),
         roles,
         seed_users: users,
         seed_api_keys: api_keys,
@@ -173,14 +183,35 @@ fn read_store(
     (backend, ttl, timeout)
 }
 
+/// The `jwt` section: the token keys and settings, and the bound on pending password checks.
 fn read_jwt(
     node: &Node,
     field: &str,
     r: &mut Reader,
     base: &Path,
     key_files: KeyFiles,
+) -> (Option<Tokens>, usize) {
+    let Some(fields) = r.fields(node, field, JWT_KEYS) else {
+        return (None, DEFAULT_MAX_PENDING_LOGINS);
+    };
+    let max_pending_logins = match fields.get("max_pending_logins") {
+        Some((node, field)) => r.count(node, &field, MAX_PENDING_LOGINS),
+        None => Some(DEFAULT_MAX_PENDING_LOGINS),
+    };
+    let tokens = read_tokens(&fields, field, r, base, key_files);
+    (
+        tokens,
+        max_pending_logins.unwrap_or(DEFAULT_MAX_PENDING_LOGINS),
+    )
+}
+
+fn read_tokens(
+    fields: &Fields,
+    field: &str,
+    r: &mut Reader,
+    base: &Path,
+    key_files: KeyFiles,
 ) -> Option<Tokens> {
-    let fields = r.fields(node, field, JWT_KEYS)?;
     let text = |r: &mut Reader, key: &str, default: &str| match fields.get(key) {
         Some((node, field)) => r.string(node, &field).map(|s| s.value),
         None => Some(default.to_string()),
@@ -382,7 +413,7 @@ fn read_seed(
 
 fn required<'n>(
     r: &mut Reader,
-    fields: &super::decode::Fields<'n>,
+    fields: &Fields<'n>,
     key: &str,
     example: &str,
 ) -> Option<(&'n Node, String)> {

@@ -139,6 +139,8 @@ pub struct AuthConfig {
     /// How long one store call may take before it counts as unavailable.
     pub store_timeout: Duration,
     pub api_key_cache_ttl: Duration,
+    /// `jwt.max_pending_logins`: password checks admitted at once; past it, 503 `login_busy`.
+    pub max_pending_logins: usize,
     /// `None` without a `jwt` section: the token endpoints are off.
     pub tokens: Option<Arc<Tokens>>,
     /// Whether gateway.yaml has a `jwt` section (even one with errors).

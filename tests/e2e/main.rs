@@ -12,6 +12,7 @@ mod harness;
 mod hostile;
 mod hostile_tokens;
 mod lifecycle;
+mod logins;
 mod metrics;
 mod ratelimit;
 mod reload;
