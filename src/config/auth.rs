@@ -93,11 +93,28 @@ pub fn compile(sections: AuthSections, r: &mut Reader, base: &Path, keys: KeyFil
     }
 }
 
+const HOLDS_CONTROL: &str = "holds a control character";
+const HOLDS_CONTROL_FIX: &str =
+    "write it without one: names and roles reach the services in identity headers";
+
+/// A text value that can go into an identity header: no control character.
+fn header_safe(r: &mut Reader, node: &Node, field: &str) -> Option<Spanned<String>> {
+    let text = r.string(node, field)?;
+    if crate::auth::identity::fits_a_header(&text.value) {
+        Some(text)
+    } else {
+        r.error(text.mark, field, HOLDS_CONTROL, HOLDS_CONTROL_FIX);
+        None
+    }
+}
+
 fn read_roles(node: &Node, field: &str, r: &mut Reader) -> Vec<String> {
     let roles = r.strings(node, field, "[student, instructor, admin]");
     let mut names: Vec<String> = Vec::new();
     for role in roles {
-        if names.contains(&role.value) {
+        if !crate::auth::identity::fits_a_header(&role.value) {
+            r.error(role.mark, field, HOLDS_CONTROL, HOLDS_CONTROL_FIX);
+        } else if names.contains(&role.value) {
             r.error(
                 role.mark,
                 field,
@@ -457,10 +474,10 @@ fn read_seed_user(node: &Node, field: &str, r: &mut Reader, roles: &[String]) ->
                 .map_err(|_| format!("`{t}` is not a user id"))
         })
     });
-    let username =
-        required(r, &fields, "username", "demo").and_then(|(node, field)| r.string(node, &field));
+    let username = required(r, &fields, "username", "demo")
+        .and_then(|(node, field)| header_safe(r, node, &field));
     let email = required(r, &fields, "email", "demo@hackitech.example")
-        .and_then(|(node, field)| r.string(node, &field));
+        .and_then(|(node, field)| header_safe(r, node, &field));
     let role = required(r, &fields, "role", "student").and_then(|(node, field)| {
         let role = r.string(node, &field);
         known_role(r, role, &field, roles)
@@ -497,7 +514,7 @@ fn read_seed_user(node: &Node, field: &str, r: &mut Reader, roles: &[String]) ->
 fn read_seed_key(node: &Node, field: &str, r: &mut Reader, roles: &[String]) -> Option<ApiKey> {
     let fields = r.fields(node, field, SEED_KEY_KEYS)?;
     let name = required(r, &fields, "name", "grading-service")
-        .and_then(|(node, field)| r.string(node, &field));
+        .and_then(|(node, field)| header_safe(r, node, &field));
     let prefix = required(r, &fields, "prefix", "gk_demo").and_then(|(node, field)| {
         let prefix = r.string(node, &field)?;
         if crate::auth::api_key::split(&format!("{}.x", prefix.value)).is_some() {

@@ -368,3 +368,30 @@ async fn names_stored_with_control_characters_are_listed_escaped_and_never_cause
     );
     assert_eq!(upstream.hits(), 0);
 }
+
+#[test]
+fn seed_names_and_roles_with_control_characters_are_configuration_errors() {
+    let config = GatewayConfig::new(
+        "roles: [student, \"ad\\rmin\"]
+seed:
+  users:
+    - { id: 1, username: \"ev\\nil\", email: a@b.example, role: student, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\" }
+  api_keys:
+    - { name: \"gr\\u0000ading\", prefix: gk_a, key_hash: 0000000000000000000000000000000000000000000000000000000000000000, role: student }
+",
+    );
+    let (_dir, path) = config.write();
+    let output = crate::common::check(&path);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "gateway.yaml:1:18: roles: holds a control character",
+        "gateway.yaml:4:26: seed.users[0].username: holds a control character",
+        "gateway.yaml:6:15: seed.api_keys[0].name: holds a control character",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
