@@ -21,7 +21,7 @@ const PROTECTED: [&str; 4] = [
 
 /// Checks `request` and drops protected names from its `Connection` header.
 pub fn check(request: &mut RequestHeader) -> Result<(), GatewayError> {
-    let (mut hosts, mut authorizations, mut api_keys) = (0, 0, 0);
+    let (mut hosts, mut authorizations, mut api_keys, mut codings) = (0, 0, 0, 0);
     let mut nominates_protected = false;
     for (name, value) in &request.headers {
         if name == HOST {
@@ -34,6 +34,7 @@ pub fn check(request: &mut RequestHeader) -> Result<(), GatewayError> {
         } else if name == X_API_KEY {
             api_keys += 1;
         } else if name == TRANSFER_ENCODING {
+            codings += 1;
             check_transfer_coding(value, request.version)?;
         } else if name == CONNECTION {
             nominates_protected |= nominations(value).any(is_protected);
@@ -50,7 +51,7 @@ pub fn check(request: &mut RequestHeader) -> Result<(), GatewayError> {
             "The request carries more than one Authorization or X-API-Key header.",
         ));
     }
-    if request.headers.get_all(TRANSFER_ENCODING).iter().count() > 1 {
+    if codings > 1 {
         return Err(unsupported_coding());
     }
     if nominates_protected {

@@ -169,10 +169,19 @@ impl GuardedStream {
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
+        // The timer is only ever moved earlier: each request's wait would otherwise take it
+        // out of the timer wheel and put it back. Set for an earlier wait, it fires early and
+        // is then moved on to the deadline of the wait at hand.
+        if timer.deadline() > deadline {
             timer.as_mut().reset(deadline);
         }
-        timer.as_mut().poll(cx).is_ready()
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return true;
+            }
+            timer.as_mut().reset(deadline);
+        }
+        false
     }
 
     /// Refuses the head with `error`: the answer is written in place of anything else.
