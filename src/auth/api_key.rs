@@ -31,6 +31,9 @@ pub enum KeyCheck {
     StoreUnavailable,
 }
 
+/// How long a stale key keeps being used while one request asks the store for it again.
+const REFRESHING: Duration = Duration::from_secs(1);
+
 /// Taken with every request that uses a stale key while the store is down.
 static STALE_FALLBACK: Repeated = Repeated::new();
 
@@ -73,6 +76,15 @@ impl ApiKeys {
             Cached::Stale(key) => Some(key),
             Cached::Unknown => None,
         };
+        if let Some(key) = &stale {
+            let refresh = self
+                .caches_mut()
+                .claim_refresh(prefix, self.ttl, REFRESHING);
+            if !refresh {
+                // Another request is asking the store for it right now.
+                return verdict(key.clone(), secret);
+            }
+        }
         match self.store.api_key(prefix).await {
             Ok(key) => {
                 self.caches_mut()

@@ -431,3 +431,42 @@ async fn while_redis_is_down_stale_keys_work_and_each_warning_comes_once_per_ten
         );
     }
 }
+
+#[tokio::test]
+async fn a_stale_key_used_by_many_requests_at_once_is_asked_for_once() {
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::start("app").await;
+    let (_dir, config) = redis_config_with_ttl(&redis, &upstream, "1s");
+    let key = create_key(&config, "busy");
+    let gateway = replica(&config).await;
+    wait_until_indexed(&gateway).await;
+    assert_eq!(status_with_key(&gateway, &key).await, 200);
+    // Past the TTL, the cached key is stale: the next requests all want it asked for again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = redis.calls("get").await;
+    // Redis busy for 200 ms (within the store's timeout) from just before the requests: the refresh waits behind it, and the
+    // other requests come while it waits.
+    let busy = "local start = redis.call('TIME') repeat local now = redis.call('TIME') \
+                until (now[1] - start[1]) * 1000000 + (now[2] - start[2]) > 200000 return 1";
+    let client = client();
+    let requests = async {
+        // Once the script runs.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut requests = JoinSet::new();
+        for _ in 0..64 {
+            let (client, url, key) = (client.clone(), gateway.url("/api/grades/"), key.clone());
+            requests.spawn(async move { get_with_key(&client, url, key).await.0 });
+        }
+        while let Some(status) = requests.join_next().await {
+            assert_eq!(status.unwrap(), 200);
+        }
+    };
+    let script = ["EVAL", busy, "0"];
+    let (script, ()) = tokio::join!(redis.command(&script), requests);
+    assert_eq!(script.as_deref(), Some(":1"));
+    let asked = redis.calls("get").await - before;
+    assert!(
+        (1..=2).contains(&asked),
+        "64 requests with a stale key asked Redis {asked} times"
+    );
+}

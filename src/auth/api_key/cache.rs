@@ -36,6 +36,10 @@ impl<V> Bounded<V> {
         self.entries.get(prefix)
     }
 
+    fn get_mut(&mut self, prefix: &str) -> Option<&mut (Instant, V)> {
+        self.entries.get_mut(prefix)
+    }
+
     pub(super) fn insert(&mut self, prefix: &str, value: V, at: Instant) {
         if let Some(entry) = self.entries.get_mut(prefix) {
             *entry = (at, value);
@@ -119,6 +123,20 @@ impl Caches {
                 self.found.remove(prefix);
                 self.missing.insert(prefix, (), at);
             }
+        }
+    }
+
+    /// Whether the caller is the one to ask the store again for a found key gone stale: the
+    /// first caller is, and the key is marked fresh for `grace` meanwhile, so the requests that
+    /// come during the refresh use it instead of all asking the store at once.
+    pub(super) fn claim_refresh(&mut self, prefix: &str, ttl: Duration, grace: Duration) -> bool {
+        match self.found.get_mut(prefix) {
+            Some((at, _)) if at.elapsed() >= ttl => {
+                let now = Instant::now();
+                *at = now.checked_sub(ttl.saturating_sub(grace)).unwrap_or(now);
+                true
+            }
+            _ => false,
         }
     }
 
