@@ -129,14 +129,9 @@ hash=$(printf 'bench-password' | target/release/guichet hash-password)
 read -r a_port _ a_pid < <(start_guichet a "$bench_jwt
 $(bench_seed "$hash")" "$(bench_routes "$upstream" jwt)")
 bearer="Authorization: Bearer $(login "$a_port")"
-burst() { # 50 concurrent logins, as a new shift of users arrives; each answer's status
-  seq 50 | xargs -P50 -I{} curl -s -o /dev/null -w '%{http_code}\n' -X POST \
-    "http://127.0.0.1:$a_port/api/auth/token/" -H 'Content-Type: application/json' \
-    -d '{"username": "bench", "password": "bench-password"}' >> "$work/login-statuses"
-}
 for round in $(seq "$ROUNDS"); do
   measure "http://127.0.0.1:$a_port/api/courses/1" "$bearer" "$a_pid" >> "$work/r-a"
-  ( sleep 1; burst ) &
+  ( sleep 1; login_burst "$a_port" >> "$work/login-statuses" ) &
   logins=$!
   measure "http://127.0.0.1:$a_port/api/courses/1" "$bearer" "$a_pid" >> "$work/r-a-burst"
   wait "$logins"

@@ -80,17 +80,13 @@ while read -r name _ url header; do
 done <<< "$targets"
 : > "$work/r-guichet-a-burst"
 
-burst() { # 50 concurrent logins, as a new shift of users arrives
-  seq 50 | xargs -P50 -I{} curl -s -o /dev/null -X POST "http://127.0.0.1:$a_port/api/auth/token/" \
-    -H 'Content-Type: application/json' -d '{"username": "bench", "password": "bench-password"}'
-}
 
 for round in $(seq "$ROUNDS"); do
   while read -r name pid url header; do
     [ "$header" = "-" ] && header=""
     measure "$url" "$header" "$pid" >> "$work/r-$name"
   done <<< "$targets"
-  ( sleep 1; burst ) &
+  ( sleep 1; login_burst "$a_port" > /dev/null ) &
   logins=$!
   measure "http://127.0.0.1:$a_port/api/courses/1" "$bearer" "$a_pid" >> "$work/r-guichet-a-burst"
   wait "$logins"

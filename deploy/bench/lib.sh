@@ -128,6 +128,32 @@ bench_routes() {
   if [ "$2" = jwt ]; then printf '    rate_limit: 100000000/hour\n'; fi
 }
 
+# login_burst PORT [COUNT]: COUNT (50) concurrent logins of the seeded user, as a new shift of
+# users arrives, from one client process (threads): fifty curl processes started at once cost
+# the two cores some 10% of the proxy's throughput by themselves (a burst of 50 `verify` calls,
+# which check no password, showed it). Prints each answer's status.
+login_burst() {
+  python3 - "$1" "${2:-50}" <<'PY'
+import http.client, json, sys, threading
+port, count = int(sys.argv[1]), int(sys.argv[2])
+body = json.dumps({"username": "bench", "password": "bench-password"})
+statuses = []
+def login():
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    connection.request("POST", "/api/auth/token/", body=body,
+                       headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    statuses.append(response.status)
+threads = [threading.Thread(target=login) for _ in range(count)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print("\n".join(map(str, statuses)))
+PY
+}
+
 # login PORT: an access token of the seeded user.
 login() {
   curl -s -X POST "http://127.0.0.1:$1/api/auth/token/" -H 'Content-Type: application/json' \
