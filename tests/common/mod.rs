@@ -13,7 +13,9 @@ pub use raw::raw_request;
 pub use redis::RedisServer;
 pub use upstream::Upstream;
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
 
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> SocketAddr {
@@ -58,4 +60,21 @@ pub async fn get_text(url: String) -> String {
         .text()
         .await
         .expect("a text body")
+}
+
+/// Waits until `check` holds, asking every 20 ms for at most 20 s: a test waits for the event it
+/// needs, never for a fixed interval that a loaded machine may overrun.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "still waiting for {what} after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

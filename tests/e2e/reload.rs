@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::common::{
-    client, get_json, get_text, status_and_json, Gateway, GatewayConfig, Upstream,
+    client, eventually, get_json, get_text, status_and_json, Gateway, GatewayConfig, Upstream,
 };
 
 fn service(name: &str, upstreams: &[String], extra: &str, paths: &[&str]) -> String {
@@ -167,7 +167,7 @@ async fn a_request_in_flight_finishes_on_the_configuration_it_started_with() {
     let gateway = Gateway::start(config).await;
 
     let in_flight = tokio::spawn(client().get(gateway.url("/api/slow/")).send());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the request at the upstream", || async { slow.hits() == 1 }).await;
     // The route and its service go away; another service takes the only file.
     gateway.write_config(
         "routes/slow.yaml",
@@ -201,15 +201,11 @@ async fn target_health_and_rate_limit_counts_survive_a_reload() {
     let config =
         GatewayConfig::new("include: [routes/*.yaml]\n").file("routes/app.yaml", &routes(""));
     let gateway = Gateway::start(config).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let ready = get_json(gateway.admin_url("/readyz")).await;
-        if ready["services"]["app"]["targets"][1]["healthy"] == false {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{ready}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the silent target out of rotation", || async {
+        get_json(gateway.admin_url("/readyz")).await["services"]["app"]["targets"][1]["healthy"]
+            == false
+    })
+    .await;
     assert_eq!(status(&gateway, "/api/limited/").await, 200);
     assert_eq!(status(&gateway, "/api/limited/").await, 200);
 

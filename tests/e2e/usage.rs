@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::auth::{jwt_section, seed, DEMO_KEY, OPS_KEY};
-use crate::common::{client, status_and_json, Gateway, GatewayConfig, RedisServer, Upstream};
+use crate::common::{
+    client, eventually, status_and_json, Gateway, GatewayConfig, RedisServer, Upstream,
+};
 
 fn config(upstream: &Upstream, store: &str) -> GatewayConfig {
     GatewayConfig::new(&format!(
@@ -135,8 +137,12 @@ async fn usage_in_memory_counts_every_request_exactly() {
     gateway
         .wait_for_log(|l| l["route"] == "app:/api/grades/" && l["status"] == 200)
         .await;
-    // The report is read after each request is recorded (in the logging phase, after the answer).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Each request is recorded in the logging phase, after its answer: the report is read once
+    // all ten are.
+    eventually("all ten requests recorded", || async {
+        report(&gateway, "").await["total"]["requests"] == 10
+    })
+    .await;
     assert_counts(&report(&gateway, "").await);
 
     let one = report(&gateway, "?window=7d&consumer=key%3Agrading").await;
