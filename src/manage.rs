@@ -274,7 +274,8 @@ pub async fn keys(config: &Config, command: KeysCommand) -> Result<String, Strin
                 plain("--scope", scope)?;
             }
             check_role(config, &role)?;
-            let expires = expires
+            let expires_at = expires
+                .as_deref()
                 .map(|text| {
                     humantime::parse_rfc3339(&text)
                         .map_err(|_| {
@@ -294,12 +295,13 @@ pub async fn keys(config: &Config, command: KeysCommand) -> Result<String, Strin
                 role: role.clone(),
                 scopes: scopes.clone(),
                 created: crate::auth::jwt::unix_now(),
-                expires,
+                expires: expires_at,
                 revoked: false,
             };
             if config.auth.store == StoreBackend::Memory {
+                let expires = expires.map_or(String::new(), |at| format!(", expires: {at}"));
                 return Ok(format!(
-                    "{key}\n\nThis key is shown once. With the memory store, add it to gateway.yaml:\n  seed:\n    api_keys:\n      - {{ name: {name}, prefix: {prefix}, key_hash: {secret_hash}, role: {role}, scopes: [{}] }}",
+                    "{key}\n\nThis key is shown once. With the memory store, add it to gateway.yaml:\n  seed:\n    api_keys:\n      - {{ name: {name}, prefix: {prefix}, key_hash: {secret_hash}, role: {role}, scopes: [{}]{expires} }}",
                     scopes.join(", ")
                 ));
             }

@@ -588,6 +588,60 @@ async fn api_keys_work_from_either_header_and_scopes_are_enforced() {
 }
 
 #[tokio::test]
+async fn a_key_created_for_the_memory_store_keeps_its_expiry_when_pasted() {
+    let upstream = Upstream::start("app").await;
+    let without_seed = |seed: &str| {
+        GatewayConfig::new(&format!(
+            "include: [routes/*.yaml]\n{}{seed}",
+            jwt_section()
+        ))
+        .file("keys/jwt.pem", &guichet::auth::jwt::generate_ed25519_pem())
+        .file("routes/app.yaml", &routes(&upstream))
+    };
+    let (_dir, path) = without_seed("").write();
+    // What `keys create` prints: the key, then the seed entry to paste into gateway.yaml.
+    let create = |name: &str, expires: &[&str]| {
+        let mut args = vec!["keys", "create", "--name", name, "--role", "instructor"];
+        args.extend(["--scope", "grades:write"]);
+        args.extend(expires);
+        let output = crate::common::cli(&args, &path, "");
+        assert!(output.status.success(), "{output:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        let key = text.lines().next().unwrap().trim().to_string();
+        let entry = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("- {"))
+            .unwrap_or_else(|| panic!("no seed entry in\n{text}"))
+            .trim()
+            .to_string();
+        (key, entry)
+    };
+    let (expired, expired_entry) = create("old", &["--expires", "2020-01-01T00:00:00Z"]);
+    let (current, current_entry) = create("new", &[]);
+    assert!(
+        expired_entry.contains("expires: 2020-01-01T00:00:00Z"),
+        "{expired_entry}"
+    );
+
+    let seed = format!("seed:\n  api_keys:\n    {expired_entry}\n    {current_entry}\n");
+    let gateway = Gateway::start(without_seed(&seed)).await;
+    let status = |key: String| {
+        let url = gateway.url("/api/grades/");
+        async move {
+            client()
+                .get(url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status(current).await, 200);
+    assert_eq!(status(expired).await, 401, "the pasted key expired in 2020");
+}
+
+#[tokio::test]
 async fn public_routes_pass_a_valid_identity_on_and_ignore_a_bad_one() {
     let f = Fixture::start().await;
     let (status, echo) = status_and_json(f.get("/api/public/", &[("x-user-id", "7")]).await).await;
