@@ -65,7 +65,7 @@ impl Admin {
         } else if not_ready.is_empty() {
             (
                 StatusCode::OK,
-                json!({"status": "ready", "services": services, "config": config, "docs": docs}),
+                json!({"status": "ready", "services": services, "store": store, "config": config, "docs": docs}),
             )
         } else {
             let detail = format!("Not ready: {}.", not_ready.join(", "));
