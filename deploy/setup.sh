@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building and testing Guichet needs on a Debian machine that has a Rust toolchain:
+# run once, as root (`bash deploy/setup.sh`). Safe to run again; installs only what is missing.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# cmake: pingora's zlib-ng build; redis-server: the tests start their own; procps: `kill`;
+# prometheus: `promtool check metrics`; chromium: the docs pages' browser test.
+apt-get install -y -qq cmake redis-server procps prometheus chromium >/dev/null
+
+# Node.js and npm: build.rs bundles Swagger UI and ReDoc, the browser test runs playwright-core.
+# A Node.js from NodeSource, nvm or a tarball brings its own npm, and Debian's `npm` package
+# conflicts with it: install Debian's only when there is no npm at all.
+if ! command -v npm >/dev/null; then
+  if command -v node >/dev/null && ! dpkg -s nodejs >/dev/null 2>&1; then
+    echo "setup: node $(node --version) is installed without npm and not from Debian;" \
+      "install npm with it (its own installer), then run this again" >&2
+    exit 1
+  fi
+  apt-get install -y -qq nodejs npm >/dev/null
+fi
+
+# Python packages of the tests: PyJWT (the independent implementation that must accept
+# Guichet's tokens), openapi-spec-validator (the independent check of the merged document).
+command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 \
+  || apt-get install -y -qq python3 python3-pip >/dev/null
+# Debian's own Python refuses installs outside a virtual environment (PEP 668); these are test
+# tools, so they go beside the system's packages.
+PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
+  --root-user-action=ignore 'pyjwt[crypto]==2.15.1' 'openapi-spec-validator==0.9.0'
+echo "setup: done"
