@@ -269,7 +269,7 @@ impl Gateway {
                 endpoint,
                 session,
                 &ctx.snapshot.config,
-            ))),
+            )?)),
             Destination::Upstream => {
                 check_declared_body(session, ctx)?;
                 self.admit(session, ctx).await?;

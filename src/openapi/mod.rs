@@ -1,7 +1,8 @@
 //! One API document for the whole platform: each service's OpenAPI fragment ([`fragment`]),
 //! brought to 3.0.3 ([`convert`]), merged under the public paths the routes expose
 //! ([`merge`]), annotated with what the gateway enforces ([`annotate`]), and published with
-//! Swagger UI and ReDoc ([`publish`], [`pages`]).
+//! Swagger UI and ReDoc ([`publish`], [`pages`]) in the rendering a request asks for
+//! ([`negotiate`]).
 
 use std::fmt;
 
@@ -9,6 +10,7 @@ pub mod annotate;
 pub mod convert;
 pub mod fragment;
 pub mod merge;
+pub mod negotiate;
 pub mod pages;
 pub mod publish;
 
