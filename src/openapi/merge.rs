@@ -20,7 +20,7 @@ use super::annotate;
 use super::convert::{self, escape};
 use super::Problem;
 use crate::auth::endpoints::Endpoint;
-use crate::config::{Config, Route};
+use crate::config::{Config, Route, SpecSource};
 use crate::path;
 use crate::router::{Lookup, Router, Segment};
 
@@ -595,11 +595,16 @@ impl Merger<'_> {
     ) {
         let exposed = public_paths(self.config, self.router, service, fragment_path, method);
         if exposed.is_empty() {
-            self.drift.push(Drift::Unrouted {
-                source: fragment.source.clone(),
-                method: method.to_uppercase(),
-                path: fragment_path.to_string(),
-            });
+            // The service's schema view (where `openapi:` fetches this fragment) is its own
+            // business, not an operation the gateway forgot to route.
+            let source = self.config.services[service].openapi.as_ref();
+            if source.and_then(SpecSource::served_at) != Some(fragment_path) {
+                self.drift.push(Drift::Unrouted {
+                    source: fragment.source.clone(),
+                    method: method.to_uppercase(),
+                    path: fragment_path.to_string(),
+                });
+            }
             return;
         }
         for (public_path, route) in exposed {
