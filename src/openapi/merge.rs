@@ -16,9 +16,9 @@ use openapiv3::{
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::annotate;
 use super::convert::{self, escape};
 use super::Problem;
+use super::{annotate, answers};
 use crate::auth::endpoints::Endpoint;
 use crate::config::{Config, Route, SpecSource};
 use crate::path;
@@ -171,12 +171,13 @@ pub fn merge(config: &Config, router: &Router, fragments: Vec<Fragment>) -> Merg
     }
     merger.placeholders();
     let Merger {
-        paths,
+        mut paths,
         mut problems,
         drift,
         ..
     } = merger;
 
+    answers::add_to_routes(&mut paths, &components, config);
     components.security_schemes = security_schemes();
     sort_components(&mut components);
     let mut paths: Vec<(String, PathItem)> = paths.into_iter().collect();

@@ -1,12 +1,13 @@
 //! One API document for the whole platform: each service's OpenAPI fragment ([`fragment`]),
 //! brought to 3.0.3 ([`convert`]), merged under the public paths the routes expose
-//! ([`merge`]), annotated with what the gateway enforces ([`annotate`]), and published with
-//! Swagger UI and ReDoc ([`publish`], [`pages`]) in the rendering a request asks for
-//! ([`negotiate`]).
+//! ([`merge`]), annotated with what the gateway enforces and answers itself ([`annotate`],
+//! [`answers`]), and published with Swagger UI and ReDoc ([`publish`], [`pages`]) in the
+//! rendering a request asks for ([`negotiate`]).
 
 use std::fmt;
 
 pub mod annotate;
+mod answers;
 pub mod convert;
 pub mod fragment;
 pub mod merge;

@@ -193,6 +193,27 @@ async fn the_schema_is_yaml_by_default_json_on_request_and_revalidated_by_etag()
         json!([{"bearerAuth": []}])
     );
     assert!(paths["/api/courses/{id}"]["delete"]["responses"]["403"].is_object());
+    // What the gateway itself may answer is documented with the service's own answers.
+    let one = &paths["/api/courses/{id}"]["get"]["responses"];
+    for (status, component) in [
+        ("400", "MalformedRequest"),
+        ("502", "BadGateway"),
+        ("503", "ServiceUnavailable"),
+        ("504", "GatewayTimeout"),
+    ] {
+        assert_eq!(
+            one[status]["$ref"],
+            json!(format!("#/components/responses/{component}")),
+            "{one}"
+        );
+    }
+    assert!(one["200"].is_object() && one["404"].is_object(), "{one}");
+    assert!(one.get("401").is_none(), "a public route: {one}");
+    let login = &paths["/api/auth/token/"]["post"];
+    assert!(login["responses"]["413"].is_object() && login["responses"]["503"].is_object());
+    let request = &document["components"]["schemas"]["TokenObtainRequest"]["properties"];
+    assert_eq!(request["username"]["minLength"], json!(1));
+    assert_eq!(request["password"]["minLength"], json!(1));
     let lessons = &paths["/api/courses/{course_id}/lessons/"]["get"];
     assert_eq!(lessons["x-ratelimit"]["route"], json!(["30/minute"]));
     assert!(lessons["responses"]["429"].is_object());
