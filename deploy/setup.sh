@@ -22,11 +22,13 @@ if ! command -v npm >/dev/null; then
 fi
 
 # Python packages of the tests: PyJWT (the independent implementation that must accept
-# Guichet's tokens), openapi-spec-validator (the independent check of the merged document).
+# Guichet's tokens), openapi-spec-validator (the independent check of the merged document),
+# schemathesis (checks the demo's answers against its merged document).
 command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 \
   || apt-get install -y -qq python3 python3-pip >/dev/null
 # Debian's own Python refuses installs outside a virtual environment (PEP 668); these are test
 # tools, so they go beside the system's packages.
 PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
-  --root-user-action=ignore 'pyjwt[crypto]==2.15.1' 'openapi-spec-validator==0.9.0'
+  --root-user-action=ignore 'pyjwt[crypto]==2.15.1' 'openapi-spec-validator==0.9.0' \
+  'schemathesis==4.32.5'
 echo "setup: done"

@@ -7,20 +7,6 @@ use crate::errors::GatewayError;
 
 const REALM: &str = "realm=\"api\"";
 
-/// The identity the request goes on with, or the error that stops it.
-pub fn decide(
-    route: &Route,
-    auth: &AuthConfig,
-    found: Authentication,
-) -> Result<Identity, GatewayError> {
-    let needs = Needs {
-        level: route.auth,
-        min_role: route.min_role,
-        scopes: &route.scopes,
-    };
-    decide_for(&needs, auth, found)
-}
-
 /// What a route (or one of the gateway's own protected endpoints) asks of its callers.
 pub struct Needs<'a> {
     pub level: AuthLevel,
@@ -28,7 +14,19 @@ pub struct Needs<'a> {
     pub scopes: &'a [String],
 }
 
-pub fn decide_for(
+impl Needs<'_> {
+    /// What `route` asks.
+    pub fn of(route: &Route) -> Needs<'_> {
+        Needs {
+            level: route.auth,
+            min_role: route.min_role,
+            scopes: &route.scopes,
+        }
+    }
+}
+
+/// The identity the request goes on with, or the error that stops it.
+pub fn decide(
     needs: &Needs,
     auth: &AuthConfig,
     found: Authentication,

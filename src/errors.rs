@@ -28,6 +28,8 @@ pub enum GatewayError {
     PayloadTooLarge {
         limit: u64,
     },
+    /// None of the representations the request accepts is served; the text names those that are.
+    NotAcceptable(String),
     /// The request head did not arrive within `client.header_timeout`.
     RequestTimeout,
     /// The request line is over `client.max_request_line`.
@@ -71,6 +73,7 @@ impl GatewayError {
             GatewayError::NotFound => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::PayloadTooLarge { .. } => 413,
+            GatewayError::NotAcceptable(_) => 406,
             GatewayError::RequestTimeout => 408,
             GatewayError::UriTooLong { .. } => 414,
             GatewayError::HeaderFieldsTooLarge(_) => 431,
@@ -96,6 +99,7 @@ impl GatewayError {
             GatewayError::NotFound => "not_found",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::NotAcceptable(_) => "not_acceptable",
             GatewayError::RequestTimeout => "request_timeout",
             GatewayError::UriTooLong { .. } => "uri_too_long",
             GatewayError::HeaderFieldsTooLarge(_) => "request_header_fields_too_large",
@@ -133,9 +137,9 @@ impl GatewayError {
             GatewayError::UriTooLong { limit } => {
                 format!("The request line is longer than {limit} bytes.")
             }
-            GatewayError::HeaderFieldsTooLarge(detail) | GatewayError::NotImplemented(detail) => {
-                detail.clone()
-            }
+            GatewayError::HeaderFieldsTooLarge(detail)
+            | GatewayError::NotImplemented(detail)
+            | GatewayError::NotAcceptable(detail) => detail.clone(),
             GatewayError::VersionNotSupported => {
                 "Only HTTP/1.0 and HTTP/1.1 requests are served here.".to_string()
             }

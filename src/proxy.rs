@@ -163,14 +163,25 @@ impl Gateway {
         let Some(route) = ctx.route.clone() else {
             return Err(GatewayError::Internal);
         };
+        let needs = authz::Needs::of(&route);
+        self.authorize(session, ctx, &needs).await
+    }
+
+    /// Authenticates the request and checks it against `needs`. A verified caller is recorded
+    /// in the context even when refused (403): the logs and metrics name who was refused.
+    async fn authorize(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        needs: &authz::Needs<'_>,
+    ) -> Result<(), GatewayError> {
         let credential = identity::credential(session.req_header());
         let tokens = self.auth.tokens.as_deref();
         let found = identity::authenticate(credential, tokens, &self.auth.api_keys).await;
-        // Known even when the route refuses it (403), for the logs and metrics.
         if let identity::Authentication::Verified(identity) = &found {
             ctx.identity = identity.clone();
         }
-        ctx.identity = authz::decide(&route, &ctx.snapshot.config.auth, found)?;
+        ctx.identity = authz::decide(needs, &ctx.snapshot.config.auth, found)?;
         Ok(())
     }
 
@@ -180,16 +191,13 @@ impl Gateway {
         session: &Session,
         ctx: &mut RequestCtx,
     ) -> Result<serde_json::Value, GatewayError> {
-        let credential = identity::credential(session.req_header());
-        let tokens = self.auth.tokens.as_deref();
-        let found = identity::authenticate(credential, tokens, &self.auth.api_keys).await;
         let auth = &ctx.snapshot.config.auth;
         let needs = authz::Needs {
             level: crate::config::AuthLevel::Any,
             min_role: auth.rank("admin").or(auth.roles.len().checked_sub(1)),
             scopes: &[],
         };
-        ctx.identity = authz::decide_for(&needs, auth, found)?;
+        self.authorize(session, ctx, &needs).await?;
         let query = analytics::Query::parse(session.req_header().uri.query().unwrap_or(""))?;
         self.usage
             .report(
@@ -261,7 +269,7 @@ impl Gateway {
                 endpoint,
                 session,
                 &ctx.snapshot.config,
-            ))),
+            )?)),
             Destination::Upstream => {
                 check_declared_body(session, ctx)?;
                 self.admit(session, ctx).await?;

@@ -124,6 +124,16 @@ pub enum SpecSource {
     Url(http::Uri),
 }
 
+impl SpecSource {
+    /// The path the service serves its own schema at, when the fragment is fetched from it.
+    pub fn served_at(&self) -> Option<&str> {
+        match self {
+            SpecSource::File(_) => None,
+            SpecSource::Url(uri) => Some(uri.path()),
+        }
+    }
+}
+
 impl std::fmt::Display for SpecSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

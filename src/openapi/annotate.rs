@@ -1,7 +1,7 @@
 //! What the gateway adds to each operation from its own configuration: the service's tag, the
-//! security the route's `auth` demands, the 401/403/413/429 answers the gateway can give, the
-//! rate limits (`x-ratelimit`), the required roles and scopes, and the route parameters the
-//! service never sees.
+//! security the route's `auth` demands, the rate limits (`x-ratelimit`), the required roles and
+//! scopes, and the route parameters the service never sees. The answers the gateway can give
+//! itself are added once the components are merged ([`super::answers`]).
 
 use indexmap::IndexMap;
 use openapiv3::{
@@ -59,7 +59,7 @@ pub fn auth_name(level: AuthLevel) -> &'static str {
 }
 
 /// The route's limits and the consumer tiers that can apply on it, as `x-ratelimit`.
-fn rate_limits(route: &Route, config: &Config) -> Option<Value> {
+pub(super) fn rate_limits(route: &Route, config: &Config) -> Option<Value> {
     let policy = &config.rate_limits;
     let mut tiers = serde_json::Map::new();
     let anonymous = route.auth == AuthLevel::None;
@@ -145,17 +145,7 @@ pub fn route_operation(
     operation.security = Some(security(route.auth));
     // Calls go through the gateway (the document's `servers`), never to the service itself.
     operation.servers.clear();
-    if route.auth != AuthLevel::None {
-        respond(operation, 401, "Unauthorized");
-    }
-    if route.min_role.is_some() || !route.scopes.is_empty() {
-        respond(operation, 403, "PermissionDenied");
-    }
-    if route.max_body.is_some() {
-        respond(operation, 413, "PayloadTooLarge");
-    }
     if let Some(limits) = rate_limits(route, config) {
-        respond(operation, 429, "Throttled");
         operation
             .extensions
             .insert("x-ratelimit".to_string(), limits);

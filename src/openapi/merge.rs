@@ -16,11 +16,11 @@ use openapiv3::{
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::annotate;
 use super::convert::{self, escape};
 use super::Problem;
+use super::{annotate, answers};
 use crate::auth::endpoints::Endpoint;
-use crate::config::{Config, Route};
+use crate::config::{Config, Route, SpecSource};
 use crate::path;
 use crate::router::{Lookup, Router, Segment};
 
@@ -171,12 +171,13 @@ pub fn merge(config: &Config, router: &Router, fragments: Vec<Fragment>) -> Merg
     }
     merger.placeholders();
     let Merger {
-        paths,
+        mut paths,
         mut problems,
         drift,
         ..
     } = merger;
 
+    answers::add_to_routes(&mut paths, &components, config);
     components.security_schemes = security_schemes();
     sort_components(&mut components);
     let mut paths: Vec<(String, PathItem)> = paths.into_iter().collect();
@@ -595,11 +596,16 @@ impl Merger<'_> {
     ) {
         let exposed = public_paths(self.config, self.router, service, fragment_path, method);
         if exposed.is_empty() {
-            self.drift.push(Drift::Unrouted {
-                source: fragment.source.clone(),
-                method: method.to_uppercase(),
-                path: fragment_path.to_string(),
-            });
+            // The service's schema view (where `openapi:` fetches this fragment) is its own
+            // business, not an operation the gateway forgot to route.
+            let source = self.config.services[service].openapi.as_ref();
+            if source.and_then(SpecSource::served_at) != Some(fragment_path) {
+                self.drift.push(Drift::Unrouted {
+                    source: fragment.source.clone(),
+                    method: method.to_uppercase(),
+                    path: fragment_path.to_string(),
+                });
+            }
             return;
         }
         for (public_path, route) in exposed {

@@ -1,14 +1,17 @@
 //! One API document for the whole platform: each service's OpenAPI fragment ([`fragment`]),
 //! brought to 3.0.3 ([`convert`]), merged under the public paths the routes expose
-//! ([`merge`]), annotated with what the gateway enforces ([`annotate`]), and published with
-//! Swagger UI and ReDoc ([`publish`], [`pages`]).
+//! ([`merge`]), annotated with what the gateway enforces and answers itself ([`annotate`],
+//! [`answers`]), and published with Swagger UI and ReDoc ([`publish`], [`pages`]) in the
+//! rendering a request asks for ([`negotiate`]).
 
 use std::fmt;
 
 pub mod annotate;
+mod answers;
 pub mod convert;
 pub mod fragment;
 pub mod merge;
+pub mod negotiate;
 pub mod pages;
 pub mod publish;
 

@@ -21,9 +21,11 @@ use tokio::sync::watch;
 
 use super::annotate::auth_name;
 use super::merge::{self, Drift, Fragment, GATEWAY_TAG};
+use super::negotiate::{self, Rendering};
 use super::{fragment, pages, Problem};
 use crate::auth::endpoints::Endpoint;
 use crate::config::{Config, SpecSource};
+use crate::errors::GatewayError;
 use crate::reload::wait_for_reload;
 use crate::router::Router;
 use crate::snapshot::Current;
@@ -165,27 +167,28 @@ impl ApiDocs {
         })
     }
 
-    /// The answer to one of the documentation endpoints.
-    pub fn page(&self, endpoint: Endpoint, session: &Session, config: &Config) -> Page {
+    /// The answer to one of the documentation endpoints, or the 406 to a rendering it does not
+    /// serve.
+    pub fn page(
+        &self,
+        endpoint: Endpoint,
+        session: &Session,
+        config: &Config,
+    ) -> Result<Page, GatewayError> {
         let request = session.req_header();
-        match endpoint {
+        Ok(match endpoint {
             Endpoint::Schema => {
                 let published = self.published.load_full();
-                let json = wants_json(request);
-                let (body, suffix, content_type) = if json {
-                    (
-                        published.json.clone(),
-                        "json",
-                        "application/vnd.oai.openapi+json",
-                    )
-                } else {
-                    (
-                        published.yaml.clone(),
-                        "yaml",
-                        "application/vnd.oai.openapi; charset=utf-8",
-                    )
+                let accept = request
+                    .headers
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let offer = negotiate::choose(request.uri.query(), accept)?;
+                let body = match offer.rendering {
+                    Rendering::Json => published.json.clone(),
+                    Rendering::Yaml => published.yaml.clone(),
                 };
-                let etag = format!("\"{}-{suffix}\"", published.digest);
+                let etag = format!("\"{}-{}\"", published.digest, offer.tag);
                 let fresh = request
                     .headers
                     .get(header::IF_NONE_MATCH)
@@ -198,7 +201,7 @@ impl ApiDocs {
                     });
                 Page {
                     status: if fresh { 304 } else { 200 },
-                    content_type,
+                    content_type: offer.content_type,
                     body: if fresh { Bytes::new() } else { body },
                     etag: Some(etag),
                     cache_control: "no-cache",
@@ -224,7 +227,7 @@ impl ApiDocs {
                     },
                 }
             }
-        }
+        })
     }
 }
 
@@ -263,22 +266,6 @@ fn fragments_of(config: &Config, states: &HashMap<String, FragmentState>) -> Vec
             })
         })
         .collect()
-}
-
-/// `?format=json` or an `Accept` that prefers JSON; YAML otherwise, as drf-spectacular does.
-fn wants_json(request: &pingora::http::RequestHeader) -> bool {
-    let query = request.uri.query().unwrap_or_default();
-    if let Some(format) = query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("format="))
-    {
-        return format == "json" || format == "openapi-json";
-    }
-    request
-        .headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("json") && !accept.contains("yaml"))
 }
 
 /// Merges and renders; the same inputs give the same bytes.

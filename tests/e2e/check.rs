@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use crate::common::{check, GatewayConfig};
+use serde_json::json;
+
+use crate::common::{check, cli, GatewayConfig, Upstream};
 
 fn run_check(config: &GatewayConfig) -> (i32, String, String, tempfile::TempDir) {
     let (dir, path) = config.write();
@@ -305,4 +307,59 @@ fn a_reader_that_goes_away_is_not_a_crash() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A drf-spectacular service documents its own schema view; `openapi:` points at it.
+fn spectacular_fragment(extra: Option<&str>) -> serde_json::Value {
+    let ok = json!({"responses": {"200": {"description": "ok"}}});
+    let mut paths = json!({
+        "/api/schema/": {"get": {"operationId": "schema_retrieve", "responses": {"200": {"description": "OpenApi3 schema for this API."}}}},
+        "/quizzes/": {"get": ok},
+    });
+    if let Some(path) = extra {
+        paths[path] = json!({"get": ok});
+    }
+    json!({"openapi": "3.0.3", "info": {"title": "Quizzes", "version": "1"}, "paths": paths})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strict_check_takes_a_service_s_own_schema_view_as_its_own_not_drift() {
+    let service = Upstream::start("quizzes").await;
+    let config = GatewayConfig::new("include: [routes/*.yaml]\n").file(
+        "routes/quizzes.yaml",
+        &format!(
+            "service: quizzes\nupstreams: [{0}]\nopenapi: {0}/api/schema/\nroutes:\n  - {{ path: /api/quizzes/, upstream_path: /quizzes/, auth: none }}\n",
+            service.url()
+        ),
+    );
+    let (_dir, path) = config.write();
+    let strict = |path: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            let output = cli(&["check", "--strict"], &path, "");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            (output.status.success(), text)
+        })
+    };
+
+    service.serve_spec(spectacular_fragment(None));
+    let (passed, report) = strict(path.clone()).await.expect("check ran");
+    assert!(passed, "{report}");
+    assert!(
+        report.contains("API document: 0 problems, 0 drift"),
+        "{report}"
+    );
+
+    // Anything else the service documents and no route exposes is drift still.
+    service.serve_spec(spectacular_fragment(Some("/internal/stats/")));
+    let (passed, report) = strict(path).await.expect("check ran");
+    assert!(!passed, "{report}");
+    assert!(
+        report.contains("GET /internal/stats/ is documented but no route exposes it"),
+        "{report}"
+    );
+    assert!(!report.contains("GET /api/schema/"), "{report}");
 }

@@ -193,6 +193,27 @@ async fn the_schema_is_yaml_by_default_json_on_request_and_revalidated_by_etag()
         json!([{"bearerAuth": []}])
     );
     assert!(paths["/api/courses/{id}"]["delete"]["responses"]["403"].is_object());
+    // What the gateway itself may answer is documented with the service's own answers.
+    let one = &paths["/api/courses/{id}"]["get"]["responses"];
+    for (status, component) in [
+        ("400", "MalformedRequest"),
+        ("502", "BadGateway"),
+        ("503", "ServiceUnavailable"),
+        ("504", "GatewayTimeout"),
+    ] {
+        assert_eq!(
+            one[status]["$ref"],
+            json!(format!("#/components/responses/{component}")),
+            "{one}"
+        );
+    }
+    assert!(one["200"].is_object() && one["404"].is_object(), "{one}");
+    assert!(one.get("401").is_none(), "a public route: {one}");
+    let login = &paths["/api/auth/token/"]["post"];
+    assert!(login["responses"]["413"].is_object() && login["responses"]["503"].is_object());
+    let request = &document["components"]["schemas"]["TokenObtainRequest"]["properties"];
+    assert_eq!(request["username"]["minLength"], json!(1));
+    assert_eq!(request["password"]["minLength"], json!(1));
     let lessons = &paths["/api/courses/{course_id}/lessons/"]["get"];
     assert_eq!(lessons["x-ratelimit"]["route"], json!(["30/minute"]));
     assert!(lessons["responses"]["429"].is_object());
@@ -216,6 +237,66 @@ async fn the_schema_is_yaml_by_default_json_on_request_and_revalidated_by_etag()
         .keys()
         .all(|p| p.starts_with("/api/") || p.starts_with("/.well-known/")));
     assert_valid_openapi(&document);
+}
+
+#[tokio::test]
+async fn the_rendering_follows_format_and_accept_and_an_unknown_one_is_a_406() {
+    let demo = start_demo().await;
+    let url = demo.gateway.url("/api/schema/");
+    for (query, accept, content_type) in [
+        ("", Some("application/json"), "application/json"),
+        (
+            "",
+            Some("application/vnd.oai.openapi+json"),
+            "application/vnd.oai.openapi+json",
+        ),
+        ("?format=json", None, "application/vnd.oai.openapi+json"),
+        ("?format=json", Some("application/json"), "application/json"),
+        (
+            "?format=yaml",
+            Some("application/json"),
+            "application/vnd.oai.openapi; charset=utf-8",
+        ),
+        (
+            "",
+            Some("application/yaml"),
+            "application/yaml; charset=utf-8",
+        ),
+        (
+            "",
+            Some("text/html, */*;q=0.8"),
+            "application/vnd.oai.openapi; charset=utf-8",
+        ),
+    ] {
+        let response = get(format!("{url}{query}"), accept, None).await;
+        assert_eq!(response.status(), 200, "{query} {accept:?}");
+        assert_eq!(
+            header(&response, "content-type"),
+            content_type,
+            "{query} {accept:?}"
+        );
+        let body = response.text().await.expect("body");
+        let document: Value = if content_type.contains("json") {
+            serde_json::from_str(&body).expect("JSON")
+        } else {
+            serde_yaml::from_str(&body).expect("YAML")
+        };
+        assert_eq!(document["openapi"], json!("3.0.3"));
+    }
+    for (query, accept) in [("?format=xml", None), ("", Some("application/xml"))] {
+        let response = get(format!("{url}{query}"), accept, None).await;
+        assert_eq!(response.status(), 406, "{query} {accept:?}");
+        assert_eq!(header(&response, "content-type"), "application/json");
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(body["code"], json!("not_acceptable"), "{body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("formats: json, yaml"),
+            "{body}"
+        );
+    }
 }
 
 #[tokio::test]

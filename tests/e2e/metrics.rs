@@ -11,7 +11,7 @@ use crate::auth::{jwt_section, seed};
 use crate::common::{client, get_text, Gateway, GatewayConfig, Upstream};
 
 /// `name{a="1",b="2"}` (labels sorted) → value.
-fn parse(exposition: &str) -> BTreeMap<String, f64> {
+pub fn parse(exposition: &str) -> BTreeMap<String, f64> {
     let mut samples = BTreeMap::new();
     for line in exposition
         .lines()
@@ -35,7 +35,8 @@ fn parse(exposition: &str) -> BTreeMap<String, f64> {
     samples
 }
 
-fn series(name: &str, labels: &[(&str, &str)]) -> String {
+/// The key [`parse`] gives the series `name` with `labels`.
+pub fn series(name: &str, labels: &[(&str, &str)]) -> String {
     let mut labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
     labels.sort_unstable();
     if labels.is_empty() {

@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 
 use crate::auth::{jwt_section, seed, DEMO_KEY, OPS_KEY};
 use crate::common::{
-    client, eventually, status_and_json, Gateway, GatewayConfig, RedisServer, Upstream,
+    client, eventually, get_text, status_and_json, Gateway, GatewayConfig, RedisServer, Upstream,
 };
+use crate::metrics::{parse, series};
 
 fn config(upstream: &Upstream, store: &str) -> GatewayConfig {
     GatewayConfig::new(&format!(
@@ -189,6 +190,64 @@ async fn only_admins_read_usage() {
         )
         .await,
         200
+    );
+}
+
+/// A refused reader is a known caller: the 403 is recorded under their identity, not as
+/// anonymous, in the metrics and the access log.
+#[tokio::test]
+async fn a_refused_reader_of_usage_is_recorded_under_their_identity() {
+    let upstream = Upstream::start("app").await;
+    let gateway = Gateway::start(config(&upstream, "")).await;
+    let bearer = login(&gateway).await;
+    let usage = "/api/analytics/usage/";
+    assert_eq!(
+        get(&gateway, usage, Some(("authorization", &bearer))).await,
+        403
+    );
+    assert_eq!(
+        get(&gateway, usage, Some(("x-api-key", DEMO_KEY))).await,
+        403
+    );
+    assert_eq!(
+        get(&gateway, usage, Some(("x-api-key", OPS_KEY))).await,
+        200
+    );
+
+    let refused = |auth: &'static str, role: &'static str| {
+        series(
+            "guichet_http_requests_total",
+            &[
+                ("route", "guichet:usage"),
+                ("method", "GET"),
+                ("status", "403"),
+                ("auth", auth),
+                ("role", role),
+            ],
+        )
+    };
+    eventually("both refusals in the metrics", || async {
+        let samples = parse(&get_text(gateway.admin_url("/metrics")).await);
+        samples.get(&refused("jwt", "student")) == Some(&1.0)
+            && samples.get(&refused("api_key", "instructor")) == Some(&1.0)
+    })
+    .await;
+    let samples = parse(&get_text(gateway.admin_url("/metrics")).await);
+    assert_eq!(samples.get(&refused("anonymous", "none")), None);
+
+    let user = gateway
+        .wait_for_log(|l| l["route"] == "guichet:usage" && l["auth"] == "jwt")
+        .await;
+    assert_eq!(
+        (user["status"].clone(), user["user_id"].clone()),
+        (json!(403), json!(1))
+    );
+    let key = gateway
+        .wait_for_log(|l| l["route"] == "guichet:usage" && l["consumer"] == "grading")
+        .await;
+    assert_eq!(
+        (key["status"].clone(), key["auth"].clone()),
+        (json!(403), json!("api_key"))
     );
 }
 
