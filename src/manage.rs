@@ -277,7 +277,7 @@ pub async fn keys(config: &Config, command: KeysCommand) -> Result<String, Strin
             let expires_at = expires
                 .as_deref()
                 .map(|text| {
-                    humantime::parse_rfc3339(&text)
+                    humantime::parse_rfc3339(text)
                         .map_err(|_| {
                             format!("`{text}` is not an RFC 3339 time such as 2027-01-01T00:00:00Z")
                         })
