@@ -1,10 +1,17 @@
 //! A YAML document as a tree whose every node remembers its line and column, so that every
-//! configuration error can point at the text that caused it.
+//! configuration error can point at the text that caused it. Reading is bounded: the text is
+//! checked first ([`text`]), then each parser event against [`Limits`] ([`bounds`]), so no file
+//! can make the reader hang or allocate without end.
+
+mod bounds;
+mod text;
 
 use std::collections::HashMap;
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+pub use bounds::{Limits, CONFIG};
 
 /// A position in a file, 1-based.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,28 +71,66 @@ impl Node {
     }
 }
 
-/// A syntax error, with where the parser stopped.
+/// Something that stops a file from being read, with where.
 #[derive(Debug)]
 pub struct SyntaxError {
     pub mark: Mark,
     pub message: String,
+    /// What to write instead, when there is more to say than the message.
+    pub hint: Option<String>,
 }
 
-/// Parses one YAML document. An empty file is an empty map.
-pub fn parse(text: &str) -> Result<Node, SyntaxError> {
-    let mut builder = TreeBuilder::default();
-    let mut parser = Parser::new_from_str(text);
-    parser.load(&mut builder, false).map_err(|e| SyntaxError {
-        mark: (*e.marker()).into(),
-        message: e.info().to_string(),
-    })?;
-    if let Some(error) = builder.error {
-        return Err(error);
+impl std::fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.mark.line, self.mark.col, self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
     }
+}
+
+/// Parses one YAML document within the configuration [`CONFIG`] limits. An empty file is an
+/// empty map.
+pub fn parse(bytes: &[u8]) -> Result<Node, SyntaxError> {
+    let mut builder = TreeBuilder::default();
+    each_event(bytes, CONFIG, |event, mark| builder.on_event(event, mark))?;
     Ok(builder.root.unwrap_or(Node {
         kind: NodeKind::Map(Vec::new()),
         mark: Mark { line: 1, col: 1 },
     }))
+}
+
+/// Checks that `bytes` is one YAML document within `limits`, building nothing: for documents
+/// another reader then parses (OpenAPI fragments).
+pub fn check(bytes: &[u8], limits: Limits) -> Result<(), SyntaxError> {
+    each_event(bytes, limits, |_, _| Ok(()))
+}
+
+/// Runs the parser over the text of `bytes`, each event checked against `limits` before
+/// `on_event` takes it; stops at the first error. The parser is driven event by event, never
+/// through its recursive `load`, which nests as deep as the document.
+fn each_event(
+    bytes: &[u8],
+    limits: Limits,
+    mut on_event: impl FnMut(Event, Mark) -> Result<(), SyntaxError>,
+) -> Result<(), SyntaxError> {
+    let text = text::decode(bytes)?;
+    let mut parser = Parser::new_from_str(text);
+    let mut bounds = bounds::Bounds::new(limits);
+    loop {
+        let (event, marker) = parser.next_token().map_err(|e| SyntaxError {
+            mark: (*e.marker()).into(),
+            message: format!("invalid YAML: {}", e.info()),
+            hint: None,
+        })?;
+        if event == Event::StreamEnd {
+            return Ok(());
+        }
+        let mark = Mark::from(marker);
+        bounds.check(&event, mark)?;
+        on_event(event, mark)?;
+    }
 }
 
 /// A container being filled while events arrive.
@@ -99,11 +144,10 @@ struct TreeBuilder {
     stack: Vec<Open>,
     root: Option<Node>,
     anchors: HashMap<usize, Node>,
-    error: Option<SyntaxError>,
 }
 
 impl TreeBuilder {
-    fn push_value(&mut self, node: Node, anchor: usize) {
+    fn push_value(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
         if anchor > 0 {
             self.anchors.insert(anchor, node.clone());
         }
@@ -120,80 +164,43 @@ impl TreeBuilder {
                         entries.push((key, node));
                     }
                 }
-                None => match node.kind {
-                    NodeKind::Scalar { text, .. } => {
-                        *pending = Some(Key {
-                            name: text,
-                            mark: node.mark,
-                        })
-                    }
-                    _ => {
-                        // Keep going so the rest of the document is consumed; report once.
-                        self.error.get_or_insert(SyntaxError {
-                            mark: node.mark,
-                            message: "a map key must be a plain name, not a list or a map"
-                                .to_string(),
-                        });
-                        *pending = Some(Key {
-                            name: String::new(),
-                            mark: node.mark,
-                        });
-                    }
-                },
+                None => *pending = Some(key_of(node)?),
             },
         }
+        Ok(())
     }
-}
 
-impl MarkedEventReceiver for TreeBuilder {
-    fn on_event(&mut self, event: Event, marker: Marker) {
-        let mark = Mark::from(marker);
+    fn on_event(&mut self, event: Event, mark: Mark) -> Result<(), SyntaxError> {
+        let node = |kind| Node { kind, mark };
         match event {
             Event::Scalar(text, style, anchor, _) => {
                 let plain = style == TScalarStyle::Plain;
-                self.push_value(
-                    Node {
-                        kind: NodeKind::Scalar { text, plain },
-                        mark,
-                    },
-                    anchor,
-                );
+                return self.push_value(node(NodeKind::Scalar { text, plain }), anchor);
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Open::Seq(
-                Node {
-                    kind: NodeKind::Seq(Vec::new()),
-                    mark,
-                },
-                anchor,
-            )),
-            Event::MappingStart(anchor, _) => self.stack.push(Open::Map(
-                Node {
-                    kind: NodeKind::Map(Vec::new()),
-                    mark,
-                },
-                anchor,
-                None,
-            )),
+            Event::SequenceStart(anchor, _) => self
+                .stack
+                .push(Open::Seq(node(NodeKind::Seq(Vec::new())), anchor)),
+            Event::MappingStart(anchor, _) => {
+                self.stack
+                    .push(Open::Map(node(NodeKind::Map(Vec::new())), anchor, None))
+            }
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some(Open::Seq(node, anchor) | Open::Map(node, anchor, _)) = self.stack.pop()
                 {
-                    self.push_value(node, anchor);
+                    return self.push_value(node, anchor);
                 }
             }
             Event::Alias(anchor) => {
-                let node = self.anchors.get(&anchor).cloned().map(|mut node| {
-                    node.mark = mark;
-                    node
-                });
-                match node {
-                    Some(node) => self.push_value(node, 0),
-                    None => {
-                        self.error.get_or_insert(SyntaxError {
-                            mark,
-                            message: "alias to an unknown anchor".to_string(),
-                        });
-                    }
-                }
+                let Some(anchored) = self.anchors.get(&anchor) else {
+                    return Err(SyntaxError {
+                        mark,
+                        message: "alias to an unknown anchor".to_string(),
+                        hint: None,
+                    });
+                };
+                let mut copy = anchored.clone();
+                copy.mark = mark;
+                return self.push_value(copy, 0);
             }
             Event::Nothing
             | Event::StreamStart
@@ -201,62 +208,31 @@ impl MarkedEventReceiver for TreeBuilder {
             | Event::DocumentStart
             | Event::DocumentEnd => {}
         }
+        Ok(())
+    }
+}
+
+/// A map key: a scalar, and not YAML 1.1's merge key, which this reader does not apply.
+fn key_of(node: Node) -> Result<Key, SyntaxError> {
+    match node.kind {
+        NodeKind::Scalar { text, plain: true } if text == "<<" => Err(SyntaxError {
+            mark: node.mark,
+            message: "merge keys (`<<`) are not supported".to_string(),
+            hint: Some(
+                "write the keys out; an alias (`key: *name`) can stand for a whole map".to_string(),
+            ),
+        }),
+        NodeKind::Scalar { text, .. } => Ok(Key {
+            name: text,
+            mark: node.mark,
+        }),
+        _ => Err(SyntaxError {
+            mark: node.mark,
+            message: "a map key must be a plain name, not a list or a map".to_string(),
+            hint: None,
+        }),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn map_entries(node: &Node) -> &[(Key, Node)] {
-        match &node.kind {
-            NodeKind::Map(entries) => entries,
-            other => panic!("expected a map, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn keys_and_values_carry_their_line_and_column() {
-        let doc =
-            parse("service: courses\nroutes:\n  - path: /api/\n    methods: [GET]\n").unwrap();
-        let entries = map_entries(&doc);
-        assert_eq!(entries[0].0.name, "service");
-        assert_eq!(entries[0].0.mark, Mark { line: 1, col: 1 });
-        assert_eq!(entries[0].1.mark, Mark { line: 1, col: 10 });
-        let NodeKind::Seq(routes) = &entries[1].1.kind else {
-            panic!("routes is a list")
-        };
-        let route = map_entries(&routes[0]);
-        assert_eq!(route[1].0.name, "methods");
-        assert_eq!(route[1].0.mark, Mark { line: 4, col: 5 });
-    }
-
-    #[test]
-    fn quoted_scalars_are_not_null() {
-        let doc = parse("a: ~\nb: \"\"\nc:\n").unwrap();
-        let entries = map_entries(&doc);
-        assert!(entries[0].1.is_null());
-        assert!(!entries[1].1.is_null());
-        assert!(entries[2].1.is_null());
-    }
-
-    #[test]
-    fn aliases_expand_to_their_anchor() {
-        let doc = parse("a: &t { read: 1s }\nb: *t\n").unwrap();
-        let entries = map_entries(&doc);
-        assert_eq!(map_entries(&entries[1].1)[0].0.name, "read");
-    }
-
-    #[test]
-    fn syntax_errors_have_a_position() {
-        let error = parse("a: [1, 2\nb: c\n").unwrap_err();
-        assert!(error.mark.line >= 1, "{error:?}");
-        assert!(!error.message.is_empty());
-    }
-
-    #[test]
-    fn empty_document_is_an_empty_map() {
-        assert!(map_entries(&parse("").unwrap()).is_empty());
-        assert!(map_entries(&parse("# only a comment\n").unwrap()).is_empty());
-    }
-}
+mod tests;
