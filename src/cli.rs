@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, Config};
 use crate::logs::{self, LogFormat};
 use crate::manage::{self, KeysCommand, UsersCommand};
-use crate::openapi::publish::merge_now;
+use crate::openapi::publish::{merge_now, merge_unrendered};
 use crate::reload::Overrides;
 
 #[derive(Parser)]
@@ -213,7 +213,7 @@ fn check(path: &Path, strict: bool) -> ExitCode {
         eprintln!("cannot start a runtime to load the OpenAPI fragments");
         return ExitCode::FAILURE;
     };
-    let published = runtime.block_on(merge_now(&config));
+    let published = runtime.block_on(merge_unrendered(&config));
     for problem in &published.problems {
         eprintln!("warning: {problem}");
     }

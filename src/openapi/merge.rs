@@ -5,6 +5,7 @@
 //! operations no route exposes (those are left out). The output is deterministic: paths and
 //! components are sorted, so the same inputs give the same bytes.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -156,10 +157,16 @@ pub fn merge(config: &Config, router: &Router, fragments: Vec<Fragment>) -> Merg
             .collect();
     }
 
+    let mut routes_of = vec![Vec::new(); config.services.len()];
+    for route in &config.routes {
+        routes_of[route.service].push(route.clone());
+    }
     let mut merger = Merger {
         config,
         router,
+        routes_of,
         paths: BTreeMap::new(),
+        shapes: HashMap::new(),
         covered: HashSet::new(),
         problems,
         drift: Vec::new(),
@@ -179,7 +186,7 @@ pub fn merge(config: &Config, router: &Router, fragments: Vec<Fragment>) -> Merg
 
     components.security_schemes = security_schemes();
     sort_components(&mut components);
-    let mut paths: Vec<(String, PathItem)> = paths.into_iter().collect();
+    let mut paths: Vec<(String, Box<PathItem>)> = paths.into_iter().collect();
     unique_operation_ids(&mut paths);
     let document = OpenAPI {
         openapi: "3.0.3".to_string(),
@@ -197,7 +204,7 @@ pub fn merge(config: &Config, router: &Router, fragments: Vec<Fragment>) -> Merg
         paths: Paths {
             paths: paths
                 .into_iter()
-                .map(|(path, item)| (path, ReferenceOr::Item(item)))
+                .map(|(path, item)| (path, ReferenceOr::Item(*item)))
                 .collect(),
             ..Paths::default()
         },
@@ -386,7 +393,12 @@ fn insert_component(
 struct Merger<'a> {
     config: &'a Config,
     router: &'a Router,
-    paths: BTreeMap<String, PathItem>,
+    /// Each service's routes, so an operation is matched against its own service's only.
+    routes_of: Vec<Vec<Arc<Route>>>,
+    /// Boxed: a path item is almost 9 KiB, too much to move around inside the tree's nodes.
+    paths: BTreeMap<String, Box<PathItem>>,
+    /// The documented path of each shape (see [`shape_of`]), to find a path's twin at once.
+    shapes: HashMap<String, String>,
     /// `(route index, method)` pairs some fragment documents.
     covered: HashSet<(usize, &'static str)>,
     problems: Vec<Problem>,
@@ -593,7 +605,8 @@ impl Merger<'_> {
         method: &'static str,
         operation: Operation,
     ) {
-        let exposed = public_paths(self.config, self.router, service, fragment_path, method);
+        let routes = &self.routes_of[service];
+        let exposed = public_paths(self.config, self.router, routes, fragment_path, method);
         if exposed.is_empty() {
             self.drift.push(Drift::Unrouted {
                 source: fragment.source.clone(),
@@ -643,18 +656,14 @@ impl Merger<'_> {
         method: &'static str,
         mut operation: Operation,
     ) -> Result<(), String> {
-        let shape = shape_of(&public_path);
-        let same = self
-            .paths
-            .keys()
-            .find(|p| **p != public_path && shape_of(p) == shape)
-            .cloned();
-        let path = match same {
-            Some(existing) => {
+        let path = match self.shapes.entry(shape_of(&public_path)) {
+            Entry::Occupied(same) if *same.get() != public_path => {
+                let existing = same.get().clone();
                 rename_path_parameters(&mut operation, &public_path, &existing);
                 existing
             }
-            None => public_path,
+            Entry::Occupied(_) => public_path,
+            Entry::Vacant(shape) => shape.insert(public_path).clone(),
         };
         let slot = operation_slot(self.paths.entry(path.clone()).or_default(), method);
         if slot.is_some() {
@@ -873,12 +882,13 @@ fn parts(path: &str) -> Vec<Part> {
 }
 
 /// The public paths under which `fragment_path` (a path as the service sees it) is reachable
-/// with `method`, each with the route that takes it. A candidate is kept only when the real
-/// router, given sample values, picks that very route and sends the fragment's path upstream.
+/// with `method`, each with the route that takes it, among `routes` (the service's). A
+/// candidate is kept only when the real router, given sample values, picks that very route and
+/// sends the fragment's path upstream.
 pub fn public_paths(
     config: &Config,
     router: &Router,
-    service: usize,
+    routes: &[Arc<Route>],
     fragment_path: &str,
     method: &str,
 ) -> Vec<(String, Arc<Route>)> {
@@ -886,7 +896,7 @@ pub fn public_paths(
     let trailing_slash = fragment_path.len() > 1 && fragment_path.ends_with('/');
     let method = method_of(method);
     let mut found = Vec::new();
-    for route in config.routes.iter().filter(|r| r.service == service) {
+    for route in routes {
         let Some(public) = map_back(route, &fragment, trailing_slash) else {
             continue;
         };
@@ -1016,7 +1026,7 @@ fn sort_components(components: &mut Components) {
 }
 
 /// `operationId`s are unique: a repeated one gets its service's prefix, then a number.
-fn unique_operation_ids(paths: &mut [(String, PathItem)]) {
+fn unique_operation_ids(paths: &mut [(String, Box<PathItem>)]) {
     let mut seen = BTreeSet::new();
     for (_, item) in paths.iter_mut() {
         for method in METHODS {
@@ -1052,11 +1062,13 @@ fn tags(config: &Config, prepared: &[Prepared]) -> Vec<Tag> {
         ),
         ..Tag::default()
     }];
+    let info_of: HashMap<&str, &Value> = prepared
+        .iter()
+        .filter(|p| p.owner != Owner::Gateway)
+        .filter_map(|p| Some((p.tag.as_str(), p.document.get("info")?)))
+        .collect();
     for service in &config.services {
-        let info = prepared
-            .iter()
-            .find(|p| p.tag == service.name && p.owner != Owner::Gateway)
-            .and_then(|p| p.document.get("info"));
+        let info = info_of.get(service.name.as_str()).copied();
         let title = info.and_then(|i| i.get("title")).and_then(Value::as_str);
         let description = info
             .and_then(|i| i.get("description"))

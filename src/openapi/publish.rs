@@ -63,9 +63,7 @@ impl ApiDocs {
         let mut states = HashMap::new();
         for service in &config.services {
             if let Some(source @ SpecSource::File(path)) = &service.openapi {
-                let loaded = std::fs::read(path)
-                    .map_err(|e| format!("cannot read the file: {e}"))
-                    .and_then(|text| fragment::parse(&text));
+                let loaded = fragment::read_file(path);
                 let mut state = FragmentState {
                     source: Some(source.clone()),
                     ..FragmentState::default()
@@ -438,10 +436,29 @@ impl BackgroundService for DocsRefresh {
     }
 }
 
-/// Loads every fragment once and merges: what `guichet schema` prints and `guichet check`
-/// reports. Fragments that cannot be loaded are returned as problems too.
+/// Loads every fragment once and merges: what `guichet schema` prints. Fragments that cannot be
+/// loaded are returned as problems too.
 pub async fn merge_now(config: &Config) -> Published {
     let router = Router::new(&config.routes);
+    let (fragments, mut unloaded) = load_all(config).await;
+    let mut published = render(config, &router, fragments);
+    unloaded.append(&mut published.problems);
+    published.problems = unloaded;
+    published
+}
+
+/// As [`merge_now`], without rendering the document: what `guichet check` reports.
+pub async fn merge_unrendered(config: &Config) -> merge::Merged {
+    let router = Router::new(&config.routes);
+    let (fragments, mut unloaded) = load_all(config).await;
+    let mut merged = merge::merge(config, &router, fragments);
+    unloaded.append(&mut merged.problems);
+    merged.problems = unloaded;
+    merged
+}
+
+/// Every service's fragment, loaded once, and a problem for each that could not be.
+async fn load_all(config: &Config) -> (Vec<Fragment>, Vec<Problem>) {
     let mut fragments = Vec::new();
     let mut unloaded = Vec::new();
     for (index, service) in config.services.iter().enumerate() {
@@ -461,8 +478,5 @@ pub async fn merge_now(config: &Config) -> Published {
             )),
         }
     }
-    let mut published = render(config, &router, fragments);
-    unloaded.append(&mut published.problems);
-    published.problems = unloaded;
-    published
+    (fragments, unloaded)
 }
