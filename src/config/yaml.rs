@@ -4,6 +4,7 @@
 //! can make the reader hang or allocate without end.
 
 mod bounds;
+mod json;
 mod text;
 
 use std::collections::HashMap;
@@ -93,18 +94,21 @@ impl std::fmt::Display for SyntaxError {
 /// Parses one YAML document within the configuration [`CONFIG`] limits. An empty file is an
 /// empty map.
 pub fn parse(bytes: &[u8]) -> Result<Node, SyntaxError> {
-    let mut builder = TreeBuilder::default();
-    each_event(bytes, CONFIG, |event, mark| builder.on_event(event, mark))?;
-    Ok(builder.root.unwrap_or(Node {
-        kind: NodeKind::Map(Vec::new()),
-        mark: Mark { line: 1, col: 1 },
-    }))
+    parse_into::<Tree>(bytes, CONFIG)
 }
 
-/// Checks that `bytes` is one YAML document within `limits`, building nothing: for documents
-/// another reader then parses (OpenAPI fragments).
-pub fn check(bytes: &[u8], limits: Limits) -> Result<(), SyntaxError> {
-    each_event(bytes, limits, |_, _| Ok(()))
+/// Parses one YAML document within `limits` as JSON, its plain scalars typed as serde_yaml
+/// would type them: for documents that are not configuration (OpenAPI fragments).
+pub fn to_json(bytes: &[u8], limits: Limits) -> Result<serde_json::Value, SyntaxError> {
+    parse_into::<json::Json>(bytes, limits)
+}
+
+fn parse_into<B: Build>(bytes: &[u8], limits: Limits) -> Result<B::Node, SyntaxError> {
+    let mut builder = TreeBuilder::<B>::default();
+    each_event(bytes, limits, |event, mark| builder.on_event(event, mark))?;
+    Ok(builder
+        .root
+        .unwrap_or_else(|| B::map(Vec::new(), Mark { line: 1, col: 1 })))
 }
 
 /// Runs the parser over the text of `bytes`, each event checked against `limits` before
@@ -133,62 +137,129 @@ fn each_event(
     }
 }
 
-/// A container being filled while events arrive.
-enum Open {
-    Seq(Node, usize),
-    Map(Node, usize, Option<Key>),
+/// What a document is built into: the spanned tree of configuration files, or JSON.
+trait Build {
+    type Node: Clone;
+    fn scalar(text: String, plain: bool, mark: Mark) -> Self::Node;
+    fn seq(items: Vec<Self::Node>, mark: Mark) -> Self::Node;
+    fn map(entries: Vec<(Key, Self::Node)>, mark: Mark) -> Self::Node;
+    /// The copy an alias makes of an anchored node, placed where the alias is.
+    fn copy(anchored: &Self::Node, mark: Mark) -> Self::Node;
+    /// A map key written as an alias or a container, ending at `mark`.
+    fn key(node: Self::Node, mark: Mark) -> Result<Key, SyntaxError>;
 }
 
-#[derive(Default)]
-struct TreeBuilder {
-    stack: Vec<Open>,
-    root: Option<Node>,
-    anchors: HashMap<usize, Node>,
+/// The spanned tree of configuration files.
+struct Tree;
+
+impl Build for Tree {
+    type Node = Node;
+
+    fn scalar(text: String, plain: bool, mark: Mark) -> Node {
+        Node {
+            kind: NodeKind::Scalar { text, plain },
+            mark,
+        }
+    }
+
+    fn seq(items: Vec<Node>, mark: Mark) -> Node {
+        Node {
+            kind: NodeKind::Seq(items),
+            mark,
+        }
+    }
+
+    fn map(entries: Vec<(Key, Node)>, mark: Mark) -> Node {
+        Node {
+            kind: NodeKind::Map(entries),
+            mark,
+        }
+    }
+
+    fn copy(anchored: &Node, mark: Mark) -> Node {
+        Node {
+            mark,
+            ..anchored.clone()
+        }
+    }
+
+    fn key(node: Node, _: Mark) -> Result<Key, SyntaxError> {
+        match node.kind {
+            NodeKind::Scalar { text, plain } => key_of(text, plain, node.mark),
+            _ => Err(not_a_key(node.mark)),
+        }
+    }
 }
 
-impl TreeBuilder {
-    fn push_value(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
+/// A container being filled while events arrive: its items or entries, its position and
+/// anchor, and for a map the key waiting for its value.
+enum Open<N> {
+    Seq(Vec<N>, Mark, usize),
+    Map(Vec<(Key, N)>, Mark, usize, Option<Key>),
+}
+
+struct TreeBuilder<B: Build> {
+    stack: Vec<Open<B::Node>>,
+    root: Option<B::Node>,
+    anchors: HashMap<usize, B::Node>,
+}
+
+impl<B: Build> Default for TreeBuilder<B> {
+    fn default() -> Self {
+        TreeBuilder {
+            stack: Vec::new(),
+            root: None,
+            anchors: HashMap::new(),
+        }
+    }
+}
+
+impl<B: Build> TreeBuilder<B> {
+    /// Whether the next value is a key of the innermost map.
+    fn wants_key(&self) -> bool {
+        matches!(self.stack.last(), Some(Open::Map(_, _, _, None)))
+    }
+
+    fn push_value(&mut self, node: B::Node, anchor: usize, mark: Mark) -> Result<(), SyntaxError> {
         if anchor > 0 {
             self.anchors.insert(anchor, node.clone());
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
-            Some(Open::Seq(seq, _)) => {
-                if let NodeKind::Seq(items) = &mut seq.kind {
-                    items.push(node);
-                }
-            }
-            Some(Open::Map(map, _, pending)) => match pending.take() {
-                Some(key) => {
-                    if let NodeKind::Map(entries) = &mut map.kind {
-                        entries.push((key, node));
-                    }
-                }
-                None => *pending = Some(key_of(node)?),
+            Some(Open::Seq(items, _, _)) => items.push(node),
+            Some(Open::Map(entries, _, _, pending)) => match pending.take() {
+                Some(key) => entries.push((key, node)),
+                None => *pending = Some(B::key(node, mark)?),
             },
         }
         Ok(())
     }
 
     fn on_event(&mut self, event: Event, mark: Mark) -> Result<(), SyntaxError> {
-        let node = |kind| Node { kind, mark };
         match event {
             Event::Scalar(text, style, anchor, _) => {
                 let plain = style == TScalarStyle::Plain;
-                return self.push_value(node(NodeKind::Scalar { text, plain }), anchor);
+                // A key is kept as written, and made a node only when an alias may copy it.
+                if self.wants_key() && anchor == 0 {
+                    let key = key_of(text, plain, mark)?;
+                    if let Some(Open::Map(_, _, _, pending)) = self.stack.last_mut() {
+                        *pending = Some(key);
+                    }
+                    return Ok(());
+                }
+                return self.push_value(B::scalar(text, plain, mark), anchor, mark);
             }
-            Event::SequenceStart(anchor, _) => self
-                .stack
-                .push(Open::Seq(node(NodeKind::Seq(Vec::new())), anchor)),
+            Event::SequenceStart(anchor, _) => self.stack.push(Open::Seq(Vec::new(), mark, anchor)),
             Event::MappingStart(anchor, _) => {
-                self.stack
-                    .push(Open::Map(node(NodeKind::Map(Vec::new())), anchor, None))
+                self.stack.push(Open::Map(Vec::new(), mark, anchor, None))
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                if let Some(Open::Seq(node, anchor) | Open::Map(node, anchor, _)) = self.stack.pop()
-                {
-                    return self.push_value(node, anchor);
-                }
+                let (node, anchor) = match self.stack.pop() {
+                    Some(Open::Seq(items, at, anchor)) => (B::seq(items, at), anchor),
+                    Some(Open::Map(entries, at, anchor, _)) => (B::map(entries, at), anchor),
+                    None => return Ok(()),
+                };
+                return self.push_value(node, anchor, mark);
             }
             Event::Alias(anchor) => {
                 let Some(anchored) = self.anchors.get(&anchor) else {
@@ -198,9 +269,8 @@ impl TreeBuilder {
                         hint: None,
                     });
                 };
-                let mut copy = anchored.clone();
-                copy.mark = mark;
-                return self.push_value(copy, 0);
+                let copy = B::copy(anchored, mark);
+                return self.push_value(copy, 0, mark);
             }
             Event::Nothing
             | Event::StreamStart
@@ -212,26 +282,27 @@ impl TreeBuilder {
     }
 }
 
-/// A map key: a scalar, and not YAML 1.1's merge key, which this reader does not apply.
-fn key_of(node: Node) -> Result<Key, SyntaxError> {
-    match node.kind {
-        NodeKind::Scalar { text, plain: true } if text == "<<" => Err(SyntaxError {
-            mark: node.mark,
+fn not_a_key(mark: Mark) -> SyntaxError {
+    SyntaxError {
+        mark,
+        message: "a map key must be a plain name, not a list or a map".to_string(),
+        hint: None,
+    }
+}
+
+/// A map key written as a scalar, unless it is YAML 1.1's merge key, which this reader does not
+/// apply.
+fn key_of(text: String, plain: bool, mark: Mark) -> Result<Key, SyntaxError> {
+    if plain && text == "<<" {
+        return Err(SyntaxError {
+            mark,
             message: "merge keys (`<<`) are not supported".to_string(),
             hint: Some(
                 "write the keys out; an alias (`key: *name`) can stand for a whole map".to_string(),
             ),
-        }),
-        NodeKind::Scalar { text, .. } => Ok(Key {
-            name: text,
-            mark: node.mark,
-        }),
-        _ => Err(SyntaxError {
-            mark: node.mark,
-            message: "a map key must be a plain name, not a list or a map".to_string(),
-            hint: None,
-        }),
+        });
     }
+    Ok(Key { name: text, mark })
 }
 
 #[cfg(test)]

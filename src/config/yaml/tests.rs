@@ -140,13 +140,111 @@ fn a_byte_order_mark_is_skipped() {
 }
 
 #[test]
-fn check_applies_the_limits_it_is_given() {
+fn json_reading_applies_the_limits_it_is_given() {
     let deep = "[".repeat(100) + &"]".repeat(100);
     let loose = Limits {
         depth: 128,
         copies: 10,
     };
-    assert!(check(deep.as_bytes(), loose).is_ok());
-    assert!(check(deep.as_bytes(), CONFIG).is_err());
-    assert!(check(b"a: &a [1, 2, 3, 4, 5]\nb: [*a, *a]\n", loose).is_err());
+    assert!(to_json(deep.as_bytes(), loose).is_ok());
+    assert!(to_json(deep.as_bytes(), CONFIG).is_err());
+    assert!(to_json(b"a: &a [1, 2, 3, 4, 5]\nb: [*a, *a]\n", loose).is_err());
+}
+
+/// Plain scalars of every kind, and the repository's fragments, read as serde_yaml reads them.
+#[test]
+fn json_is_what_serde_yaml_reads() {
+    let scalars = [
+        "",
+        "~",
+        "null",
+        "Null",
+        "NULL",
+        "true",
+        "True",
+        "TRUE",
+        "false",
+        "FALSE",
+        "yes",
+        "no",
+        "on",
+        "0",
+        "-0",
+        "+0",
+        "7",
+        "+7",
+        "-7",
+        "0123",
+        "-0123",
+        "00",
+        "0x1F",
+        "-0x1F",
+        "+0x1F",
+        "0x",
+        "0x-5",
+        "0xZZ",
+        "0o17",
+        "-0o17",
+        "0b101",
+        "-0b101",
+        "1_000",
+        "1e3",
+        "-1.5e-3",
+        ".5",
+        "-.5",
+        "+.5",
+        "5.",
+        "00.5",
+        "0.5",
+        ".inf",
+        "-.Inf",
+        "+.INF",
+        ".nan",
+        ".NaN",
+        "+.nan",
+        "inf",
+        "nan",
+        "infinity",
+        "+-5",
+        "--5",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "18446744073709551615",
+        "1.0",
+        "3.0.3",
+        "2024-01-01",
+        "12:30",
+        "a b",
+        "/api/{id}/",
+    ];
+    for scalar in scalars {
+        let text = format!("k: {scalar}\n");
+        let expected: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        let found = to_json(text.as_bytes(), CONFIG).unwrap();
+        assert_eq!(found, expected, "{scalar:?}");
+    }
+    let documents = [
+        include_str!("../../../specs/courses.yaml"),
+        include_str!("../../../specs/accounts.yaml"),
+        include_str!("../../openapi/gateway.yaml"),
+        "a: 'quoted 1'\nb: \"2\"\nc: |\n  block\n200: {x: [1, 2.5, ~]}\nd: &x {y: 1}\ne: *x\n",
+        "k: &name key\n*name : 1\n",
+    ];
+    for document in documents {
+        let expected: serde_json::Value = serde_yaml::from_str(document).unwrap();
+        let loose = Limits {
+            depth: 128,
+            copies: 100_000,
+        };
+        assert_eq!(to_json(document.as_bytes(), loose).unwrap(), expected);
+    }
+}
+
+#[test]
+fn keys_are_names_or_aliases_of_names() {
+    let doc = parse_str("a: &k name\n*k : 1\n").unwrap();
+    assert_eq!(map_entries(&doc)[1].0.name, "name");
+    let error = parse_str("a: 1\n[b]: 2\n").unwrap_err();
+    assert_eq!(error.mark, Mark { line: 2, col: 1 }, "{error}");
+    assert!(error.message.contains("plain name"), "{error}");
 }
