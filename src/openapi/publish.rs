@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::header;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -447,25 +448,36 @@ pub async fn merge_now(config: &Config) -> Published {
     published
 }
 
-/// As [`merge_now`], without rendering the document: what `guichet check` reports.
-pub async fn merge_unrendered(config: &Config) -> merge::Merged {
+/// The problems and drift of [`merge_now`], without the document: what `guichet check`
+/// reports.
+pub async fn report_now(config: &Config) -> (Vec<Problem>, Vec<Drift>) {
     let router = Router::new(&config.routes);
-    let (fragments, mut unloaded) = load_all(config).await;
-    let mut merged = merge::merge(config, &router, fragments);
-    unloaded.append(&mut merged.problems);
-    merged.problems = unloaded;
-    merged
+    let (fragments, mut problems) = load_all(config).await;
+    let (mut merge_problems, drift) = merge::report(config, &router, fragments);
+    problems.append(&mut merge_problems);
+    (problems, drift)
 }
 
-/// Every service's fragment, loaded once, and a problem for each that could not be.
+/// Every service's fragment, loaded once, and a problem for each that could not be. As many
+/// at once as there are cores (files are parsed on blocking threads), in service order.
 async fn load_all(config: &Config) -> (Vec<Fragment>, Vec<Problem>) {
+    let loads = config
+        .services
+        .iter()
+        .enumerate()
+        .filter_map(|(index, service)| {
+            let source = service.openapi.as_ref()?;
+            Some(async move { (index, source, fragment::load(source).await) })
+        });
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let loaded: Vec<_> = futures_util::stream::iter(loads)
+        .buffered(cores)
+        .collect()
+        .await;
     let mut fragments = Vec::new();
     let mut unloaded = Vec::new();
-    for (index, service) in config.services.iter().enumerate() {
-        let Some(source) = &service.openapi else {
-            continue;
-        };
-        match fragment::load(source).await {
+    for (index, source, loaded) in loaded {
+        match loaded {
             Ok(document) => fragments.push(Fragment {
                 service: index,
                 source: source.to_string(),
