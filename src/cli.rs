@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, Config};
 use crate::logs::{self, LogFormat};
 use crate::manage::{self, KeysCommand, UsersCommand};
-use crate::openapi::publish::merge_now;
+use crate::openapi::publish::{merge_now, report_now};
 use crate::reload::Overrides;
 
 #[derive(Parser)]
@@ -213,18 +213,18 @@ fn check(path: &Path, strict: bool) -> ExitCode {
         eprintln!("cannot start a runtime to load the OpenAPI fragments");
         return ExitCode::FAILURE;
     };
-    let published = runtime.block_on(merge_now(&config));
-    for problem in &published.problems {
+    let (problems, drift) = runtime.block_on(report_now(&config));
+    for problem in &problems {
         eprintln!("warning: {problem}");
     }
-    for drift in &published.drift {
+    for drift in &drift {
         eprintln!("warning: drift: {drift}");
     }
-    let warnings = published.problems.len() + published.drift.len();
+    let warnings = problems.len() + drift.len();
     print_line(&format!(
         "API document: {} problems, {} drift",
-        published.problems.len(),
-        published.drift.len()
+        problems.len(),
+        drift.len()
     ));
     if strict && warnings > 0 {
         ExitCode::FAILURE

@@ -163,7 +163,7 @@ async fn read(path: PathBuf) -> Result<Config, Vec<String>> {
     let shown = path.display().to_string();
     match tokio::task::spawn_blocking(move || config::load_for_serve(&path)).await {
         Ok(Ok(config)) => Ok(config),
-        Ok(Err(errors)) => Err(errors.0.iter().map(ToString::to_string).collect()),
+        Ok(Err(errors)) => Err(errors.lines()),
         Err(e) => Err(vec![format!("{shown}: could not be loaded: {e}")]),
     }
 }

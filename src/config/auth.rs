@@ -2,13 +2,15 @@
 //! positions and compiled: keys loaded (or, for the demo, generated), secrets taken from the
 //! environment, seed data checked against the roles.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
 use super::decode::{Fields, Reader, Spanned};
+use super::source::{read_bounded, ReadError, MAX_CONFIG_FILE};
 use super::yaml::Node;
 use super::{AuthConfig, KeyFiles, StoreBackend};
 use crate::auth::jwt::{self, Keys, Tokens};
@@ -111,10 +113,11 @@ fn header_safe(r: &mut Reader, node: &Node, field: &str) -> Option<Spanned<Strin
 fn read_roles(node: &Node, field: &str, r: &mut Reader) -> Vec<String> {
     let roles = r.strings(node, field, "[student, instructor, admin]");
     let mut names: Vec<String> = Vec::new();
+    let mut listed = HashSet::new();
     for role in roles {
         if !crate::auth::identity::fits_a_header(&role.value) {
             r.error(role.mark, field, HOLDS_CONTROL, HOLDS_CONTROL_FIX);
-        } else if names.contains(&role.value) {
+        } else if !listed.insert(role.value.clone()) {
             r.error(
                 role.mark,
                 field,
@@ -323,8 +326,8 @@ fn read_tokens(
             .enumerate()
         {
             let path = base.join(&file.value);
-            let accepted = std::fs::read(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            let accepted = read_bounded(&path, MAX_CONFIG_FILE)
+                .map_err(|e| format!("{}: {e}", path.display()))
                 .and_then(|pem| keys.accept_public_pem(&pem));
             if let Err(why) = accepted {
                 r.error(
@@ -356,18 +359,14 @@ fn key_hint(algorithm: Algorithm) -> String {
 
 /// The key file's text; a missing EdDSA key is generated when allowed (written only by `serve`).
 fn read_or_generate_key(
-    path: &PathBuf,
+    path: &Path,
     algorithm: Algorithm,
     generate: bool,
     key_files: KeyFiles,
 ) -> Result<String, String> {
-    match std::fs::read_to_string(path) {
-        Ok(pem) => Ok(pem),
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound
-                && generate
-                && algorithm == Algorithm::EdDSA =>
-        {
+    match read_bounded(path, MAX_CONFIG_FILE) {
+        Ok(pem) => String::from_utf8(pem).map_err(|_| "the key file is not PEM text".to_string()),
+        Err(e) if e.is_not_found() && generate && algorithm == Algorithm::EdDSA => {
             let pem = jwt::generate_ed25519_pem();
             if key_files == KeyFiles::CreateMissing {
                 write_private(path, &pem)
@@ -376,7 +375,8 @@ fn read_or_generate_key(
             }
             Ok(pem)
         }
-        Err(e) => Err(format!("cannot read the key file: {e}")),
+        Err(ReadError::Io(e)) => Err(format!("cannot read the key file: {e}")),
+        Err(e) => Err(format!("the key file: {e}")),
     }
 }
 

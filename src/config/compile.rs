@@ -2,17 +2,18 @@
 //! then checks what no single value shows (one file per service, no duplicate or shadowed
 //! routes, unique route ids) and builds the snapshot.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::decode::{Reader, Spanned};
 use super::error::{ConfigErrors, Location};
 use super::model::{GatewayFile, RouteSpec, ServiceFile, SpecWritten};
+use super::source::{self, MAX_CONFIG_FILE};
 use super::yaml::{self, Node};
 use super::{AuthLevel, Config, HealthCheck, KeyFiles, Listen, Route, Service, SpecSource, Target};
-use crate::router::MethodSet;
+use crate::router::{MethodSet, Segment};
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,7 +24,7 @@ pub fn load(path: &Path, key_files: KeyFiles) -> Result<Config, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let gateway_file: Arc<Path> = Arc::from(path);
     let base = gateway_file.parent().unwrap_or(Path::new("")).to_path_buf();
-    let gateway = match read_tree(&gateway_file, &mut errors) {
+    let gateway = match read_tree(&gateway_file, None, &mut errors) {
         Some(node) => GatewayFile::read(
             &node,
             &mut Reader {
@@ -36,9 +37,9 @@ pub fn load(path: &Path, key_files: KeyFiles) -> Result<Config, ConfigErrors> {
         None => return Err(errors),
     };
     let mut services = Vec::new();
-    for file in expand_includes(&gateway_file, &gateway, &mut errors) {
-        let file: Arc<Path> = Arc::from(file.as_path());
-        if let Some(node) = read_tree(&file, &mut errors) {
+    for included in expand_includes(&gateway_file, &gateway, &mut errors) {
+        let file: Arc<Path> = Arc::from(included.file.as_path());
+        if let Some(node) = read_tree(&file, Some(&included), &mut errors) {
             let mut reader = Reader {
                 file: file.clone(),
                 errors: &mut errors,
@@ -56,24 +57,38 @@ pub fn load(path: &Path, key_files: KeyFiles) -> Result<Config, ConfigErrors> {
     }
 }
 
-fn read_tree(file: &Arc<Path>, errors: &mut ConfigErrors) -> Option<Node> {
-    let whole_file = Location {
-        file: file.clone(),
-        mark: None,
-    };
-    let text = match std::fs::read_to_string(file) {
-        Ok(text) => text,
+/// Reads and parses one file. Errors about the file as a whole (it cannot be read, or it is too
+/// large) point at where it was named: an `include` entry, or nowhere for gateway.yaml itself.
+fn read_tree(
+    file: &Arc<Path>,
+    named_at: Option<&Included>,
+    errors: &mut ConfigErrors,
+) -> Option<Node> {
+    let bytes = match source::read_bounded(file, MAX_CONFIG_FILE) {
+        Ok(bytes) => bytes,
         Err(e) => {
-            errors.push(
-                whole_file,
-                "",
-                format!("cannot read the file: {e}"),
-                Some("check the path and its permissions".to_string()),
-            );
+            let hint = Some(e.hint().to_string());
+            match named_at {
+                Some(included) => errors.push(
+                    included.at.clone(),
+                    included.field.clone(),
+                    format!("{}: {e}", file.display()),
+                    hint,
+                ),
+                None => errors.push(
+                    Location {
+                        file: file.clone(),
+                        mark: None,
+                    },
+                    "",
+                    e.to_string(),
+                    hint,
+                ),
+            }
             return None;
         }
     };
-    match yaml::parse(&text) {
+    match yaml::parse(&bytes) {
         Ok(node) => Some(node),
         Err(e) => {
             errors.push(
@@ -82,29 +97,68 @@ fn read_tree(file: &Arc<Path>, errors: &mut ConfigErrors) -> Option<Node> {
                     mark: Some(e.mark),
                 },
                 "",
-                format!("invalid YAML: {}", e.message),
-                None,
+                e.message,
+                e.hint,
             );
             None
         }
     }
 }
 
+/// A routes file and the `include` entry that named it.
+struct Included {
+    file: PathBuf,
+    at: Location,
+    field: String,
+}
+
 /// The routes files named by `include`, relative to the folder of `gateway.yaml`, each once.
+/// An include may not lead out of that folder: not by an absolute path, not by `..`, not by a
+/// symbolic link, so that what a configuration reads is what its folder holds.
 fn expand_includes(
     gateway_file: &Arc<Path>,
     gateway: &GatewayFile,
     errors: &mut ConfigErrors,
-) -> Vec<PathBuf> {
+) -> Vec<Included> {
     let base = gateway_file.parent().unwrap_or(Path::new(""));
-    let mut files: Vec<PathBuf> = Vec::new();
+    let folder = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    let folder = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
+    let mut seen: HashSet<PathBuf> = HashSet::from([gateway_file.to_path_buf()]);
+    let mut files = Vec::new();
     for (index, pattern) in gateway.include.iter().enumerate() {
         let at = Location {
             file: gateway_file.clone(),
             mark: Some(pattern.mark),
         };
         let field = format!("include[{index}]");
-        let full = base.join(&pattern.value);
+        let written = Path::new(&pattern.value);
+        let leaves = if written.is_absolute() {
+            Some("is an absolute path")
+        } else if written.components().any(|c| c == Component::ParentDir) {
+            Some("goes up with `..`")
+        } else {
+            None
+        };
+        if let Some(why) = leaves {
+            errors.push(
+                at,
+                field,
+                format!(
+                    "`{}` {why}; includes stay inside the configuration's folder",
+                    pattern.value
+                ),
+                Some(format!(
+                    "move the file into {} and write its path from there, such as routes/courses.yaml",
+                    folder.display()
+                )),
+            );
+            continue;
+        }
+        let full = base.join(written);
         let matches = match glob::glob(&full.to_string_lossy()) {
             Ok(paths) => paths.filter_map(Result::ok).collect::<Vec<_>>(),
             Err(e) => {
@@ -119,8 +173,8 @@ fn expand_includes(
         };
         if matches.is_empty() {
             errors.push(
-                at,
-                field,
+                at.clone(),
+                field.clone(),
                 format!("`{}` matches no file", pattern.value),
                 Some(format!(
                     "patterns are relative to the folder of {}; check the name, or remove the entry",
@@ -129,8 +183,31 @@ fn expand_includes(
             );
         }
         for file in matches {
-            if !files.contains(&file) && file.as_path() != &**gateway_file {
-                files.push(file);
+            // A file that cannot be resolved is reported when it is read.
+            if let Ok(target) = std::fs::canonicalize(&file) {
+                if !target.starts_with(&folder) {
+                    errors.push(
+                        at.clone(),
+                        field.clone(),
+                        format!(
+                            "{} leads to {}, outside the configuration's folder",
+                            file.display(),
+                            target.display()
+                        ),
+                        Some(format!(
+                            "copy the file into {}; an include may not follow a link out of it",
+                            folder.display()
+                        )),
+                    );
+                    continue;
+                }
+            }
+            if seen.insert(file.clone()) {
+                files.push(Included {
+                    file,
+                    at: at.clone(),
+                    field: field.clone(),
+                });
             }
         }
     }
@@ -367,54 +444,100 @@ fn compile_route(
 }
 
 /// Duplicate routes, shadowed routes (same shape, other parameter names) and repeated ids.
+/// Routes are grouped by id and by shape, so the check stays linear in the number of routes.
 fn check_routes(
     placed: &[(Location, String, Arc<Route>)],
     services: &[Arc<Service>],
     errors: &mut ConfigErrors,
 ) {
-    for (index, (at, field, route)) in placed.iter().enumerate() {
-        for (first_at, _, first) in &placed[..index] {
-            let first_service = &services[first.service].name;
-            if route.id == first.id {
-                errors.push(
-                    at.clone(),
-                    field.replace(".path", ".id"),
-                    format!("route id `{}` is already used at {first_at}", route.id),
-                    Some("give one of the two routes its own `id:`".to_string()),
-                );
-            }
-            if !route.pattern.same_shape(&first.pattern)
-                || route.methods.intersection(first.methods) == MethodSet::EMPTY
-            {
-                continue;
-            }
-            let shared = route.methods.intersection(first.methods);
-            let shared = if shared == MethodSet::ALL {
-                "every method".to_string()
-            } else {
-                shared.allow_header()
-            };
-            let (message, hint) = if route.pattern.as_str() == first.pattern.as_str() {
-                (
-                    format!(
-                        "duplicate route: `{}` for {} is already routed to service `{first_service}` at {first_at}",
-                        route.pattern.as_str(),
-                        shared
-                    ),
-                    "remove one, or give them methods that do not overlap",
-                )
-            } else {
-                (
-                    format!(
-                        "shadowed route: `{}` matches the same requests as `{}` (service `{first_service}`, {first_at}) for {}, so one of them is never used",
-                        route.pattern.as_str(),
-                        first.pattern.as_str(),
-                        shared
-                    ),
-                    "merge the two routes, or make their paths differ by a literal segment",
-                )
-            };
-            errors.push(at.clone(), field.clone(), message, Some(hint.to_string()));
+    let mut ids: HashMap<&str, &Location> = HashMap::new();
+    let mut shapes: HashMap<Vec<Option<&str>>, Shape> = HashMap::new();
+    for (at, field, route) in placed {
+        if let Some(first_at) = ids.get(route.id.as_str()) {
+            errors.push(
+                at.clone(),
+                field.replace(".path", ".id"),
+                format!("route id `{}` is already used at {first_at}", route.id),
+                Some("give one of the two routes its own `id:`".to_string()),
+            );
+        } else {
+            ids.insert(&route.id, at);
         }
+        let shape = route
+            .pattern
+            .segments()
+            .iter()
+            .map(|segment| match segment {
+                Segment::Static(text) => Some(text.as_str()),
+                Segment::Param(_) => None,
+            })
+            .collect();
+        let group = shapes.entry(shape).or_default();
+        let first = group
+            .first_holders
+            .iter()
+            .map(|&index| &placed[index])
+            .find(|(_, _, first)| route.methods.intersection(first.methods) != MethodSet::EMPTY);
+        if let Some((first_at, _, first)) = first {
+            errors.push(
+                at.clone(),
+                field.clone(),
+                overlap_message(route, first, &services[first.service].name, first_at),
+                Some(
+                    if route.pattern.as_str() == first.pattern.as_str() {
+                        "remove one, or give them methods that do not overlap"
+                    } else {
+                        "merge the two routes, or make their paths differ by a literal segment"
+                    }
+                    .to_string(),
+                ),
+            );
+        }
+        if route.methods.union(group.methods) != group.methods {
+            group.methods = group.methods.union(route.methods);
+            group.first_holders.push(route.index);
+        }
+    }
+}
+
+/// The routes of one shape seen so far: the methods they take, and the routes that were the
+/// first to take one of them (at most one per method), which later routes are checked against.
+struct Shape {
+    methods: MethodSet,
+    first_holders: Vec<usize>,
+}
+
+impl Default for Shape {
+    fn default() -> Shape {
+        Shape {
+            methods: MethodSet::EMPTY,
+            first_holders: Vec::new(),
+        }
+    }
+}
+
+fn overlap_message(
+    route: &Route,
+    first: &Route,
+    first_service: &str,
+    first_at: &Location,
+) -> String {
+    let shared = route.methods.intersection(first.methods);
+    let shared = if shared == MethodSet::ALL {
+        "every method".to_string()
+    } else {
+        shared.allow_header()
+    };
+    if route.pattern.as_str() == first.pattern.as_str() {
+        format!(
+            "duplicate route: `{}` for {shared} is already routed to service `{first_service}` at {first_at}",
+            route.pattern.as_str(),
+        )
+    } else {
+        format!(
+            "shadowed route: `{}` matches the same requests as `{}` (service `{first_service}`, {first_at}) for {shared}, so one of them is never used",
+            route.pattern.as_str(),
+            first.pattern.as_str(),
+        )
     }
 }

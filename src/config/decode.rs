@@ -51,9 +51,11 @@ impl Reader<'_> {
             );
             return None;
         };
-        for (index, (key, _)) in entries.iter().enumerate() {
+        // Which known keys were seen: a repeat is found without looking back over the map.
+        let mut seen = vec![false; known.len()];
+        for (key, _) in entries {
             let path = join(field, &key.name);
-            if !known.contains(&key.name.as_str()) {
+            let Some(position) = known.iter().position(|k| *k == key.name) else {
                 let hint = suggest(&key.name, known).map_or_else(
                     || format!("known keys here: {}", known.join(", ")),
                     |close| {
@@ -69,7 +71,9 @@ impl Reader<'_> {
                     format!("unknown key `{}`", key.name),
                     &hint,
                 );
-            } else if entries[..index].iter().any(|(k, _)| k.name == key.name) {
+                continue;
+            };
+            if std::mem::replace(&mut seen[position], true) {
                 self.error(
                     key.mark,
                     &path,

@@ -81,10 +81,30 @@ impl ConfigErrors {
     }
 }
 
+/// Errors listed before the rest are only counted: a generated file with thousands of bad
+/// routes gets a readable answer, and the first ones are what to fix first.
+pub const MAX_LISTED: usize = 100;
+
+impl ConfigErrors {
+    /// Each error as a line, the first [`MAX_LISTED`], then how many more there are.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .0
+            .iter()
+            .take(MAX_LISTED)
+            .map(ToString::to_string)
+            .collect();
+        if self.0.len() > MAX_LISTED {
+            lines.push(format!("… and {} more", self.0.len() - MAX_LISTED));
+        }
+        lines
+    }
+}
+
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for error in &self.0 {
-            writeln!(f, "{error}")?;
+        for line in self.lines() {
+            writeln!(f, "{line}")?;
         }
         let count = self.0.len();
         write!(

@@ -8,7 +8,8 @@ mod decode;
 mod error;
 mod limits;
 mod model;
-mod yaml;
+pub mod source;
+pub mod yaml;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

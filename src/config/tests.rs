@@ -12,8 +12,12 @@ use super::yaml;
 
 /// Parses and reads `text` both as gateway.yaml and as a routes file, returning the errors.
 fn read_both(text: &str) -> ConfigErrors {
+    read_bytes(text.as_bytes())
+}
+
+fn read_bytes(bytes: &[u8]) -> ConfigErrors {
     let mut errors = ConfigErrors::default();
-    if let Ok(node) = yaml::parse(text) {
+    if let Ok(node) = yaml::parse(bytes) {
         let file: Arc<Path> = Arc::from(Path::new("x.yaml"));
         let mut reader = Reader {
             file,
@@ -30,7 +34,93 @@ fn read_both(text: &str) -> ConfigErrors {
     errors
 }
 
+/// The repository's own configuration, the seeds of the mutations below.
+const REPO_FILES: [&[u8]; 3] = [
+    include_bytes!("../../gateway.yaml"),
+    include_bytes!("../../routes/courses.yaml"),
+    include_bytes!("../../routes/accounts.yaml"),
+];
+
+/// One change to a file's bytes; positions and lengths are taken modulo the file's length.
+#[derive(Clone, Debug)]
+enum Mutation {
+    Flip(usize, u8),
+    Insert(usize, u8),
+    Delete(usize, usize),
+    /// Copies a span (start, length) to a position.
+    Duplicate(usize, usize, usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    // Bytes that mean something to YAML come more often than chance would bring them.
+    let byte = prop_oneof![
+        prop::sample::select(b"&*[]{}:-,#!|>'\"<%@ \n\t\r\0".to_vec()),
+        any::<u8>(),
+    ];
+    prop_oneof![
+        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::Flip(at, 1 << bit)),
+        (any::<usize>(), byte).prop_map(|(at, b)| Mutation::Insert(at, b)),
+        (any::<usize>(), 1usize..64).prop_map(|(at, n)| Mutation::Delete(at, n)),
+        (any::<usize>(), 1usize..4096, any::<usize>())
+            .prop_map(|(from, n, to)| Mutation::Duplicate(from, n, to)),
+    ]
+}
+
+fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+    for mutation in mutations {
+        let len = bytes.len().max(1);
+        match *mutation {
+            Mutation::Flip(at, mask) => {
+                if let Some(byte) = bytes.get_mut(at % len) {
+                    *byte ^= mask;
+                }
+            }
+            Mutation::Insert(at, byte) => bytes.insert(at % (bytes.len() + 1), byte),
+            Mutation::Delete(at, n) => {
+                let start = at % len;
+                let end = (start + n).min(bytes.len());
+                bytes.drain(start.min(end)..end);
+            }
+            Mutation::Duplicate(from, n, to) => {
+                let start = from % len;
+                let end = (start + n).min(bytes.len());
+                let span = bytes.get(start..end).unwrap_or_default().to_vec();
+                let at = to % (bytes.len() + 1);
+                bytes.splice(at..at, span);
+            }
+        }
+    }
+    bytes
+}
+
 proptest! {
+    /// The reader never panics on a damaged configuration, and finishes: its bounds (depth,
+    /// copies, one document, text only) make each input cost at most a multiple of its size,
+    /// so a hang would show as this test timing out.
+    #[test]
+    fn mutations_of_the_repository_config_are_read_or_refused_with_a_position(
+        seed in 0..REPO_FILES.len(),
+        mutations in prop::collection::vec(mutation(), 1..12),
+    ) {
+        let bytes = mutate(REPO_FILES[seed].to_vec(), &mutations);
+        // A carriage return alone ends a line too, for YAML.
+        let lines = bytes.iter().filter(|b| matches!(b, b'\n' | b'\r')).count() + 1;
+        match yaml::parse(&bytes) {
+            Ok(_) => {
+                for error in read_bytes(&bytes).0 {
+                    let mark = error.at.mark;
+                    prop_assert!(mark.is_some_and(|m| m.line <= lines), "{}", error);
+                }
+            }
+            // The parser may stop just past the end of a file whose last line has no line end.
+            Err(error) => prop_assert!(
+                (1..=lines + 1).contains(&error.mark.line) && error.mark.col >= 1,
+                "{:?}",
+                error
+            ),
+        }
+    }
+
     #[test]
     fn no_input_makes_reading_panic(text in "[a-z_:\\[\\]{}, \\-\\n/.*&!|>'\"#0-9~]{0,200}") {
         read_both(&text);
@@ -72,7 +162,7 @@ routes:
 /// Reads `text` as a `rate_limits` section, returning the policy and each error as text.
 fn read_rate_limits(text: &str) -> (crate::ratelimit::RatePolicy, Vec<String>) {
     let mut errors = ConfigErrors::default();
-    let node = yaml::parse(text).unwrap();
+    let node = yaml::parse(text.as_bytes()).unwrap();
     let mut reader = Reader {
         file: Arc::from(Path::new("gateway.yaml")),
         errors: &mut errors,

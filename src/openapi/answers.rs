@@ -6,7 +6,7 @@
 //! bodies allowed, both descriptions) rather than one hiding the other: a client must expect
 //! either.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use indexmap::map::Entry;
 use openapiv3::{
@@ -21,8 +21,8 @@ use crate::config::{AuthLevel, Config, Route};
 /// Adds the gateway's answers to every operation of `paths` that a route exposes (the routes
 /// are found by the `x-guichet-route` the annotation left). `components` must hold the
 /// gateway's response components and every response component the operations refer to.
-pub fn add_to_routes(
-    paths: &mut BTreeMap<String, PathItem>,
+pub fn add_to_routes<'a>(
+    items: impl Iterator<Item = &'a mut PathItem>,
     components: &Components,
     config: &Config,
 ) {
@@ -31,7 +31,7 @@ pub fn add_to_routes(
         .iter()
         .map(|r| (r.id.as_str(), &**r))
         .collect();
-    for item in paths.values_mut() {
+    for item in items {
         let operations = [
             &mut item.get,
             &mut item.put,

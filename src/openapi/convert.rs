@@ -3,6 +3,8 @@
 //! `const`, numeric `exclusiveMinimum`, `examples`, `$ref` with siblings, …); what has none is
 //! removed and reported with its pointer, never dropped silently.
 
+use std::borrow::Cow;
+
 use serde_json::{json, Map, Value};
 
 use super::Problem;
@@ -94,8 +96,13 @@ pub fn to_3_0(
 }
 
 /// Escapes a key for a JSON pointer (RFC 6901).
-pub fn escape(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
+pub fn escape(key: &str) -> Cow<'_, str> {
+    // Most keys hold neither character: no copy for them, on every node of every fragment.
+    if key.contains(['~', '/']) {
+        Cow::Owned(key.replace('~', "~0").replace('/', "~1"))
+    } else {
+        Cow::Borrowed(key)
+    }
 }
 
 fn remove_at(document: &mut Value, pointer: &str) -> Option<Value> {

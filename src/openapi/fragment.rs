@@ -1,39 +1,60 @@
 //! Loading a service's fragment: a file next to the configuration, or `GET` on the service's
-//! schema URL asking for JSON or YAML (drf-spectacular and FastAPI serve one or both).
+//! schema URL asking for JSON or YAML (drf-spectacular and FastAPI serve one or both). Both are
+//! bounded in size and nesting, so a fragment cannot stall `check` or the docs refresh.
 
+use std::path::Path;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 use tokio::net::TcpStream;
 
+use crate::config::source::read_bounded;
+use crate::config::yaml::{self, Limits};
 use crate::config::SpecSource;
 
 /// Fragments larger than this are refused rather than read whole.
 const MAX_FRAGMENT: usize = 8 * 1024 * 1024;
+/// Nesting as deep as serde_json allows (128), and aliases as generous as for configuration.
+const YAML_LIMITS: Limits = Limits {
+    depth: 128,
+    copies: yaml::CONFIG.copies,
+};
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT: &str = "application/vnd.oai.openapi+json, application/json;q=0.9, \
                       application/vnd.oai.openapi;q=0.8, application/yaml;q=0.8, */*;q=0.1";
 
 /// Reads or fetches a fragment and parses it as JSON or YAML.
 pub async fn load(source: &SpecSource) -> Result<Value, String> {
-    let text = match source {
-        SpecSource::File(path) => tokio::fs::read(path)
-            .await
-            .map_err(|e| format!("cannot read the file: {e}"))?,
-        SpecSource::Url(uri) => tokio::time::timeout(FETCH_TIMEOUT, fetch(uri))
-            .await
-            .map_err(|_| format!("no answer within {}s", FETCH_TIMEOUT.as_secs()))??,
-    };
+    match source {
+        SpecSource::File(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || read_file(&path))
+                .await
+                .map_err(|e| format!("reading the file: {e}"))?
+        }
+        SpecSource::Url(uri) => {
+            let text = tokio::time::timeout(FETCH_TIMEOUT, fetch(uri))
+                .await
+                .map_err(|_| format!("no answer within {}s", FETCH_TIMEOUT.as_secs()))??;
+            parse(&text)
+        }
+    }
+}
+
+/// Reads and parses a fragment file.
+pub fn read_file(path: &Path) -> Result<Value, String> {
+    let text = read_bounded(path, MAX_FRAGMENT as u64).map_err(|e| e.to_string())?;
     parse(&text)
 }
 
-/// JSON first (the cheaper and stricter reading), then YAML, which also covers JSON.
+/// JSON first (the cheaper and stricter reading, at most 128 levels deep), then YAML, which
+/// also covers JSON, within [`YAML_LIMITS`].
 pub fn parse(text: &[u8]) -> Result<Value, String> {
     if let Ok(value @ Value::Object(_)) = serde_json::from_slice::<Value>(text) {
         return Ok(value);
     }
-    match serde_yaml::from_slice::<Value>(text) {
+    match yaml::to_json(text, YAML_LIMITS) {
         Ok(value @ Value::Object(_)) => Ok(value),
         Ok(_) => Err("the document is not a JSON or YAML object".to_string()),
         Err(e) => Err(format!("neither JSON nor YAML: {e}")),
@@ -71,7 +92,7 @@ async fn fetch(uri: &http::Uri) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{parse, read_file};
 
     #[test]
     fn json_and_yaml_are_both_read_and_scalars_refused() {
@@ -80,5 +101,36 @@ mod tests {
         assert_eq!(json, yaml);
         assert!(parse(b"just text").is_err());
         assert!(parse(b"openapi: [unclosed").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_and_alias_bombs_are_refused_with_their_position() {
+        let deep_json = "{\"a\":".repeat(100_000) + "1" + &"}".repeat(100_000);
+        let error = parse(deep_json.as_bytes()).unwrap_err();
+        assert!(error.contains("1:"), "{error}");
+        let deep_yaml = "- ".repeat(100_000) + "x\n";
+        let error = parse(deep_yaml.as_bytes()).unwrap_err();
+        assert!(
+            error.contains("1:257: nested deeper than 128 levels"),
+            "{error}"
+        );
+        let mut bomb = "openapi: 3.0.3\na0: &a0 [x, x, x, x, x, x, x, x, x]\n".to_string();
+        for level in 1..9 {
+            let items = vec![format!("*a{}", level - 1); 9].join(", ");
+            bomb.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+        }
+        let error = parse(bomb.as_bytes()).unwrap_err();
+        assert!(error.contains("copy more than 100000 nodes"), "{error}");
+    }
+
+    #[test]
+    fn fragment_files_are_bounded() {
+        let error = read_file(std::path::Path::new("/dev/zero")).unwrap_err();
+        assert!(error.contains("not a regular file"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.json");
+        std::fs::write(&big, vec![b' '; 8 * 1024 * 1024 + 1]).unwrap();
+        let error = read_file(&big).unwrap_err();
+        assert!(error.contains("larger than 8 MiB"), "{error}");
     }
 }

@@ -5,15 +5,18 @@
 //! operations no route exposes (those are left out). The output is deterministic: paths and
 //! components are sorted, so the same inputs give the same bytes.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fmt;
+use std::fmt::{self, Write};
 use std::sync::{Arc, OnceLock};
 
 use http::Method;
+use indexmap::IndexMap;
 use openapiv3::{
     Components, Info, OpenAPI, Operation, PathItem, Paths, ReferenceOr, SecurityScheme, Server, Tag,
 };
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::convert::{self, escape};
@@ -126,6 +129,77 @@ fn gateway_fragment() -> &'static Value {
 
 /// Merges `fragments` into the document of everything `config` exposes.
 pub fn merge(config: &Config, router: &Router, fragments: Vec<Fragment>) -> Merged {
+    let Parts {
+        prepared,
+        mut components,
+        paths,
+        problems,
+        drift,
+    } = merge_parts(config, router, fragments, true);
+    components.security_schemes = security_schemes();
+    sort_components(&mut components);
+    let mut paths: IndexMap<String, ReferenceOr<PathItem>> = paths
+        .into_iter()
+        .map(|(path, operations)| (path, ReferenceOr::Item(path_item(operations))))
+        .collect();
+    answers::add_to_routes(path_items(&mut paths), &components, config);
+    unique_operation_ids(path_items(&mut paths));
+    let document = OpenAPI {
+        openapi: "3.0.3".to_string(),
+        info: Info {
+            title: config.docs.title.clone(),
+            version: config.docs.version.clone(),
+            description: (!config.docs.description.is_empty())
+                .then(|| config.docs.description.clone()),
+            ..Info::default()
+        },
+        servers: vec![Server {
+            url: config.public_url.clone(),
+            ..Server::default()
+        }],
+        paths: Paths {
+            paths,
+            ..Paths::default()
+        },
+        components: Some(components),
+        tags: tags(config, &prepared),
+        ..OpenAPI::default()
+    };
+    Merged {
+        document,
+        problems,
+        drift,
+    }
+}
+
+/// What [`merge`] reports, without assembling the document: what `guichet check` needs, in a
+/// fraction of the memory (a path item of the document takes almost 9 KiB).
+pub fn report(
+    config: &Config,
+    router: &Router,
+    fragments: Vec<Fragment>,
+) -> (Vec<Problem>, Vec<Drift>) {
+    let parts = merge_parts(config, router, fragments, false);
+    (parts.problems, parts.drift)
+}
+
+/// The merge before the document is assembled.
+struct Parts {
+    prepared: Vec<Prepared>,
+    components: Components,
+    paths: BTreeMap<String, Vec<(&'static str, Option<Operation>)>>,
+    problems: Vec<Problem>,
+    drift: Vec<Drift>,
+}
+
+/// Everything [`merge`] does but assemble the document; the operations are kept for it only
+/// when `document` says so.
+fn merge_parts(
+    config: &Config,
+    router: &Router,
+    fragments: Vec<Fragment>,
+    document: bool,
+) -> Parts {
     let mut problems = Vec::new();
     let mut prepared = vec![Prepared {
         owner: Owner::Gateway,
@@ -156,59 +230,46 @@ pub fn merge(config: &Config, router: &Router, fragments: Vec<Fragment>) -> Merg
             .collect();
     }
 
+    let mut routes_of: Vec<ServiceRoutes> = config
+        .services
+        .iter()
+        .map(|_| ServiceRoutes::default())
+        .collect();
+    for route in &config.routes {
+        routes_of[route.service].add(route);
+    }
     let mut merger = Merger {
         config,
         router,
+        routes_of,
         paths: BTreeMap::new(),
+        document,
+        shapes: HashMap::new(),
         covered: HashSet::new(),
         problems,
         drift: Vec::new(),
     };
     let mut components = Components::default();
-    for fragment in &prepared {
+    for fragment in &mut prepared {
         let usable = merger.components(fragment, &mut components);
         merger.operations(fragment, &usable);
+        // Placed: what is left to do needs the fragment's info, not its paths.
+        if let Value::Object(document) = &mut fragment.document {
+            document.shift_remove("paths");
+        }
     }
     merger.placeholders();
     let Merger {
-        mut paths,
+        paths,
         mut problems,
         drift,
         ..
     } = merger;
-
-    answers::add_to_routes(&mut paths, &components, config);
-    components.security_schemes = security_schemes();
-    sort_components(&mut components);
-    let mut paths: Vec<(String, PathItem)> = paths.into_iter().collect();
-    unique_operation_ids(&mut paths);
-    let document = OpenAPI {
-        openapi: "3.0.3".to_string(),
-        info: Info {
-            title: config.docs.title.clone(),
-            version: config.docs.version.clone(),
-            description: (!config.docs.description.is_empty())
-                .then(|| config.docs.description.clone()),
-            ..Info::default()
-        },
-        servers: vec![Server {
-            url: config.public_url.clone(),
-            ..Server::default()
-        }],
-        paths: Paths {
-            paths: paths
-                .into_iter()
-                .map(|(path, item)| (path, ReferenceOr::Item(item)))
-                .collect(),
-            ..Paths::default()
-        },
-        components: Some(components),
-        tags: tags(config, &prepared),
-        ..OpenAPI::default()
-    };
     problems.sort_by(|a, b| (&a.source, &a.pointer).cmp(&(&b.source, &b.pointer)));
-    Merged {
-        document,
+    Parts {
+        prepared,
+        components,
+        paths,
         problems,
         drift,
     }
@@ -323,18 +384,31 @@ fn split_ref(reference: &str) -> Option<(&str, String, &str)> {
 
 /// Every `$ref` inside `value`, with its pointer.
 fn refs_in<'a>(value: &'a Value, pointer: &str, out: &mut Vec<(String, &'a str)>) {
+    collect_refs(value, &mut pointer.to_string(), out);
+}
+
+/// [`refs_in`] with one pointer buffer for the whole walk: most nodes hold no reference, so a
+/// pointer is written out only for those that do.
+fn collect_refs<'a>(value: &'a Value, pointer: &mut String, out: &mut Vec<(String, &'a str)>) {
+    let depth = pointer.len();
     match value {
         Value::Object(map) => {
             if let Some(Value::String(reference)) = map.get("$ref") {
                 out.push((format!("{pointer}/$ref"), reference));
             }
             for (key, child) in map {
-                refs_in(child, &format!("{pointer}/{}", escape(key)), out);
+                pointer.push('/');
+                pointer.push_str(&escape(key));
+                collect_refs(child, pointer, out);
+                pointer.truncate(depth);
             }
         }
         Value::Array(items) => {
             for (index, child) in items.iter().enumerate() {
-                refs_in(child, &format!("{pointer}/{index}"), out);
+                // Writing to a String cannot fail.
+                let _ = write!(pointer, "/{index}");
+                collect_refs(child, pointer, out);
+                pointer.truncate(depth);
             }
         }
         _ => {}
@@ -384,10 +458,54 @@ fn insert_component(
     Ok(())
 }
 
+/// A service's routes by the first segment of the path they send upstream: an operation is
+/// matched only against the routes that could lead to it, not against all of them.
+#[derive(Default)]
+struct ServiceRoutes {
+    by_first: HashMap<String, Vec<Arc<Route>>>,
+    /// Routes whose upstream path starts with a parameter, or is `/`: they may lead anywhere.
+    anywhere: Vec<Arc<Route>>,
+}
+
+impl ServiceRoutes {
+    fn add(&mut self, route: &Arc<Route>) {
+        let template = route
+            .upstream_path
+            .as_ref()
+            .map_or(route.pattern.segments(), |t| t.segments());
+        match template.first() {
+            Some(Segment::Static(first)) => self
+                .by_first
+                .entry(first.clone())
+                .or_default()
+                .push(route.clone()),
+            _ => self.anywhere.push(route.clone()),
+        }
+    }
+
+    /// The routes that may lead to `fragment_path`, in configuration order.
+    fn candidates(&self, fragment_path: &str) -> Vec<Arc<Route>> {
+        let mut routes = self.anywhere.clone();
+        if let Some(Part::Static(first)) = parts(fragment_path).into_iter().next() {
+            routes.extend(self.by_first.get(&first).into_iter().flatten().cloned());
+        }
+        routes.sort_by_key(|route| route.index);
+        routes
+    }
+}
+
 struct Merger<'a> {
     config: &'a Config,
     router: &'a Router,
-    paths: BTreeMap<String, PathItem>,
+    /// Each service's routes, so an operation is matched against its own service's only.
+    routes_of: Vec<ServiceRoutes>,
+    /// The operations of each documented path, by method; made path items only at the end,
+    /// as a path item takes almost 9 KiB. Only the methods are kept when no document is made.
+    paths: BTreeMap<String, Vec<(&'static str, Option<Operation>)>>,
+    /// Whether the document is made, or only what the merge reports.
+    document: bool,
+    /// The documented path of each shape (see [`shape_of`]), to find a path's twin at once.
+    shapes: HashMap<String, String>,
     /// `(route index, method)` pairs some fragment documents.
     covered: HashSet<(usize, &'static str)>,
     problems: Vec<Problem>,
@@ -555,7 +673,7 @@ impl Merger<'_> {
             ));
             return None;
         }
-        match serde_json::from_value::<Operation>(operation.clone()) {
+        match Operation::deserialize(&operation) {
             Ok(parsed) => {
                 let kept = serde_json::to_value(&parsed).unwrap_or_default();
                 self.report_lost(fragment, &operation, &kept, pointer);
@@ -594,7 +712,8 @@ impl Merger<'_> {
         method: &'static str,
         operation: Operation,
     ) {
-        let exposed = public_paths(self.config, self.router, service, fragment_path, method);
+        let routes = self.routes_of[service].candidates(fragment_path);
+        let exposed = public_paths(self.config, self.router, &routes, fragment_path, method);
         if exposed.is_empty() {
             // The service's schema view (where `openapi:` fetches this fragment) is its own
             // business, not an operation the gateway forgot to route.
@@ -649,27 +768,23 @@ impl Merger<'_> {
         method: &'static str,
         mut operation: Operation,
     ) -> Result<(), String> {
-        let shape = shape_of(&public_path);
-        let same = self
-            .paths
-            .keys()
-            .find(|p| **p != public_path && shape_of(p) == shape)
-            .cloned();
-        let path = match same {
-            Some(existing) => {
+        let path = match self.shapes.entry(shape_of(&public_path)) {
+            Entry::Occupied(same) if *same.get() != public_path => {
+                let existing = same.get().clone();
                 rename_path_parameters(&mut operation, &public_path, &existing);
                 existing
             }
-            None => public_path,
+            Entry::Occupied(_) => public_path,
+            Entry::Vacant(shape) => shape.insert(public_path).clone(),
         };
-        let slot = operation_slot(self.paths.entry(path.clone()).or_default(), method);
-        if slot.is_some() {
+        let operations = self.paths.entry(path.clone()).or_default();
+        if operations.iter().any(|(placed, _)| *placed == method) {
             return Err(format!(
                 "{} {path} is already documented",
                 method.to_uppercase()
             ));
         }
-        *slot = Some(operation);
+        operations.push((method, self.document.then_some(operation)));
         Ok(())
     }
 
@@ -745,12 +860,19 @@ fn resolves(
 /// The pointers of fields in `input` missing from `kept`, where they mattered (not `false`,
 /// `null` or empty).
 fn lost_fields(input: &Value, kept: &Value, pointer: &str, out: &mut Vec<String>) {
+    collect_lost(input, kept, &mut pointer.to_string(), out);
+}
+
+/// [`lost_fields`] with one pointer buffer for the whole walk, written out only for a loss.
+fn collect_lost(input: &Value, kept: &Value, pointer: &mut String, out: &mut Vec<String>) {
+    let depth = pointer.len();
     match (input, kept) {
         (Value::Object(input), Value::Object(kept)) => {
             for (key, value) in input {
-                let here = format!("{pointer}/{}", escape(key));
+                pointer.push('/');
+                pointer.push_str(&escape(key));
                 match kept.get(key) {
-                    Some(kept) => lost_fields(value, kept, &here, out),
+                    Some(kept) => collect_lost(value, kept, pointer, out),
                     None => {
                         let default = match value {
                             Value::Bool(b) => !b,
@@ -760,15 +882,19 @@ fn lost_fields(input: &Value, kept: &Value, pointer: &str, out: &mut Vec<String>
                             _ => false,
                         };
                         if !default {
-                            out.push(here);
+                            out.push(pointer.clone());
                         }
                     }
                 }
+                pointer.truncate(depth);
             }
         }
         (Value::Array(input), Value::Array(kept)) => {
             for (index, (value, kept)) in input.iter().zip(kept).enumerate() {
-                lost_fields(value, kept, &format!("{pointer}/{index}"), out);
+                // Writing to a String cannot fail.
+                let _ = write!(pointer, "/{index}");
+                collect_lost(value, kept, pointer, out);
+                pointer.truncate(depth);
             }
         }
         _ => {}
@@ -879,12 +1005,13 @@ fn parts(path: &str) -> Vec<Part> {
 }
 
 /// The public paths under which `fragment_path` (a path as the service sees it) is reachable
-/// with `method`, each with the route that takes it. A candidate is kept only when the real
-/// router, given sample values, picks that very route and sends the fragment's path upstream.
+/// with `method`, each with the route that takes it, among `routes` (the service's). A
+/// candidate is kept only when the real router, given sample values, picks that very route and
+/// sends the fragment's path upstream.
 pub fn public_paths(
     config: &Config,
     router: &Router,
-    service: usize,
+    routes: &[Arc<Route>],
     fragment_path: &str,
     method: &str,
 ) -> Vec<(String, Arc<Route>)> {
@@ -892,7 +1019,7 @@ pub fn public_paths(
     let trailing_slash = fragment_path.len() > 1 && fragment_path.ends_with('/');
     let method = method_of(method);
     let mut found = Vec::new();
-    for route in config.routes.iter().filter(|r| r.service == service) {
+    for route in routes {
         let Some(public) = map_back(route, &fragment, trailing_slash) else {
             continue;
         };
@@ -1021,10 +1148,28 @@ fn sort_components(components: &mut Components) {
     components.callbacks.sort_keys();
 }
 
+/// The path items of `paths` (a merged document holds no references there).
+fn path_items(
+    paths: &mut IndexMap<String, ReferenceOr<PathItem>>,
+) -> impl Iterator<Item = &mut PathItem> {
+    paths.values_mut().filter_map(|item| match item {
+        ReferenceOr::Item(item) => Some(item),
+        ReferenceOr::Reference { .. } => None,
+    })
+}
+
+fn path_item(operations: Vec<(&'static str, Option<Operation>)>) -> PathItem {
+    let mut item = PathItem::default();
+    for (method, operation) in operations {
+        *operation_slot(&mut item, method) = operation;
+    }
+    item
+}
+
 /// `operationId`s are unique: a repeated one gets its service's prefix, then a number.
-fn unique_operation_ids(paths: &mut [(String, PathItem)]) {
+fn unique_operation_ids<'a>(items: impl Iterator<Item = &'a mut PathItem>) {
     let mut seen = BTreeSet::new();
-    for (_, item) in paths.iter_mut() {
+    for item in items {
         for method in METHODS {
             let Some(operation) = operation_slot(item, method).as_mut() else {
                 continue;
@@ -1058,11 +1203,13 @@ fn tags(config: &Config, prepared: &[Prepared]) -> Vec<Tag> {
         ),
         ..Tag::default()
     }];
+    let info_of: HashMap<&str, &Value> = prepared
+        .iter()
+        .filter(|p| p.owner != Owner::Gateway)
+        .filter_map(|p| Some((p.tag.as_str(), p.document.get("info")?)))
+        .collect();
     for service in &config.services {
-        let info = prepared
-            .iter()
-            .find(|p| p.tag == service.name && p.owner != Owner::Gateway)
-            .and_then(|p| p.document.get("info"));
+        let info = info_of.get(service.name.as_str()).copied();
         let title = info.and_then(|i| i.get("title")).and_then(Value::as_str);
         let description = info
             .and_then(|i| i.get("description"))

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::header;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -65,9 +66,7 @@ impl ApiDocs {
         let mut states = HashMap::new();
         for service in &config.services {
             if let Some(source @ SpecSource::File(path)) = &service.openapi {
-                let loaded = std::fs::read(path)
-                    .map_err(|e| format!("cannot read the file: {e}"))
-                    .and_then(|text| fragment::parse(&text));
+                let loaded = fragment::read_file(path);
                 let mut state = FragmentState {
                     source: Some(source.clone()),
                     ..FragmentState::default()
@@ -425,17 +424,47 @@ impl BackgroundService for DocsRefresh {
     }
 }
 
-/// Loads every fragment once and merges: what `guichet schema` prints and `guichet check`
-/// reports. Fragments that cannot be loaded are returned as problems too.
+/// Loads every fragment once and merges: what `guichet schema` prints. Fragments that cannot be
+/// loaded are returned as problems too.
 pub async fn merge_now(config: &Config) -> Published {
     let router = Router::new(&config.routes);
+    let (fragments, mut unloaded) = load_all(config).await;
+    let mut published = render(config, &router, fragments);
+    unloaded.append(&mut published.problems);
+    published.problems = unloaded;
+    published
+}
+
+/// The problems and drift of [`merge_now`], without the document: what `guichet check`
+/// reports.
+pub async fn report_now(config: &Config) -> (Vec<Problem>, Vec<Drift>) {
+    let router = Router::new(&config.routes);
+    let (fragments, mut problems) = load_all(config).await;
+    let (mut merge_problems, drift) = merge::report(config, &router, fragments);
+    problems.append(&mut merge_problems);
+    (problems, drift)
+}
+
+/// Every service's fragment, loaded once, and a problem for each that could not be. As many
+/// at once as there are cores (files are parsed on blocking threads), in service order.
+async fn load_all(config: &Config) -> (Vec<Fragment>, Vec<Problem>) {
+    let loads = config
+        .services
+        .iter()
+        .enumerate()
+        .filter_map(|(index, service)| {
+            let source = service.openapi.as_ref()?;
+            Some(async move { (index, source, fragment::load(source).await) })
+        });
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let loaded: Vec<_> = futures_util::stream::iter(loads)
+        .buffered(cores)
+        .collect()
+        .await;
     let mut fragments = Vec::new();
     let mut unloaded = Vec::new();
-    for (index, service) in config.services.iter().enumerate() {
-        let Some(source) = &service.openapi else {
-            continue;
-        };
-        match fragment::load(source).await {
+    for (index, source, loaded) in loaded {
+        match loaded {
             Ok(document) => fragments.push(Fragment {
                 service: index,
                 source: source.to_string(),
@@ -448,8 +477,5 @@ pub async fn merge_now(config: &Config) -> Published {
             )),
         }
     }
-    let mut published = render(config, &router, fragments);
-    unloaded.append(&mut published.problems);
-    published.problems = unloaded;
-    published
+    (fragments, unloaded)
 }

@@ -16,19 +16,25 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_guichet");
 
 /// A configuration folder: `gateway.yaml` and any other files, written to a temporary folder.
 pub struct GatewayConfig {
-    files: Vec<(String, String)>,
+    files: Vec<(String, Vec<u8>)>,
 }
 
 impl GatewayConfig {
     /// `gateway` is the text of `gateway.yaml` (listen addresses are added by the harness).
     pub fn new(gateway: &str) -> GatewayConfig {
         GatewayConfig {
-            files: vec![("gateway.yaml".to_string(), gateway.to_string())],
+            files: vec![("gateway.yaml".to_string(), gateway.as_bytes().to_vec())],
         }
     }
 
-    pub fn file(mut self, name: &str, text: &str) -> GatewayConfig {
-        self.files.push((name.to_string(), text.to_string()));
+    pub fn file(self, name: &str, text: &str) -> GatewayConfig {
+        self.file_bytes(name, text.as_bytes())
+    }
+
+    /// A file that need not be UTF-8 text (replaces `gateway.yaml` when so named).
+    pub fn file_bytes(mut self, name: &str, bytes: &[u8]) -> GatewayConfig {
+        self.files.retain(|(existing, _)| existing != name);
+        self.files.push((name.to_string(), bytes.to_vec()));
         self
     }
 
@@ -197,9 +203,19 @@ impl Gateway {
 
     /// Writes (or replaces) a file of the running gateway's configuration folder.
     pub fn write_config(&self, name: &str, text: &str) {
+        self.write_config_bytes(name, text.as_bytes());
+    }
+
+    /// As [`Gateway::write_config`], for bytes that need not be UTF-8.
+    pub fn write_config_bytes(&self, name: &str, bytes: &[u8]) {
         let path = self.dir.path().join(name);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, text).expect("write config");
+        std::fs::write(path, bytes).expect("write config");
+    }
+
+    /// The `gateway.yaml` the gateway was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.yaml")
     }
 
     pub fn pid(&self) -> u32 {

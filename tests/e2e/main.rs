@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod auth_redis;
 mod check;
+mod config_limits;
 mod conformance;
 mod docs;
 mod forwarding;
