@@ -33,7 +33,8 @@ for tool in cmake redis-server promtool chromium node npm python3; do
   command -v $tool >/dev/null || { echo "missing: $tool"; exit 1; }
 done
 python3 -c "import jwt, jwt.algorithms, openapi_spec_validator, schemathesis"
-echo "node $(node --version), npm $(npm --version), from package: $(dpkg-query -W -f="\${Version}" nodejs)"'
+node_version=$(node --version); npm_version=$(npm --version)
+echo "node $node_version, npm $npm_version, from package: $(dpkg-query -W -f="\${Version}" nodejs)"'
 
 run_case() {
   local name=$1 before=$2
@@ -66,6 +67,8 @@ if dpkg-query -W -f='${Provides}' nodejs 2>/dev/null | grep -qw npm; then
     [ -f "$path" ] || [ -L "$path" ] || continue
     mkdir -p "$pkg$(dirname "$path")" && cp -a "$path" "$pkg$path"
   done
+  # The npm beside this node, as it is now (npm updates itself outside dpkg's file list).
+  rm -rf "$pkg/usr/lib/node_modules/npm" && cp -a /usr/lib/node_modules/npm "$pkg/usr/lib/node_modules/"
   dpkg-query -W -f='Package: ${Package}\nVersion: ${Version}\nArchitecture: ${Architecture}\nMaintainer: ${Maintainer}\nDepends: ${Depends}\nConflicts: ${Conflicts}\nReplaces: ${Replaces}\nProvides: ${Provides}\nDescription: ${Description}\n' nodejs \
     | sed '/^[A-Za-z-]*: $/d' >"$pkg/DEBIAN/control"
   dpkg-deb --build --root-owner-group "$pkg" "$work/nodejs.deb" >/dev/null
