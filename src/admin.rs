@@ -2,7 +2,6 @@
 //! (configuration loaded, every service has a healthy target, the store answers, not shutting
 //! down), `/metrics` (Prometheus text format) and `POST /reload` (read the configuration again).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,6 +10,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::openapi::publish::ApiDocs;
 use crate::reload::Reloader;
@@ -23,8 +23,8 @@ pub struct Admin {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub docs: Arc<ApiDocs>,
-    /// Set when SIGTERM arrives, so load balancers stop sending traffic first.
-    pub draining: Arc<AtomicBool>,
+    /// Draining once SIGTERM arrives, so load balancers stop sending traffic first.
+    pub lifecycle: Lifecycle,
 }
 
 impl Admin {
@@ -59,7 +59,7 @@ impl Admin {
         };
         let config = self.reloader.status();
         let docs = self.docs.status();
-        if self.draining.load(Ordering::Relaxed) {
+        if self.lifecycle.draining() {
             let body = json!({"detail": "The gateway is shutting down.", "code": "draining", "services": services, "store": store, "config": config, "docs": docs});
             (StatusCode::SERVICE_UNAVAILABLE, body)
         } else if not_ready.is_empty() {

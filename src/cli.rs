@@ -84,6 +84,16 @@ struct ServeArgs {
     /// Log lines as human-readable text or as one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Take the listening sockets over from the running gateway: start this, then send the
+    /// running one SIGQUIT within 5 seconds.
+    #[arg(long)]
+    upgrade: bool,
+    /// Where to write the process id, instead of `pid_file:`.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// The socket the listeners are handed over on, instead of `upgrade_socket:`.
+    #[arg(long)]
+    upgrade_socket: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -245,9 +255,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     let overrides = Overrides {
         listen: args.listen,
         admin_listen: args.admin_listen,
+        pid_file: args.pid_file,
+        upgrade_socket: args.upgrade_socket,
     };
     overrides.apply(&mut config);
-    match crate::server::serve(config, overrides) {
+    match crate::server::serve(config, overrides, args.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("{message}");

@@ -16,6 +16,7 @@ pub mod connection;
 pub mod context;
 pub mod errors;
 pub mod forwarded;
+pub mod lifecycle;
 pub mod logs;
 pub mod manage;
 pub mod metrics;

@@ -23,6 +23,7 @@ use crate::config::{EncodedSlashes, Route};
 use crate::context::{InFlight, RequestCtx};
 use crate::errors::{self, GatewayError};
 use crate::forwarded::{self, Origin};
+use crate::lifecycle::Lifecycle;
 use crate::logs::Repeated;
 use crate::metrics::Metrics;
 use crate::openapi::publish::{ApiDocs, Page};
@@ -35,13 +36,14 @@ use crate::{authz, logs, path, wellformed};
 
 /// The proxy service: the current configuration and everything shared between requests.
 pub struct Gateway {
-    current: Current,
-    auth: Arc<Auth>,
-    limiter: Arc<Limiter>,
-    metrics: Arc<Metrics>,
-    usage: Arc<Usage>,
-    docs: Arc<ApiDocs>,
-    in_flight: InFlight,
+    pub current: Current,
+    pub auth: Arc<Auth>,
+    pub limiter: Arc<Limiter>,
+    pub metrics: Arc<Metrics>,
+    pub usage: Arc<Usage>,
+    pub docs: Arc<ApiDocs>,
+    pub in_flight: InFlight,
+    pub lifecycle: Lifecycle,
 }
 
 /// Where a request goes once its path is known.
@@ -57,26 +59,6 @@ enum Destination<'a> {
 }
 
 impl Gateway {
-    pub fn new(
-        current: Current,
-        auth: Arc<Auth>,
-        limiter: Arc<Limiter>,
-        metrics: Arc<Metrics>,
-        usage: Arc<Usage>,
-        docs: Arc<ApiDocs>,
-        in_flight: InFlight,
-    ) -> Gateway {
-        Gateway {
-            current,
-            auth,
-            limiter,
-            metrics,
-            usage,
-            docs,
-            in_flight,
-        }
-    }
-
     /// Request id and client address, known before anything can fail.
     fn identify(&self, session: &Session, ctx: &mut RequestCtx) {
         let request = session.req_header();
@@ -533,13 +515,16 @@ impl ProxyHttp for Gateway {
     }
 
     /// The head is the gateway's from here: its connection's guard stops watching for pingora's
-    /// own refusals.
+    /// own refusals. While the gateway drains, the answer closes the connection.
     async fn early_request_filter(
         &self,
         session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
         crate::connection::head_taken(session);
+        if self.lifecycle.closing_connections() {
+            session.set_keepalive(None);
+        }
         Ok(())
     }
 

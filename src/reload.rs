@@ -1,7 +1,8 @@
 //! Configuration reload, on SIGHUP or `POST /reload` on the admin listener. The files are read
 //! and checked again; a valid configuration serves every request that starts after the swap
 //! (requests in flight finish on theirs), an invalid one is reported and changes nothing.
-//! Listeners, threads, the grace period and the store are set at start and keep their values.
+//! Listeners, threads, the grace period, the pid file and upgrade socket, and the store are set
+//! at start and keep their values.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,15 +20,23 @@ use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::snapshot::{Current, Snapshot};
 
-/// Listener addresses given on the command line, which win over the files on every load.
-#[derive(Clone, Copy, Debug, Default)]
+/// Settings given on the command line, which win over the files on every load.
+#[derive(Clone, Debug, Default)]
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
+    pub pid_file: Option<PathBuf>,
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 impl Overrides {
-    pub fn apply(self, config: &mut Config) {
+    pub fn apply(&self, config: &mut Config) {
+        if self.pid_file.is_some() {
+            config.pid_file.clone_from(&self.pid_file);
+        }
+        if self.upgrade_socket.is_some() {
+            config.upgrade_socket.clone_from(&self.upgrade_socket);
+        }
         if let Some(addr) = self.listen {
             config.listen.addr = addr;
             config.listen.at = None;
@@ -183,6 +192,12 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
     if next.shutdown_grace_period != running.shutdown_grace_period {
         changed.push("shutdown_grace_period");
     }
+    if next.pid_file != running.pid_file {
+        changed.push("pid_file");
+    }
+    if next.upgrade_socket != running.upgrade_socket {
+        changed.push("upgrade_socket");
+    }
     if next.auth.store != running.auth.store {
         changed.push("store");
     }
@@ -193,6 +208,8 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
     next.admin_listen = running.admin_listen.clone();
     next.threads = running.threads;
     next.shutdown_grace_period = running.shutdown_grace_period;
+    next.pid_file.clone_from(&running.pid_file);
+    next.upgrade_socket.clone_from(&running.upgrade_socket);
     next.auth.store = running.auth.store.clone();
     next.rate_limits.max_tracked_keys = running.rate_limits.max_tracked_keys;
     changed

@@ -1,21 +1,18 @@
-//! Starting and stopping: binds the public and admin listeners, runs the pingora server with its
-//! services (proxy, admin, health checks, reload on SIGHUP), and drains in-flight requests on
-//! SIGTERM.
+//! Starting: binds the public and admin listeners (or takes them over from the running gateway
+//! with `--upgrade`), and runs the pingora server with its services (proxy, admin, health
+//! checks, reload on SIGHUP) until a signal ends it the way `lifecycle` describes.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::Admin;
 use crate::analytics::Usage;
@@ -24,6 +21,7 @@ use crate::auth::Auth;
 use crate::config::{Config, Listen};
 use crate::connection::{ClientConnections, Refusals};
 use crate::context::InFlight;
+use crate::lifecycle::{self, AdminListener, Lifecycle, RuntimeFiles, Signals, UPGRADE_WAIT};
 use crate::metrics::Metrics;
 use crate::openapi::publish::{ApiDocs, DocsRefresh};
 use crate::proxy::Gateway;
@@ -40,11 +38,25 @@ const DOWNSTREAM_READ_BUFFER: usize = 4 * 1024;
 /// pingora's default: one TCP segment.
 const DOWNSTREAM_WRITE_BUFFER: usize = 1460;
 
-/// Runs the gateway until it is told to stop. Returns an error, already worded for the user,
+/// Runs the gateway until it is told to stop. With `upgrade`, the listening sockets come from
+/// the running gateway instead of being bound. Returns an error, already worded for the user,
 /// when a listener cannot be bound.
-pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
-    for listen in [&config.listen, &config.admin_listen] {
-        ensure_bindable(listen)?;
+pub fn serve(config: Config, overrides: Overrides, upgrade: bool) -> Result<(), String> {
+    if !upgrade {
+        for listen in [&config.listen, &config.admin_listen] {
+            ensure_bindable(listen)?;
+        }
+    }
+    let files = Arc::new(RuntimeFiles::prepare(
+        config.pid_file.as_deref(),
+        config.upgrade_socket.as_deref(),
+    )?);
+    if upgrade && files.upgrade_socket.is_none() {
+        return Err(
+            "--upgrade needs an upgrade socket: set `upgrade_socket:` (or `pid_file:`) \
+                    to a path in a directory only the gateway's user can write"
+                .to_string(),
+        );
     }
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("cannot set up metrics: {e}"))?);
     let crate::store::Opened { store, redis } = crate::store::open(&config.auth)?;
@@ -75,7 +87,7 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
     let reloader = Arc::new(reloader);
     let reload_on_hangup = ReloadOnHangup::new(reloader.clone());
     let in_flight = InFlight::new(metrics.in_flight.clone());
-    let draining = Arc::new(AtomicBool::new(false));
+    let lifecycle = Lifecycle::default();
 
     let grace = config.shutdown_grace_period;
     let server_conf = ServerConf {
@@ -90,20 +102,37 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
         work_stealing: config.threads > 1,
         grace_period_seconds: Some(grace.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: files
+            .upgrade_socket
+            .as_ref()
+            .map_or_else(String::new, |path| path.to_string_lossy().into_owned()),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, server_conf);
+    let options = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(options), server_conf);
+    if let (true, Some(socket)) = (upgrade, &files.upgrade_socket) {
+        tracing::info!(
+            socket = %socket.display(),
+            "waiting up to {} s for the running gateway's listeners: send it SIGQUIT",
+            UPGRADE_WAIT.as_secs()
+        );
+    }
     server.bootstrap();
+    files.write_pid_file();
 
-    let gateway = Gateway::new(
-        current.clone(),
-        auth.clone(),
+    let gateway = Gateway {
+        current: current.clone(),
+        auth: auth.clone(),
         limiter,
-        metrics.clone(),
-        usage.clone(),
-        docs.clone(),
-        in_flight.clone(),
-    );
+        metrics: metrics.clone(),
+        usage: usage.clone(),
+        docs: docs.clone(),
+        in_flight: in_flight.clone(),
+        lifecycle: lifecycle.clone(),
+    };
     let refusals = Refusals {
         current: current.clone(),
         metrics: metrics.clone(),
@@ -131,18 +160,25 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
             store: auth.store.clone(),
             metrics,
             docs: docs.clone(),
-            draining: draining.clone(),
+            lifecycle: lifecycle.clone(),
         },
     );
     admin.add_tcp(&config.admin_listen.addr.to_string());
     admin.threads = Some(1);
+    let admin = AdminListener {
+        service: admin,
+        lifecycle: lifecycle.clone(),
+    };
 
     let docs_refresh = DocsRefresh {
         docs,
         current: current.clone(),
         reloaded: reloaded.clone(),
     };
-    let health_checks = HealthChecks { current, reloaded };
+    let health_checks = HealthChecks {
+        current: current.clone(),
+        reloaded,
+    };
 
     server.add_service(proxy);
     server.add_service(admin);
@@ -169,13 +205,21 @@ pub fn serve(config: Config, overrides: Overrides) -> Result<(), String> {
         routes = config.routes.len(),
         "guichet is serving"
     );
+    lifecycle::exit_when_drained(
+        server.watch_execution_phase(),
+        in_flight,
+        grace,
+        files.clone(),
+    );
+    let signals = Signals {
+        lifecycle,
+        current,
+        upgrade_socket: files.upgrade_socket.clone(),
+    };
     server.run(RunArgs {
-        shutdown_signal: Box::new(SignalWatch {
-            in_flight,
-            draining,
-            grace,
-        }),
+        shutdown_signal: Box::new(signals),
     });
+    files.remove_pid_file();
     Ok(())
 }
 
@@ -235,57 +279,4 @@ fn ensure_bindable(listen: &Listen) -> Result<(), String> {
             ))
         }
     }
-}
-
-/// SIGTERM drains (stop accepting, wait for in-flight requests up to the grace period, exit 0),
-/// SIGINT stops at once, SIGQUIT hands the listeners to a new process.
-struct SignalWatch {
-    in_flight: InFlight,
-    draining: Arc<AtomicBool>,
-    grace: Duration,
-}
-
-#[async_trait]
-impl ShutdownSignalWatch for SignalWatch {
-    async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut term), Ok(mut interrupt), Ok(mut quit)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::quit()),
-        ) else {
-            tracing::error!("cannot install signal handlers; stop the gateway with SIGKILL");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => {
-                tracing::info!(grace_period = ?self.grace, in_flight = self.in_flight.count(), "SIGTERM: draining");
-                self.draining.store(true, Ordering::Relaxed);
-                exit_when_drained(self.in_flight.clone(), self.grace);
-                ShutdownSignal::GracefulTerminate
-            }
-            _ = interrupt.recv() => ShutdownSignal::FastShutdown,
-            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
-        }
-    }
-}
-
-/// Pingora waits the whole grace period even when idle; this ends the process as soon as the
-/// last in-flight request has been answered.
-fn exit_when_drained(in_flight: InFlight, grace: Duration) {
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + grace;
-        // Let the listeners stop accepting before the first look.
-        std::thread::sleep(Duration::from_millis(100));
-        while Instant::now() < deadline {
-            if in_flight.count() == 0 {
-                tracing::info!("drained; exiting");
-                std::process::exit(0);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        tracing::warn!(
-            in_flight = in_flight.count(),
-            "grace period over; closing the remaining requests"
-        );
-    });
 }

@@ -19,6 +19,9 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// Long enough for a load balancer probing every second or two, and for Kubernetes to remove
+/// the endpoint, before the listener stops accepting.
+const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
 
 pub fn load(path: &Path, key_files: KeyFiles) -> Result<Config, ConfigErrors> {
     let mut errors = ConfigErrors::default();
@@ -288,6 +291,9 @@ fn build(
         shutdown_grace_period: gateway
             .shutdown_grace_period
             .unwrap_or(DEFAULT_GRACE_PERIOD),
+        shutdown_delay: gateway.shutdown_delay.unwrap_or(DEFAULT_SHUTDOWN_DELAY),
+        pid_file: gateway.pid_file.map(|path| base.join(path.value)),
+        upgrade_socket: gateway.upgrade_socket.map(|path| base.join(path.value)),
         client: gateway.client,
         encoded_slashes: gateway.encoded_slashes,
         services: Vec::new(),

@@ -158,13 +158,22 @@ impl Reader<'_> {
     }
 
     pub fn duration(&mut self, node: &Node, field: &str) -> Option<Duration> {
+        self.duration_from(node, field, false)
+    }
+
+    /// As [`Reader::duration`], for settings where `0s` means "none".
+    pub fn duration_or_zero(&mut self, node: &Node, field: &str) -> Option<Duration> {
+        self.duration_from(node, field, true)
+    }
+
+    fn duration_from(&mut self, node: &Node, field: &str, zero: bool) -> Option<Duration> {
         self.parsed(
             node,
             field,
             "a duration",
             "write a duration such as 500ms, 5s, 1m or 1h",
             |text| match humantime::parse_duration(text) {
-                Ok(d) if d.is_zero() => Err(format!("`{text}` is zero")),
+                Ok(d) if d.is_zero() && !zero => Err(format!("`{text}` is zero")),
                 Ok(d) if d > MAX_DURATION => Err(format!("`{text}` is longer than a year")),
                 Ok(d) => Ok(d),
                 Err(_) => Err(format!("`{text}` is not a duration")),

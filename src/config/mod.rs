@@ -36,8 +36,16 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Worker threads of the proxy service.
     pub threads: usize,
-    /// How long SIGTERM waits for in-flight requests.
+    /// How long SIGTERM waits for in-flight requests, once the listener has stopped accepting.
     pub shutdown_grace_period: Duration,
+    /// How long after SIGTERM the public listener keeps accepting (`/readyz` answers 503 at
+    /// once), so load balancers take the replica out first.
+    pub shutdown_delay: Duration,
+    /// Where the process id is written; `None`: the default private runtime directory.
+    pub pid_file: Option<PathBuf>,
+    /// The socket a `serve --upgrade` process receives the listeners on; `None`: beside the
+    /// pid file.
+    pub upgrade_socket: Option<PathBuf>,
     /// How long and how large a client's request head may be; how long an idle connection stays.
     pub client: ClientLimits,
     /// What routes do with encoded slashes unless they say otherwise.

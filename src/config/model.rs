@@ -25,6 +25,9 @@ pub struct GatewayFile {
     pub include: Vec<Spanned<String>>,
     pub threads: Option<usize>,
     pub shutdown_grace_period: Option<Duration>,
+    pub shutdown_delay: Option<Duration>,
+    pub pid_file: Option<Spanned<String>>,
+    pub upgrade_socket: Option<Spanned<String>>,
     pub client: ClientLimits,
     pub encoded_slashes: EncodedSlashes,
     pub auth: AuthConfig,
@@ -80,6 +83,9 @@ pub struct RouteSpec {
     pub encoded_slashes: Option<EncodedSlashes>,
 }
 
+/// The longest path a unix socket address holds (`sun_path` less its final NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 const GATEWAY_KEYS: &[&str] = &[
     "listen",
     "admin_listen",
@@ -88,6 +94,9 @@ const GATEWAY_KEYS: &[&str] = &[
     "include",
     "threads",
     "shutdown_grace_period",
+    "shutdown_delay",
+    "pid_file",
+    "upgrade_socket",
     "client",
     "encoded_slashes",
     "store",
@@ -149,6 +158,9 @@ impl GatewayFile {
             include: Vec::new(),
             threads: None,
             shutdown_grace_period: None,
+            shutdown_delay: None,
+            pid_file: None,
+            upgrade_socket: None,
             client: ClientLimits::default(),
             encoded_slashes: EncodedSlashes::default(),
             auth: super::auth::compile(sections, r, base, key_files),
@@ -214,6 +226,15 @@ impl GatewayFile {
         }
         if let Some((node, field)) = fields.get("shutdown_grace_period") {
             file.shutdown_grace_period = r.duration(node, &field);
+        }
+        if let Some((node, field)) = fields.get("shutdown_delay") {
+            file.shutdown_delay = r.duration_or_zero(node, &field);
+        }
+        if let Some((node, field)) = fields.get("pid_file") {
+            file.pid_file = r.string(node, &field);
+        }
+        if let Some((node, field)) = fields.get("upgrade_socket") {
+            file.upgrade_socket = read_socket_path(node, &field, r);
         }
         if let Some((node, field)) = fields.get("client") {
             file.client = read_client(node, &field, r);
@@ -362,6 +383,25 @@ fn read_client(node: &Node, field: &str, r: &mut Reader) -> ClientLimits {
         }
     }
     limits
+}
+
+/// `upgrade_socket:` a path a unix socket can have.
+fn read_socket_path(node: &Node, field: &str, r: &mut Reader) -> Option<Spanned<String>> {
+    let path = r.parsed(
+        node,
+        field,
+        "a file path",
+        "write a path of at most 107 bytes in a directory only the gateway's user can write, \
+         such as /run/guichet/upgrade.sock",
+        |text| match text.len() {
+            0 => Err("the path is empty".to_string()),
+            1..=MAX_SOCKET_PATH => Ok(text.to_string()),
+            n => Err(format!(
+                "a unix socket path has at most {MAX_SOCKET_PATH} bytes; this one has {n}"
+            )),
+        },
+    )?;
+    Some(Spanned::new(path, node.mark))
 }
 
 /// `encoded_slashes: reject | keep`.

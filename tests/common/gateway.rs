@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::free_port;
+use super::{eventually, free_port};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_guichet");
 
@@ -98,7 +98,9 @@ pub struct Gateway {
     pub admin: SocketAddr,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
-    dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
+    /// The pid file, with the upgrade socket beside it, private to this gateway.
+    pid_file: PathBuf,
 }
 
 impl Gateway {
@@ -134,12 +136,27 @@ impl Gateway {
 
     /// Runs `command` (the binary, or a shell that runs it) with `serve` and its arguments.
     async fn launch(
-        mut command: Command,
+        command: Command,
         dir: tempfile::TempDir,
         path: &Path,
         addr: SocketAddr,
     ) -> Gateway {
         let admin = free_port();
+        let pid_file = dir.path().join(format!("run-{}/guichet.pid", admin.port()));
+        let mut gateway = Gateway::spawn(command, Arc::new(dir), path, addr, admin, pid_file, &[]);
+        gateway.wait_until_serving().await;
+        gateway
+    }
+
+    fn spawn(
+        mut command: Command,
+        dir: Arc<tempfile::TempDir>,
+        path: &Path,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        pid_file: PathBuf,
+        extra: &[&str],
+    ) -> Gateway {
         let mut child = command
             .arg("serve")
             .arg("--config")
@@ -147,6 +164,9 @@ impl Gateway {
             .args(["--listen", &addr.to_string()])
             .args(["--admin-listen", &admin.to_string()])
             .args(["--log-format", "json"])
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -154,16 +174,49 @@ impl Gateway {
             .expect("start guichet");
         let stdout = collect_lines(child.stdout.take().expect("stdout"));
         let stderr = collect_lines(child.stderr.take().expect("stderr"));
-        let mut gateway = Gateway {
+        Gateway {
             child,
             addr,
             admin,
             stdout,
             stderr,
             dir,
-        };
-        gateway.wait_until_serving().await;
-        gateway
+            pid_file,
+        }
+    }
+
+    /// Replaces this gateway's binary without closing its listeners: starts `serve --upgrade`
+    /// on the same configuration, sends this process SIGQUIT once the new one waits for the
+    /// sockets, and returns the new process once it serves them.
+    pub async fn upgrade(&self) -> Gateway {
+        let config = self.config_path();
+        let mut next = Gateway::spawn(
+            Command::new(BINARY),
+            self.dir.clone(),
+            &config,
+            self.addr,
+            self.admin,
+            self.pid_file.clone(),
+            &["--upgrade"],
+        );
+        let socket = self.pid_file.with_file_name("upgrade.sock");
+        eventually("the new process waits on the upgrade socket", || async {
+            socket.exists()
+        })
+        .await;
+        self.signal("QUIT");
+        let pid = next.pid().to_string();
+        eventually("the new process wrote its pid file", || async {
+            std::fs::read_to_string(&self.pid_file).is_ok_and(|text| text.trim() == pid)
+        })
+        .await;
+        next.wait_until_serving().await;
+        next
+    }
+
+    /// The file holding the running gateway's process id.
+    pub fn pid_file(&self) -> &Path {
+        &self.pid_file
     }
 
     async fn wait_until_serving(&mut self) {

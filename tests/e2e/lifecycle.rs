@@ -60,7 +60,11 @@ async fn health_and_readiness_are_on_the_admin_listener_only() {
 async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     let slow = Upstream::start("slow").await;
     slow.set_delay(Duration::from_millis(1500));
-    let mut gateway = Gateway::start(courses(&slow, "shutdown_grace_period: 10s\n")).await;
+    let mut gateway = Gateway::start(courses(
+        &slow,
+        "shutdown_delay: 0s\nshutdown_grace_period: 10s\n",
+    ))
+    .await;
     let url = gateway.url("/api/courses/");
     let in_flight = tokio::spawn(async move { client().get(url).send().await });
     eventually("the request at the upstream", || async { slow.hits() == 1 }).await;
@@ -94,7 +98,11 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
 #[tokio::test]
 async fn sigterm_with_nothing_in_flight_exits_at_once() {
     let a = Upstream::start("a").await;
-    let mut gateway = Gateway::start(courses(&a, "shutdown_grace_period: 60s\n")).await;
+    let mut gateway = Gateway::start(courses(
+        &a,
+        "shutdown_delay: 0s\nshutdown_grace_period: 60s\n",
+    ))
+    .await;
     gateway.signal("TERM");
     let status = gateway
         .wait_exit(Duration::from_secs(3))

@@ -9,6 +9,7 @@ mod check;
 mod config_limits;
 mod conformance;
 mod docs;
+mod drain;
 mod forwarding;
 mod harness;
 mod hostile;

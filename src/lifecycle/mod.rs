@@ -1,0 +1,139 @@
+//! How the process stops without dropping a request. SIGTERM drains so that a load balancer can
+//! follow: `/readyz` answers 503 at once, the public listener keeps accepting for
+//! `shutdown_delay` while every answer closes its connection, then it stops accepting, idle
+//! connections are closed and in-flight requests finish within `shutdown_grace_period`; the
+//! admin listener answers until the process exits. SIGQUIT hands the listening sockets to a
+//! process started with `guichet serve --upgrade`, then drains the same way. SIGINT stops at once.
+
+mod admin;
+mod handover;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::broadcast;
+
+pub use self::admin::AdminListener;
+pub use self::handover::{RuntimeFiles, UPGRADE_WAIT};
+use crate::context::InFlight;
+use crate::snapshot::Current;
+
+/// Where the process is in its life, shared by the proxy (which closes connections once it is
+/// leaving) and the admin listener (which reports a drain).
+#[derive(Clone, Default)]
+pub struct Lifecycle(Arc<AtomicU8>);
+
+const SERVING: u8 = 0;
+const DRAINING: u8 = 1;
+const HANDING_OVER: u8 = 2;
+
+impl Lifecycle {
+    /// SIGTERM arrived: the replica is leaving, load balancers must take it out.
+    pub fn draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == DRAINING
+    }
+
+    /// SIGQUIT handed the listeners over: the address keeps serving from the new process.
+    pub fn handing_over(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == HANDING_OVER
+    }
+
+    /// Every answer from now on closes its connection (`Connection: close`), so clients and
+    /// load balancers open their next one where the traffic now goes.
+    pub fn closing_connections(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != SERVING
+    }
+
+    fn enter(&self, state: u8) {
+        self.0.store(state, Ordering::Relaxed);
+    }
+}
+
+/// The signals that end the process, for pingora's main loop.
+pub struct Signals {
+    pub lifecycle: Lifecycle,
+    /// `shutdown_delay` is read when SIGTERM arrives: a reload changes it.
+    pub current: Current,
+    pub upgrade_socket: Option<std::path::PathBuf>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut term), Ok(mut interrupt), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stop the gateway with SIGKILL");
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    let delay = self.current.load().config.shutdown_delay;
+                    self.lifecycle.enter(DRAINING);
+                    tracing::info!(
+                        shutdown_delay = ?delay,
+                        "SIGTERM: draining; /readyz answers 503, connections close after their answer"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = interrupt.recv() => return ShutdownSignal::FastShutdown,
+                    }
+                    tracing::info!("shutdown delay over: no longer accepting connections");
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                _ = interrupt.recv() => return ShutdownSignal::FastShutdown,
+                _ = quit.recv() => match handover::receiver_waiting(self.upgrade_socket.as_deref()) {
+                    Ok(socket) => {
+                        self.lifecycle.enter(HANDING_OVER);
+                        tracing::info!(socket = %socket.display(), "SIGQUIT: handing the listeners over");
+                        return ShutdownSignal::GracefulUpgrade;
+                    }
+                    Err(why) => tracing::error!("SIGQUIT ignored, still serving: {why}"),
+                },
+            }
+        }
+    }
+}
+
+/// Once pingora has stopped the listeners of a graceful shutdown (after SIGTERM's delay, or
+/// after SIGQUIT's hand-over), ends the process as soon as the last in-flight request has been
+/// answered, instead of waiting out the whole grace period as pingora does.
+pub fn exit_when_drained(
+    mut phases: broadcast::Receiver<ExecutionPhase>,
+    in_flight: InFlight,
+    grace: Duration,
+    files: Arc<RuntimeFiles>,
+) {
+    std::thread::spawn(move || {
+        loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+        let deadline = Instant::now() + grace;
+        // Connections accepted just before the listener stopped have a moment to send their
+        // request head.
+        std::thread::sleep(Duration::from_millis(100));
+        while Instant::now() < deadline {
+            if in_flight.count() == 0 {
+                tracing::info!("drained; exiting");
+                files.remove_pid_file();
+                std::process::exit(0);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!(
+            in_flight = in_flight.count(),
+            "grace period over; closing the remaining requests"
+        );
+    });
+}

@@ -1,0 +1,294 @@
+//! Stopping and replacing the gateway without a failed request: the drain a load balancer can
+//! follow (SIGTERM), and the binary upgrade (`serve --upgrade`, then SIGQUIT).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::raw::RawConnection;
+use crate::common::{
+    client, eventually, raw_request, serve_refused, Gateway, GatewayConfig, Upstream,
+};
+
+const GET_COURSES: &[u8] = b"GET /api/courses/ HTTP/1.1\r\nHost: gateway\r\n\r\n";
+
+fn two_services(fast: &Upstream, slow: &Upstream, gateway_extra: &str) -> GatewayConfig {
+    let service = |name: &str, upstream: &Upstream| {
+        format!(
+            "service: {name}\nupstreams: [{}]\nroutes:\n  - path: /api/{name}/\n    auth: none\n",
+            upstream.url()
+        )
+    };
+    GatewayConfig::new(&format!("include: [routes/*.yaml]\n{gateway_extra}"))
+        .file("routes/courses.yaml", &service("courses", fast))
+        .file("routes/slow.yaml", &service("slow", slow))
+}
+
+/// Keep-alive connections that have each been answered once.
+async fn warm_connections(gateway: &Gateway, count: usize) -> Vec<RawConnection> {
+    let mut connections = Vec::new();
+    for _ in 0..count {
+        let mut connection = RawConnection::open(gateway.addr).await;
+        connection.send(GET_COURSES).await.expect("send");
+        let response = connection.response().await.expect("answered");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.headers["connection"], "keep-alive");
+        connections.push(connection);
+    }
+    connections
+}
+
+#[tokio::test]
+async fn sigterm_keeps_accepting_for_the_delay_and_closes_each_connection_after_its_answer() {
+    let fast = Upstream::start("courses").await;
+    let slow = Upstream::start("slow").await;
+    slow.set_delay(Duration::from_secs(4));
+    let delay = Duration::from_secs(2);
+    let mut gateway = Gateway::start(two_services(
+        &fast,
+        &slow,
+        "shutdown_delay: 2s\nshutdown_grace_period: 20s\n",
+    ))
+    .await;
+    let mut busy = warm_connections(&gateway, 24).await;
+    let mut idle = warm_connections(&gateway, 8).await;
+
+    gateway.signal("TERM");
+    let signalled = Instant::now();
+    let ready = client()
+        .get(gateway.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "load balancers are told at once");
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["code"], "draining");
+    let health = client()
+        .get(gateway.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "the process is still alive");
+
+    // Requests racing the signal on open keep-alive connections are answered, and each answer
+    // closes its connection.
+    for connection in &mut busy {
+        connection.send(GET_COURSES).await.expect("still open");
+        let response = connection.response().await.expect("answered");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.headers["connection"], "close");
+        assert!(connection.closed_within(Duration::from_secs(5)).await);
+    }
+    // New connections are still accepted during the delay.
+    let fresh = raw_request(
+        gateway.addr,
+        "GET /api/courses/ HTTP/1.1\r\nHost: gateway",
+        b"",
+    )
+    .await;
+    assert_eq!(fresh.status, 200);
+    let slow_url = gateway.url("/api/slow/");
+    let in_flight = tokio::spawn(async move { client().get(slow_url).send().await });
+    eventually("the slow request at its upstream", || async {
+        slow.hits() == 1
+    })
+    .await;
+    assert!(
+        signalled.elapsed() < delay,
+        "the checks above ran within the delay; the machine is too slow for this test"
+    );
+
+    // Idle connections are closed only once the delay is over, and then the listener stops.
+    for connection in &mut idle {
+        assert!(connection.closed_within(Duration::from_secs(10)).await);
+        assert!(
+            signalled.elapsed() >= delay,
+            "closed before the delay ended"
+        );
+    }
+    let addr = gateway.addr;
+    eventually("the public listener closed", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    assert!(signalled.elapsed() >= delay);
+
+    // The admin listener answers until the process exits.
+    let ready = client()
+        .get(gateway.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let health = client()
+        .get(gateway.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(response.status(), 200);
+    let status = gateway
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits once the in-flight request is answered");
+    assert!(status.success(), "{status:?}");
+    assert!(!gateway.pid_file().exists(), "the pid file is removed");
+}
+
+/// Clients sending back to back on keep-alive connections, counting what failed.
+struct Load {
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String, workers: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let workers = (0..workers)
+            .map(|_| {
+                let (url, stop, answered, failures) = (
+                    url.clone(),
+                    stop.clone(),
+                    answered.clone(),
+                    failures.clone(),
+                );
+                tokio::spawn(async move {
+                    let client = client();
+                    while !stop.load(Ordering::Relaxed) {
+                        match client.get(&url).send().await {
+                            Ok(response) if response.status() == 200 => {
+                                answered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(response) => failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("status {}", response.status())),
+                            Err(e) => failures.lock().unwrap().push(format!("{e:?}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            answered,
+            failures,
+            workers,
+        }
+    }
+
+    async fn wait_for(&self, answered: usize) {
+        let count = self.answered.clone();
+        eventually("requests answered under load", || {
+            let count = count.clone();
+            async move { count.load(Ordering::Relaxed) >= answered }
+        })
+        .await;
+    }
+
+    /// Stops the clients and returns how many requests were answered, and the failures.
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
+            worker.await.unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (self.answered.load(Ordering::Relaxed), failures)
+    }
+}
+
+#[tokio::test]
+async fn an_upgrade_hands_the_listeners_over_without_a_failed_request() {
+    let fast = Upstream::start("courses").await;
+    let slow = Upstream::start("slow").await;
+    let mut old = Gateway::start(two_services(&fast, &slow, "")).await;
+    let load = Load::start(old.url("/api/courses/"), 4);
+    load.wait_for(200).await;
+
+    let new = old.upgrade().await;
+    old.wait_for_log(|line| {
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("SIGQUIT: handing the listeners over"))
+    })
+    .await;
+    let status = old
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("the old process exits once drained");
+    assert!(status.success(), "{status:?}");
+    let answered_before = load.answered.load(Ordering::Relaxed);
+    load.wait_for(answered_before + 200).await;
+    let (answered, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(answered > answered_before, "the new process serves");
+
+    let ready = client().get(new.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "the new process answers on the admin address"
+    );
+    assert_eq!(
+        std::fs::read_to_string(new.pid_file()).unwrap().trim(),
+        new.pid().to_string()
+    );
+}
+
+#[tokio::test]
+async fn sigquit_with_no_process_waiting_for_the_sockets_keeps_serving() {
+    let fast = Upstream::start("courses").await;
+    let slow = Upstream::start("slow").await;
+    let gateway = Gateway::start(two_services(&fast, &slow, "")).await;
+    gateway.signal("QUIT");
+    let line = gateway
+        .wait_for_log(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("SIGQUIT ignored"))
+        })
+        .await;
+    assert!(line["message"].as_str().unwrap().contains("start it first"));
+    let answer = client()
+        .get(gateway.url("/api/courses/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let ready = client()
+        .get(gateway.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test]
+async fn an_upgrade_socket_that_other_users_could_replace_is_refused() {
+    let fast = Upstream::start("courses").await;
+    let slow = Upstream::start("slow").await;
+    let config = two_services(&fast, &slow, "upgrade_socket: /tmp/guichet-upgrade.sock\n");
+    let (_dir, path) = config.write();
+    let output = serve_refused(&path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("upgrade_socket: /tmp/guichet-upgrade.sock: other users can write /tmp"),
+        "{stderr}"
+    );
+}
