@@ -214,6 +214,22 @@ impl Gateway {
         next
     }
 
+    /// Starts a new process on this gateway's configuration, addresses and pid file, as a
+    /// rolling update does once this one has exited; returns it once it serves.
+    pub async fn replacement(&self) -> Gateway {
+        let mut next = Gateway::spawn(
+            Command::new(BINARY),
+            self.dir.clone(),
+            &self.config_path(),
+            self.addr,
+            self.admin,
+            self.pid_file.clone(),
+            &[],
+        );
+        next.wait_until_serving().await;
+        next
+    }
+
     /// The file holding the running gateway's process id.
     pub fn pid_file(&self) -> &Path {
         &self.pid_file

@@ -4,11 +4,15 @@
 //! that ordinary clients would tidy up first.
 
 pub mod gateway;
+pub mod haproxy;
+pub mod load;
 pub mod raw;
 pub mod redis;
 pub mod upstream;
 
 pub use gateway::{check, cli, serve_refused, Gateway, GatewayConfig};
+pub use haproxy::HaProxy;
+pub use load::Load;
 pub use raw::raw_request;
 pub use redis::RedisServer;
 pub use upstream::Upstream;

@@ -1,15 +1,14 @@
 //! Stopping and replacing the gateway without a failed request: the drain a load balancer can
 //! follow (SIGTERM), and the binary upgrade (`serve --upgrade`, then SIGQUIT).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::common::raw::RawConnection;
 use crate::common::{
-    client, eventually, raw_request, serve_refused, Gateway, GatewayConfig, Upstream,
+    client, eventually, raw_request, serve_refused, Gateway, GatewayConfig, Load, Upstream,
 };
 
 const GET_COURSES: &[u8] = b"GET /api/courses/ HTTP/1.1\r\nHost: gateway\r\n\r\n";
@@ -140,72 +139,6 @@ async fn sigterm_keeps_accepting_for_the_delay_and_closes_each_connection_after_
         .expect("exits once the in-flight request is answered");
     assert!(status.success(), "{status:?}");
     assert!(!gateway.pid_file().exists(), "the pid file is removed");
-}
-
-/// Clients sending back to back on keep-alive connections, counting what failed.
-struct Load {
-    stop: Arc<AtomicBool>,
-    answered: Arc<AtomicUsize>,
-    failures: Arc<std::sync::Mutex<Vec<String>>>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(url: String, workers: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answered = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let workers = (0..workers)
-            .map(|_| {
-                let (url, stop, answered, failures) = (
-                    url.clone(),
-                    stop.clone(),
-                    answered.clone(),
-                    failures.clone(),
-                );
-                tokio::spawn(async move {
-                    let client = client();
-                    while !stop.load(Ordering::Relaxed) {
-                        match client.get(&url).send().await {
-                            Ok(response) if response.status() == 200 => {
-                                answered.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(response) => failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("status {}", response.status())),
-                            Err(e) => failures.lock().unwrap().push(format!("{e:?}")),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            answered,
-            failures,
-            workers,
-        }
-    }
-
-    async fn wait_for(&self, answered: usize) {
-        let count = self.answered.clone();
-        eventually("requests answered under load", || {
-            let count = count.clone();
-            async move { count.load(Ordering::Relaxed) >= answered }
-        })
-        .await;
-    }
-
-    /// Stops the clients and returns how many requests were answered, and the failures.
-    async fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for worker in self.workers {
-            worker.await.unwrap();
-        }
-        let failures = self.failures.lock().unwrap().clone();
-        (self.answered.load(Ordering::Relaxed), failures)
-    }
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ mod metrics;
 mod ratelimit;
 mod reload;
 mod retries;
+mod rollout;
 mod routing;
 mod store;
 mod usage;
