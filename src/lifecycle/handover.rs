@@ -32,11 +32,14 @@ impl RuntimeFiles {
         let written_pid = pid_file.is_some();
         let pid_file =
             pid_file.map_or_else(|| default_dir().join("guichet.pid"), Path::to_path_buf);
+        // Absolute, so that a process started from another folder names the same socket.
+        let pid_file = std::path::absolute(&pid_file).unwrap_or(pid_file);
         let written_socket = upgrade_socket.is_some();
         let upgrade_socket = upgrade_socket.map_or_else(
             || pid_file.with_file_name("upgrade.sock"),
             Path::to_path_buf,
         );
+        let upgrade_socket = std::path::absolute(&upgrade_socket).unwrap_or(upgrade_socket);
         Ok(RuntimeFiles {
             pid_file: usable("pid_file", pid_file, written_pid)?,
             upgrade_socket: usable("upgrade_socket", upgrade_socket, written_socket)?,
@@ -64,20 +67,41 @@ impl RuntimeFiles {
 }
 
 /// The socket a `serve --upgrade` process is waiting on, or why none is: pingora would
-/// otherwise stop serving after failing to hand the listeners to nobody.
+/// otherwise stop serving after failing to hand the listeners to nobody. A socket file that no
+/// process listens on (left by a waiting process that was killed) counts as none.
 pub fn receiver_waiting(socket: Option<&Path>) -> Result<&Path, String> {
     let Some(socket) = socket else {
         return Err("there is no upgrade socket (see the warning at start)".to_string());
     };
-    match std::fs::symlink_metadata(socket) {
-        Ok(meta) if meta.file_type().is_socket() => Ok(socket),
-        _ => Err(format!(
-            "no `guichet serve --upgrade` process is waiting on {}; start it first, then send \
-             SIGQUIT within {} seconds",
-            socket.display(),
-            UPGRADE_WAIT.as_secs()
-        )),
+    let is_socket =
+        std::fs::symlink_metadata(socket).is_ok_and(|meta| meta.file_type().is_socket());
+    if is_socket && listened_on(socket).unwrap_or(true) {
+        return Ok(socket);
     }
+    Err(format!(
+        "no `guichet serve --upgrade` process is waiting on {}; start it first, then send \
+         SIGQUIT within {} seconds",
+        socket.display(),
+        UPGRADE_WAIT.as_secs()
+    ))
+}
+
+/// Whether a process listens on the unix socket bound at `path`, from the kernel's table of
+/// unix sockets (`None` when it cannot be read). Connecting to find out would take the one
+/// connection the waiting process accepts.
+fn listened_on(path: &Path) -> Option<bool> {
+    /// `__SO_ACCEPTCON` in the table's flags: the socket is listening.
+    const LISTENING: u32 = 1 << 16;
+    let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+    let path = path.to_str()?;
+    Some(table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let listening = fields
+            .get(3)
+            .and_then(|flags| u32::from_str_radix(flags, 16).ok())
+            .is_some_and(|flags| flags & LISTENING != 0);
+        listening && fields.get(7) == Some(&path)
+    }))
 }
 
 /// `$XDG_RUNTIME_DIR/guichet`, else `/run/guichet` for root, else `/tmp/guichet-<uid>`.
@@ -203,7 +227,22 @@ mod tests {
             receiver_waiting(Some(&socket)).is_err(),
             "a plain file is no socket"
         );
-        let _listener = std::os::unix::net::UnixListener::bind(dir.path().join("u.sock")).unwrap();
-        assert!(receiver_waiting(Some(&dir.path().join("u.sock"))).is_ok());
+        let waiting = dir.path().join("u.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&waiting).unwrap();
+        assert!(receiver_waiting(Some(&waiting)).is_ok());
+        drop(listener);
+        assert!(waiting.exists());
+        assert!(
+            receiver_waiting(Some(&waiting)).is_err(),
+            "a socket left behind by a process that stopped waiting"
+        );
+    }
+
+    #[test]
+    fn relative_paths_are_made_absolute_so_every_process_names_the_same_socket() {
+        let files = RuntimeFiles::prepare(Some(Path::new("target/test-run/g.pid")), None).unwrap();
+        let socket = files.upgrade_socket.unwrap();
+        assert!(socket.is_absolute(), "{}", socket.display());
+        assert!(socket.ends_with("target/test-run/upgrade.sock"));
     }
 }
