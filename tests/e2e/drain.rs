@@ -4,11 +4,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::common::raw::RawConnection;
 use crate::common::{
-    client, eventually, raw_request, serve_refused, Gateway, GatewayConfig, Load, Upstream,
+    client, eventually, get_json, raw_request, serve_refused, Gateway, GatewayConfig, Load,
+    Upstream,
 };
 
 const GET_COURSES: &[u8] = b"GET /api/courses/ HTTP/1.1\r\nHost: gateway\r\n\r\n";
@@ -44,25 +43,27 @@ async fn sigterm_keeps_accepting_for_the_delay_and_closes_each_connection_after_
     let fast = Upstream::start("courses").await;
     let slow = Upstream::start("slow").await;
     slow.set_delay(Duration::from_secs(4));
-    let delay = Duration::from_secs(2);
+    let delay = Duration::from_secs(3);
     let mut gateway = Gateway::start(two_services(
         &fast,
         &slow,
-        "shutdown_delay: 2s\nshutdown_grace_period: 20s\n",
+        "shutdown_delay: 3s\nshutdown_grace_period: 20s\n",
     ))
     .await;
     let mut busy = warm_connections(&gateway, 24).await;
     let mut idle = warm_connections(&gateway, 8).await;
 
-    gateway.signal("TERM");
+    // Taken before the signal is sent, so that the gateway's delay cannot end before
+    // `signalled + delay`.
     let signalled = Instant::now();
-    let ready = client()
-        .get(gateway.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503, "load balancers are told at once");
-    let ready: Value = ready.json().await.unwrap();
+    gateway.signal("TERM");
+    // The signal is handled on the gateway's own runtime, a moment after `kill` returns.
+    let readyz = gateway.admin_url("/readyz");
+    eventually("/readyz answers 503 after SIGTERM", || async {
+        client().get(&readyz).send().await.unwrap().status() == 503
+    })
+    .await;
+    let ready = get_json(readyz).await;
     assert_eq!(ready["code"], "draining");
     let health = client()
         .get(gateway.admin_url("/healthz"))
