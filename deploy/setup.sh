@@ -6,7 +6,8 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # cmake: pingora's zlib-ng build; redis-server: the tests start their own; procps: `kill`;
-# prometheus: `promtool check metrics`; chromium: the docs pages' browser test.
+# prometheus: promtool and the server (the metrics and monitoring tests); chromium: the docs
+# pages' browser test.
 apt-get install -y -qq cmake redis-server procps prometheus chromium >/dev/null
 
 # Node.js and npm: build.rs bundles Swagger UI and ReDoc, the browser test runs playwright-core.
