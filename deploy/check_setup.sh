@@ -29,7 +29,7 @@ fi
 
 # What the build and the tests call, checked inside the container after setup.sh.
 verify='set -e
-for tool in cmake redis-server promtool chromium haproxy node npm python3; do
+for tool in cmake redis-server promtool prometheus chromium haproxy node npm python3; do
   command -v $tool >/dev/null || { echo "missing: $tool"; exit 1; }
 done
 python3 -c "import jwt, jwt.algorithms, openapi_spec_validator, schemathesis"

@@ -6,8 +6,8 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # cmake: pingora's zlib-ng build; redis-server: the tests start their own; procps: `kill`;
-# prometheus: `promtool check metrics`; chromium: the docs pages' browser test; haproxy: the load
-# balancer of the rollout test.
+# prometheus: promtool and the server (the metrics and monitoring tests); chromium: the docs
+# pages' browser test; haproxy: the load balancer of the rollout test.
 apt-get install -y -qq cmake redis-server procps prometheus chromium haproxy >/dev/null
 
 # Node.js and npm: build.rs bundles Swagger UI and ReDoc, the browser test runs playwright-core.

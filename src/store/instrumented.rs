@@ -44,6 +44,11 @@ impl Instrumented {
         duration: HistogramVec,
         errors: IntCounterVec,
     ) -> Instrumented {
+        // Every operation's series exists from the start, at 0: a query by operation (an
+        // alert's rate(), a dashboard) then sees each one on a healthy gateway, not no series.
+        for op in OPERATIONS {
+            errors.with_label_values(&[op]);
+        }
         Instrumented {
             inner,
             duration,
@@ -148,5 +153,30 @@ impl Store for Instrumented {
     async fn revoke_family(&self, family: &str, ttl: Duration) -> Result<(), StoreError> {
         self.timed("revoke_family", self.inner.revoke_family(family, ttl))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn every_operation_has_an_error_series_at_zero_before_any_call() {
+        let metrics = Metrics::new().unwrap();
+        let _store = Instrumented::new(
+            Arc::new(MemoryStore::new()),
+            metrics.store_duration.clone(),
+            metrics.store_errors.clone(),
+        );
+        let exposition = String::from_utf8(metrics.render()).unwrap();
+        for op in OPERATIONS {
+            let line = format!("guichet_store_errors_total{{op=\"{op}\"}} 0");
+            assert!(
+                exposition.lines().any(|l| l == line),
+                "no {line} in\n{exposition}"
+            );
+        }
     }
 }

@@ -17,6 +17,7 @@ mod hostile_tokens;
 mod lifecycle;
 mod logins;
 mod metrics;
+mod monitoring;
 mod ratelimit;
 mod reload;
 mod retries;
