@@ -23,3 +23,4 @@ mod retries;
 mod routing;
 mod store;
 mod usage;
+mod watch;
