@@ -1,6 +1,7 @@
 //! Starting: binds the public and admin listeners (or takes them over from the running gateway
 //! with `--upgrade`), and runs the pingora server with its services (proxy, admin, health
-//! checks, reload on SIGHUP and, with `watch: true`, on changed files) until a signal ends it the way `lifecycle` describes.
+//! checks, reload on SIGHUP and, with `watch: true`, on changed files) until a signal ends it
+//! the way `lifecycle` describes.
 
 use std::net::TcpListener;
 use std::sync::Arc;

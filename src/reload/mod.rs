@@ -2,8 +2,8 @@
 //! and checked again; a valid configuration serves every request that starts after the swap
 //! (requests in flight finish on theirs), an invalid one is reported and changes nothing.
 //! Listeners, threads, the grace period, the pid file and upgrade socket, the store and `watch`
-//! are set at start and keep their values. With `watch: true`, [`watcher`] reloads when the files
-//! change, through the same [`Reloader`].
+//! are set at start and keep their values. With `watch: true`, [`watcher`] reloads when the
+//! files change, through the same [`Reloader`].
 
 pub mod watcher;
 
