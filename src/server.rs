@@ -1,6 +1,7 @@
 //! Starting: binds the public and admin listeners (or takes them over from the running gateway
 //! with `--upgrade`), and runs the pingora server with its services (proxy, admin, health
-//! checks, reload on SIGHUP) until a signal ends it the way `lifecycle` describes.
+//! checks, reload on SIGHUP and, with `watch: true`, on changed files) until a signal ends it
+//! the way `lifecycle` describes.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::openapi::publish::{ApiDocs, DocsRefresh};
 use crate::proxy::Gateway;
 use crate::ratelimit::{Limiter, RedisLimiter, SystemClock};
+use crate::reload::watcher::{Timing, WatchFiles};
 use crate::reload::{Overrides, ReloadOnHangup, Reloader};
 use crate::snapshot::{Current, Snapshot};
 use crate::store::{Instrumented, Store};
@@ -184,6 +186,10 @@ pub fn serve(config: Config, overrides: Overrides, upgrade: bool) -> Result<(), 
     server.add_service(admin);
     server.add_service(background_service("health checks", health_checks));
     server.add_service(background_service("reload on SIGHUP", reload_on_hangup));
+    if config.watch {
+        let watch = WatchFiles::new(reloader.clone(), current.clone(), Timing::default());
+        server.add_service(background_service("reload on changed files", watch));
+    }
     server.add_service(background_service("OpenAPI fragments", docs_refresh));
     if auth.redis.is_some() {
         server.add_service(background_service("usage flush", UsageFlush(usage)));

@@ -161,9 +161,8 @@ fn expand_includes(
             );
             continue;
         }
-        let full = base.join(written);
-        let matches = match glob::glob(&full.to_string_lossy()) {
-            Ok(paths) => paths.filter_map(Result::ok).collect::<Vec<_>>(),
+        let matches = match include_matches(base, &pattern.value) {
+            Ok(paths) => paths,
             Err(e) => {
                 errors.push(
                     at,
@@ -215,6 +214,18 @@ fn expand_includes(
         }
     }
     files
+}
+
+/// The paths an `include` pattern matches now, relative to `base` (the folder of gateway.yaml).
+/// Patterns that leave the folder are refused before this.
+pub(super) fn include_matches(
+    base: &Path,
+    pattern: &str,
+) -> Result<Vec<PathBuf>, glob::PatternError> {
+    let full = base.join(pattern);
+    Ok(glob::glob(&full.to_string_lossy())?
+        .filter_map(Result::ok)
+        .collect())
 }
 
 /// A fragment file must exist when the configuration is loaded; URLs are fetched later.
@@ -275,6 +286,8 @@ fn build(
     };
     let mut config = Config {
         source: source.to_path_buf(),
+        include: gateway.include.iter().map(|p| p.value.clone()).collect(),
+        watch: gateway.watch,
         listen: listen(gateway.listen, super::DEFAULT_LISTEN, "listen"),
         admin_listen: listen(
             gateway.admin_listen,

@@ -30,6 +30,10 @@ use crate::store::{ApiKey, User};
 pub struct Config {
     /// The `gateway.yaml` this was loaded from.
     pub source: PathBuf,
+    /// The `include` patterns as written, relative to the folder of `source`.
+    pub include: Vec<String>,
+    /// Whether `serve` reloads by itself when the files change; read at start.
+    pub watch: bool,
     pub listen: Listen,
     pub admin_listen: Listen,
     pub public_url: String,
@@ -287,6 +291,21 @@ pub fn load_for_serve(path: &Path) -> Result<Config, ConfigErrors> {
 impl Config {
     pub fn service_of(&self, route: &Route) -> &Arc<Service> {
         &self.services[route.service]
+    }
+
+    /// The files this configuration is made of as the folder holds them now: `gateway.yaml` and
+    /// what each `include` pattern matches (globbed again on each call, so files added or
+    /// removed since the load show). Key files and OpenAPI fragments are not among them.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let base = self.source.parent().unwrap_or(Path::new(""));
+        let mut files = vec![self.source.clone()];
+        for pattern in &self.include {
+            // A pattern that leaves the folder or does not parse was refused at load.
+            if let Ok(matches) = compile::include_matches(base, pattern) {
+                files.extend(matches);
+            }
+        }
+        files
     }
 }
 

@@ -23,6 +23,7 @@ pub struct GatewayFile {
     pub public_url: Option<String>,
     pub trusted_proxies: Vec<IpNet>,
     pub include: Vec<Spanned<String>>,
+    pub watch: bool,
     pub threads: Option<usize>,
     pub shutdown_grace_period: Option<Duration>,
     pub shutdown_delay: Option<Duration>,
@@ -92,6 +93,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "public_url",
     "trusted_proxies",
     "include",
+    "watch",
     "threads",
     "shutdown_grace_period",
     "shutdown_delay",
@@ -156,6 +158,7 @@ impl GatewayFile {
             public_url: None,
             trusted_proxies: Vec::new(),
             include: Vec::new(),
+            watch: false,
             threads: None,
             shutdown_grace_period: None,
             shutdown_delay: None,
@@ -220,6 +223,9 @@ impl GatewayFile {
             file.include = r
                 .list(node, &field, "[routes/*.yaml]", Reader::string)
                 .unwrap_or_default();
+        }
+        if let Some((node, field)) = fields.get("watch") {
+            file.watch = r.boolean(node, &field).unwrap_or(false);
         }
         if let Some((node, field)) = fields.get("threads") {
             file.threads = r.count(node, &field, 1024);

@@ -25,3 +25,4 @@ mod rollout;
 mod routing;
 mod store;
 mod usage;
+mod watch;

@@ -11,7 +11,8 @@ use crate::common::{
     client, eventually, get_json, get_text, status_and_json, Gateway, GatewayConfig, Upstream,
 };
 
-fn service(name: &str, upstreams: &[String], extra: &str, paths: &[&str]) -> String {
+/// A routes file with public routes (the watch tests write them too).
+pub(crate) fn service(name: &str, upstreams: &[String], extra: &str, paths: &[&str]) -> String {
     let routes: String = paths
         .iter()
         .map(|path| format!("  - path: {path}\n    auth: none\n"))
@@ -22,7 +23,7 @@ fn service(name: &str, upstreams: &[String], extra: &str, paths: &[&str]) -> Str
     )
 }
 
-async fn status(gateway: &Gateway, path: &str) -> u16 {
+pub(crate) async fn status(gateway: &Gateway, path: &str) -> u16 {
     let response = client().get(gateway.url(path)).send().await.unwrap();
     response.status().as_u16()
 }

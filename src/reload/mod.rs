@@ -1,8 +1,11 @@
 //! Configuration reload, on SIGHUP or `POST /reload` on the admin listener. The files are read
 //! and checked again; a valid configuration serves every request that starts after the swap
 //! (requests in flight finish on theirs), an invalid one is reported and changes nothing.
-//! Listeners, threads, the grace period, the pid file and upgrade socket, and the store are set
-//! at start and keep their values.
+//! Listeners, threads, the grace period, the pid file and upgrade socket, the store and `watch`
+//! are set at start and keep their values. With `watch: true`, [`watcher`] reloads when the
+//! files change, through the same [`Reloader`].
+
+pub mod watcher;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -204,6 +207,9 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
     if next.rate_limits.max_tracked_keys != running.rate_limits.max_tracked_keys {
         changed.push("rate_limits.max_tracked_keys");
     }
+    if next.watch != running.watch {
+        changed.push("watch");
+    }
     next.listen = running.listen.clone();
     next.admin_listen = running.admin_listen.clone();
     next.threads = running.threads;
@@ -212,6 +218,7 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
     next.upgrade_socket.clone_from(&running.upgrade_socket);
     next.auth.store = running.auth.store.clone();
     next.rate_limits.max_tracked_keys = running.rate_limits.max_tracked_keys;
+    next.watch = running.watch;
     changed
 }
 
