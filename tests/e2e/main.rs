@@ -8,6 +8,7 @@ mod auth_redis;
 mod check;
 mod config_limits;
 mod conformance;
+mod container;
 mod docs;
 mod forwarding;
 mod harness;
