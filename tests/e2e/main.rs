@@ -14,6 +14,7 @@ mod forwarding;
 mod harness;
 mod hostile;
 mod hostile_tokens;
+mod kubernetes;
 mod lifecycle;
 mod logins;
 mod metrics;
