@@ -30,6 +30,13 @@ trap 'rm -rf "$context"' EXIT
 cp "$binary" "$context/guichet"
 cp -r gateway.yaml routes specs "$context/"
 
+previous=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 podman build --quiet --target prebuilt --build-arg "BASE=$base" \
   -f deploy/container/Containerfile -t "$image" "$context" >&2
+# The image this tag named before (another binary) is left without a name: remove it, unless a
+# container still uses it.
+current=$(podman image inspect --format '{{.Id}}' "$image")
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+  podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 echo "$image"
