@@ -1,7 +1,8 @@
 //! The container image (deploy/container/): built by `deploy/container/build.sh` around the binary
 //! these tests run, started with podman on the host's network with the configuration baked into
-//! it, it proxies to an upstream of the test, runs as a user other than root and stops cleanly
-//! on `podman stop`.
+//! it and a signing key mounted, confined as Kubernetes runs it (read-only root, no capabilities),
+//! it proxies to an upstream of the test, signs logins, runs as a user other than root and stops
+//! cleanly on `podman stop`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
@@ -56,19 +57,29 @@ impl Drop for Container {
     }
 }
 
-/// A routes folder readable by the container's user, sending `/api/courses/` to `upstream`.
-fn routes_for(upstream: &Upstream) -> tempfile::TempDir {
+/// A folder readable by the container's user: `routes/courses.yaml`, sending `/api/courses/` to
+/// `upstream`, and `jwt.pem`, a signing key only that user may read (as a Secret is mounted).
+fn mounts_for(upstream: &Upstream) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let routes = format!(
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let key = dir.path().join("jwt.pem");
+    let openssl = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&key)
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(openssl.status.success(), "openssl genpkey failed");
+    std::os::unix::fs::chown(&key, Some(10001), Some(10001)).expect("chown the key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+    let routes = dir.path().join("routes");
+    std::fs::create_dir(&routes).expect("mkdir");
+    let text = format!(
         "service: courses\nupstreams: [{}]\nhealth_check: {{ path: /healthz, interval: 1s }}\n\
          routes:\n  - path: /api/courses/\n    upstream_path: /courses/\n    auth: none\n",
         upstream.url()
     );
-    std::fs::write(dir.path().join("courses.yaml"), routes).expect("write routes");
-    for (path, mode) in [
-        (dir.path(), 0o755),
-        (&dir.path().join("courses.yaml"), 0o644),
-    ] {
+    std::fs::write(routes.join("courses.yaml"), text).expect("write routes");
+    for (path, mode) in [(&routes, 0o755), (&routes.join("courses.yaml"), 0o644)] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
     }
     dir
@@ -92,12 +103,17 @@ async fn the_image_proxies_runs_as_non_root_and_stops_cleanly_on_sigterm() {
     );
 
     let upstream = Upstream::start("courses").await;
-    let routes = routes_for(&upstream);
+    let mounts = mounts_for(&upstream);
     let (public, admin) = (free_port(), free_port());
     let name = format!("guichet-e2e-{}-{}", std::process::id(), public.port());
-    let mount = format!("{}:/etc/guichet/routes:ro", routes.path().display());
-    // The image's own gateway.yaml (the repo's) with the test's routes mounted over routes/, on
-    // ports the test chose: the command line overrides the CMD.
+    let routes = format!("{}/routes:/etc/guichet/routes:ro", mounts.path().display());
+    let key = format!(
+        "{}/jwt.pem:/etc/guichet/keys/jwt-ed25519.pem:ro",
+        mounts.path().display()
+    );
+    // The image's own gateway.yaml (the repo's) with the test's routes mounted over routes/ and
+    // the key where it names it, on ports the test chose (the command line overrides the CMD);
+    // confined as deploy/kubernetes runs it.
     let run = podman(&[
         "run",
         "--detach",
@@ -105,8 +121,17 @@ async fn the_image_proxies_runs_as_non_root_and_stops_cleanly_on_sigterm() {
         &name,
         "--network",
         "host",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
         "--volume",
-        &mount,
+        &routes,
+        "--volume",
+        &key,
         IMAGE,
         "serve",
         "--config",
@@ -136,6 +161,20 @@ async fn the_image_proxies_runs_as_non_root_and_stops_cleanly_on_sigterm() {
     assert_eq!(echo["upstream"], "courses", "{echo}");
     assert_eq!(echo["target"], "/courses/7?q=1", "{echo}");
     assert!(upstream.hits() >= 1);
+
+    // The demo user of the image's gateway.yaml logs in, with a token signed by the mounted key.
+    let login = client()
+        .post(format!("http://{public}/api/auth/token/"))
+        .json(&serde_json::json!({"username": "demo", "password": "demo-password"}))
+        .send()
+        .await
+        .expect("a login answer");
+    assert_eq!(login.status(), 200);
+    let login: Value = login.json().await.expect("a JSON body");
+    assert!(
+        login["access"].as_str().is_some_and(|t| t.len() > 100),
+        "{login}"
+    );
 
     // The gateway (PID 1), not only a command run beside it, runs as the image's user.
     let status = podman(&["exec", &container.0, "cat", "/proc/1/status"]).await;
