@@ -17,8 +17,26 @@ use crate::common::gateway::BINARY;
 
 const KUSTOMIZATIONS: &[&str] = &["base", "overlays-redis"];
 
-/// The gateway's drain: the shutdown delay (5s by default) plus `shutdown_grace_period` (30s).
-const DRAIN_SECONDS: u64 = 35;
+/// Seconds of a duration written in seconds or minutes (`30s`, `1m`), as the manifests' are.
+fn seconds(written: &str) -> u64 {
+    let (number, unit) = written.split_at(written.len() - 1);
+    let number: u64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("a duration: {written}"));
+    match unit {
+        "s" => number,
+        "m" => number * 60,
+        _ => panic!("a duration in s or m: {written}"),
+    }
+}
+
+/// The longest a drain takes: `shutdown_delay` (5s by default) then `shutdown_grace_period`
+/// (30s by default).
+fn drain_seconds(gateway: &str) -> u64 {
+    let config: Value = serde_yaml::from_str(gateway).expect("gateway.yaml is YAML");
+    let setting = |key: &str, default: &str| seconds(config[key].as_str().unwrap_or(default));
+    setting("shutdown_delay", "5s") + setting("shutdown_grace_period", "30s")
+}
 
 type Rendered = Vec<(&'static str, Vec<Value>)>;
 
@@ -118,9 +136,10 @@ fn the_manifests_validate_and_keep_what_users_rely_on() {
         let grace = pod["terminationGracePeriodSeconds"]
             .as_u64()
             .expect("grace");
+        let drain = drain_seconds(gateway);
         assert!(
-            grace > DRAIN_SECONDS,
-            "{name}: terminationGracePeriodSeconds {grace}"
+            grace > drain,
+            "{name}: terminationGracePeriodSeconds {grace} is not longer than the drain ({drain}s)"
         );
 
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
@@ -149,6 +168,29 @@ fn the_manifests_validate_and_keep_what_users_rely_on() {
             .map(String::as_str)
             .collect();
         assert_eq!(items, keys, "{name}: ConfigMap keys and the volume's items");
+
+        // Prometheus finds the admin Service and scrapes its /metrics.
+        let monitor = &of_kind(documents, "ServiceMonitor")["spec"];
+        let admin_service = documents
+            .iter()
+            .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "guichet-admin")
+            .expect("the admin Service");
+        let selected = monitor["selector"]["matchLabels"]
+            .as_object()
+            .expect("labels");
+        for (label, value) in selected {
+            assert_eq!(
+                &admin_service["metadata"]["labels"][label], value,
+                "{name}: {label}"
+            );
+        }
+        let endpoint = &monitor["endpoints"][0];
+        assert_eq!(endpoint["path"], "/metrics", "{name}");
+        let port = named(
+            &admin_service["spec"]["ports"],
+            endpoint["port"].as_str().expect("port"),
+        );
+        assert_eq!(port["targetPort"], "admin", "{name}");
     }
 
     let redis = &manifests[1].1;
