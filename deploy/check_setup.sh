@@ -13,19 +13,13 @@ repo=$PWD
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-command -v podman >/dev/null && command -v mmdebstrap >/dev/null \
+command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null \
   || { apt-get update -qq && apt-get install -y -qq podman runc mmdebstrap >/dev/null; }
-# podman's default runtime (crun) and default ulimits fail on these machines (OPS-NOTES).
-printf '[containers]\ndefault_ulimits = []\n' >"$work/containers.conf"
-export CONTAINERS_CONF=$work/containers.conf
-podman() { command podman --runtime runc "$@"; }
-
-base=localhost/guichet-setup-base:bookworm
-if ! podman image exists "$base"; then
-  echo "check_setup: making a bookworm base image from the package mirror (about 2 minutes)"
-  mmdebstrap --quiet --variant=apt --include=ca-certificates bookworm "$work/rootfs.tar"
-  podman import --quiet "$work/rootfs.tar" "$base" >/dev/null
-fi
+# podman as it works on these machines (runc, no default ulimits) and the bookworm base image
+# made from the package mirror, shared with the container image's build.
+# shellcheck source=deploy/podman.sh
+. deploy/podman.sh
+base=$(guichet_base_image)
 
 # What the build and the tests call, checked inside the container after setup.sh.
 verify='set -e
