@@ -1,6 +1,7 @@
 //! The admin listener, apart from client traffic: `/healthz` (the process is up), `/readyz`
 //! (configuration loaded, every service has a healthy target, the store answers, not shutting
-//! down), `/metrics` (Prometheus text format) and `POST /reload` (read the configuration again).
+//! down; `?exclude=upstreams` and `?exclude=store` leave a check out of the verdict), `/metrics`
+//! (Prometheus text format) and `POST /reload` (read the configuration again).
 
 use std::sync::Arc;
 
@@ -27,8 +28,43 @@ pub struct Admin {
     pub lifecycle: Lifecycle,
 }
 
+/// The checks `/readyz?exclude=...` leaves out of its verdict (they are still reported): a
+/// readiness probe shared by every replica should not take them all out of a Service because
+/// one backend or the store is down, which no replica can fix.
+#[derive(Default)]
+struct Excluded {
+    upstreams: bool,
+    store: bool,
+}
+
+impl Excluded {
+    fn from_query(query: Option<&str>) -> Result<Excluded, (StatusCode, Value)> {
+        let mut excluded = Excluded::default();
+        for pair in query
+            .unwrap_or("")
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+        {
+            match pair {
+                "exclude=upstreams" => excluded.upstreams = true,
+                "exclude=store" => excluded.store = true,
+                _ => {
+                    let detail = format!(
+                        "`{pair}` is not a readiness option; write exclude=upstreams or exclude=store."
+                    );
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        json!({"detail": detail, "code": "invalid_query"}),
+                    ));
+                }
+            }
+        }
+        Ok(excluded)
+    }
+}
+
 impl Admin {
-    async fn readiness(&self) -> (StatusCode, Value) {
+    async fn readiness(&self, excluded: Excluded) -> (StatusCode, Value) {
         let mut services = serde_json::Map::new();
         let mut not_ready = Vec::new();
         let snapshot = self.current.load_full();
@@ -42,7 +78,12 @@ impl Admin {
                     |(index, target)| json!({"url": target.url, "healthy": pool.is_healthy(index)}),
                 )
                 .collect();
-            if !pool.is_ready() {
+            let counted_ready = if excluded.upstreams {
+                pool.is_checked()
+            } else {
+                pool.is_ready()
+            };
+            if !counted_ready {
                 not_ready.push(pool.service.name.as_str());
             }
             services.insert(
@@ -53,7 +94,9 @@ impl Admin {
         let store = match self.store.ping().await {
             Ok(()) => json!({"ok": true}),
             Err(e) => {
-                not_ready.push("store");
+                if !excluded.store {
+                    not_ready.push("store");
+                }
                 json!({"ok": false, "error": e.to_string()})
             }
         };
@@ -125,7 +168,10 @@ impl ServeHttp for Admin {
         }
         let (status, body) = match request.uri.path() {
             "/healthz" if readable => (StatusCode::OK, json!({"status": "ok"})),
-            "/readyz" if readable => self.readiness().await,
+            "/readyz" if readable => match Excluded::from_query(request.uri.query()) {
+                Ok(excluded) => self.readiness(excluded).await,
+                Err(refused) => refused,
+            },
             "/reload" if request.method == Method::POST => self.reload().await,
             "/healthz" | "/readyz" | "/reload" => method_not_allowed(&request.method),
             _ => (

@@ -189,7 +189,12 @@ impl Pool {
 
     /// Every target checked at least once and at least one of them healthy.
     pub fn is_ready(&self) -> bool {
-        self.checked.iter().all(|c| c.load(Ordering::Relaxed)) && self.healthy_count() > 0
+        self.is_checked() && self.healthy_count() > 0
+    }
+
+    /// Every target checked at least once, healthy or not.
+    pub fn is_checked(&self) -> bool {
+        self.checked.iter().all(|c| c.load(Ordering::Relaxed))
     }
 
     fn record(&self, index: usize, result: Result<(), String>) {

@@ -292,6 +292,18 @@ async fn when_redis_goes_away_jwts_and_cached_keys_keep_working() {
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["store"]["ok"], false);
+    let ready = client()
+        .get(gateway.admin_url("/readyz?exclude=store"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "JWT routes still serve: the replica stays in rotation"
+    );
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["store"]["ok"], false, "still reported");
 }
 
 #[tokio::test]

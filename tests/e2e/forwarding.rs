@@ -156,6 +156,24 @@ async fn a_service_with_no_healthy_target_is_503_and_not_ready() {
     assert_eq!(status, 503);
     assert_eq!(body["code"], "not_ready");
     assert!(body["detail"].as_str().unwrap().contains("courses"));
+
+    // A probe shared by every replica leaves backends out: one dead service must not take
+    // every replica out of the load balancer. The service is still reported.
+    let ready = get_json(gateway.admin_url("/readyz?exclude=upstreams")).await;
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["services"]["courses"]["ready"], false);
+    let refused = client()
+        .get(gateway.admin_url("/readyz?exclude=upstream"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_and_json(refused).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], "invalid_query");
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("exclude=upstreams"));
     assert_eq!(a.hits(), 0);
 }
 

@@ -123,7 +123,7 @@ fn the_manifests_validate_and_keep_what_users_rely_on() {
             "{name}"
         );
         for (probe, path) in [
-            ("readinessProbe", "/readyz"),
+            ("readinessProbe", "/readyz?exclude=upstreams&exclude=store"),
             ("livenessProbe", "/healthz"),
             ("startupProbe", "/healthz"),
         ] {
