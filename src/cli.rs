@@ -210,6 +210,20 @@ fn check(path: &Path, strict: bool) -> ExitCode {
     let Some(config) = load_or_report(path) else {
         return ExitCode::FAILURE;
     };
+    let unsafe_paths = crate::lifecycle::RuntimeFiles::inspect(
+        config.pid_file.as_deref(),
+        config.upgrade_socket.as_deref(),
+    );
+    if !unsafe_paths.is_empty() {
+        for problem in unsafe_paths {
+            eprintln!(
+                "{}: {problem}; `serve` refuses it: name a folder only the gateway's user can \
+                 write, such as /run/guichet/",
+                path.display()
+            );
+        }
+        return ExitCode::FAILURE;
+    }
     print_line(&format!(
         "{}: ok, {} services, {} routes",
         path.display(),

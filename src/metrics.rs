@@ -148,7 +148,7 @@ impl Metrics {
             config_reloads: IntCounterVec::new(
                 opts(
                     "config_reloads_total",
-                    "Configuration reloads (SIGHUP or POST /reload), by result: ok or error.",
+                    "Configuration reloads (SIGHUP, POST /reload or watch), by result: ok or error.",
                 ),
                 &["result"],
             )?,

@@ -53,6 +53,29 @@ pub fn serve(config: Config, overrides: Overrides, upgrade: bool) -> Result<(), 
         config.pid_file.as_deref(),
         config.upgrade_socket.as_deref(),
     )?);
+    let running = if upgrade {
+        files.running_process()
+    } else {
+        files.running_gateway()
+    };
+    match (upgrade, running, &files.pid_file) {
+        (false, Some(pid), Some(path)) => {
+            return Err(format!(
+                "pid_file: {}: gateway {pid} is running with this pid file (and the upgrade \
+                 socket beside it); give this one its own `pid_file:` (or --pid-file), or \
+                 replace that one with `serve --upgrade`",
+                path.display()
+            ))
+        }
+        (true, None, Some(path)) => {
+            return Err(format!(
+                "--upgrade: {} names no running process to take the listeners over from; start \
+                 without --upgrade, or give the running gateway's pid file (--pid-file)",
+                path.display()
+            ))
+        }
+        _ => {}
+    }
     if upgrade && files.upgrade_socket.is_none() {
         return Err(
             "--upgrade needs an upgrade socket: set `upgrade_socket:` (or `pid_file:`) \
@@ -102,7 +125,9 @@ pub fn serve(config: Config, overrides: Overrides, upgrade: bool) -> Result<(), 
         // second under load). A stealing runtime runs the woken worker where the watcher ran:
         // no race, and 6% less CPU per request than no-steal with two workers.
         work_stealing: config.threads > 1,
-        grace_period_seconds: Some(grace.as_secs_f64().ceil() as u64),
+        // A second past ours: `lifecycle::exit_when_drained` ends the process and says what
+        // it cut.
+        grace_period_seconds: Some(grace.as_secs_f64().ceil() as u64 + 1),
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: files
             .upgrade_socket
@@ -220,7 +245,7 @@ pub fn serve(config: Config, overrides: Overrides, upgrade: bool) -> Result<(), 
     let signals = Signals {
         lifecycle,
         current,
-        upgrade_socket: files.upgrade_socket.clone(),
+        files: files.clone(),
     };
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),

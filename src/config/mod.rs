@@ -19,6 +19,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use error::{ConfigError, ConfigErrors, Location};
+pub use model::MAX_SOCKET_PATH;
 
 use crate::auth::jwt::Tokens;
 use crate::ratelimit::{Rate, RatePolicy};

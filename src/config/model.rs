@@ -85,7 +85,10 @@ pub struct RouteSpec {
 }
 
 /// The longest path a unix socket address holds (`sun_path` less its final NUL).
-const MAX_SOCKET_PATH: usize = 107;
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The longest path Linux opens (`PATH_MAX` less its final NUL).
+const PATH_MAX: usize = 4095;
 
 const GATEWAY_KEYS: &[&str] = &[
     "listen",
@@ -237,10 +240,17 @@ impl GatewayFile {
             file.shutdown_delay = r.duration_or_zero(node, &field);
         }
         if let Some((node, field)) = fields.get("pid_file") {
-            file.pid_file = r.string(node, &field);
+            file.pid_file =
+                read_runtime_path(node, &field, r, PATH_MAX, "/run/guichet/guichet.pid");
         }
         if let Some((node, field)) = fields.get("upgrade_socket") {
-            file.upgrade_socket = read_socket_path(node, &field, r);
+            file.upgrade_socket = read_runtime_path(
+                node,
+                &field,
+                r,
+                MAX_SOCKET_PATH,
+                "/run/guichet/upgrade.sock",
+            );
         }
         if let Some((node, field)) = fields.get("client") {
             file.client = read_client(node, &field, r);
@@ -391,19 +401,27 @@ fn read_client(node: &Node, field: &str, r: &mut Reader) -> ClientLimits {
     limits
 }
 
-/// `upgrade_socket:` a path a unix socket can have.
-fn read_socket_path(node: &Node, field: &str, r: &mut Reader) -> Option<Spanned<String>> {
+/// `pid_file:` and `upgrade_socket:`: a path of at most `limit` bytes (a unix socket's is short).
+fn read_runtime_path(
+    node: &Node,
+    field: &str,
+    r: &mut Reader,
+    limit: usize,
+    example: &str,
+) -> Option<Spanned<String>> {
     let path = r.parsed(
         node,
         field,
         "a file path",
-        "write a path of at most 107 bytes in a directory only the gateway's user can write, \
-         such as /run/guichet/upgrade.sock",
+        &format!(
+            "write a path of at most {limit} bytes in a directory only the gateway's user can \
+             write, such as {example}"
+        ),
         |text| match text.len() {
             0 => Err("the path is empty".to_string()),
-            1..=MAX_SOCKET_PATH => Ok(text.to_string()),
+            n if n <= limit => Ok(text.to_string()),
             n => Err(format!(
-                "a unix socket path has at most {MAX_SOCKET_PATH} bytes; this one has {n}"
+                "a path here has at most {limit} bytes; this one has {n}"
             )),
         },
     )?;

@@ -58,7 +58,7 @@ pub struct Signals {
     pub lifecycle: Lifecycle,
     /// `shutdown_delay` is read when SIGTERM arrives: a reload changes it.
     pub current: Current,
-    pub upgrade_socket: Option<std::path::PathBuf>,
+    pub files: Arc<RuntimeFiles>,
 }
 
 #[async_trait]
@@ -86,13 +86,15 @@ impl ShutdownSignalWatch for Signals {
                         _ = interrupt.recv() => return ShutdownSignal::FastShutdown,
                     }
                     tracing::info!("shutdown delay over: no longer accepting connections");
+                    signals_while_stopping(self.files.clone());
                     return ShutdownSignal::GracefulTerminate;
                 }
                 _ = interrupt.recv() => return ShutdownSignal::FastShutdown,
-                _ = quit.recv() => match handover::receiver_waiting(self.upgrade_socket.as_deref()) {
+                _ = quit.recv() => match handover::receiver_waiting(self.files.upgrade_socket.as_deref()) {
                     Ok(socket) => {
                         self.lifecycle.enter(HANDING_OVER);
                         tracing::info!(socket = %socket.display(), "SIGQUIT: handing the listeners over");
+                        signals_while_stopping(self.files.clone());
                         return ShutdownSignal::GracefulUpgrade;
                     }
                     Err(why) => tracing::error!("SIGQUIT ignored, still serving: {why}"),
@@ -102,9 +104,44 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
+/// Once the drain has begun, pingora no longer listens for signals: SIGINT still stops at once
+/// (the requests in flight are cut), SIGTERM and SIGQUIT are logged and change nothing.
+fn signals_while_stopping(files: Arc<RuntimeFiles>) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let (Ok(mut term), Ok(mut interrupt), Ok(mut quit)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::quit()),
+            ) else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = interrupt.recv() => {
+                        tracing::warn!("SIGINT while stopping: exiting now, requests in flight are cut");
+                        files.remove_pid_file();
+                        std::process::exit(0);
+                    }
+                    _ = term.recv() => tracing::info!("SIGTERM ignored: already stopping (SIGINT stops at once)"),
+                    _ = quit.recv() => tracing::info!("SIGQUIT ignored: already stopping"),
+                }
+            }
+        });
+    });
+}
+
 /// Once pingora has stopped the listeners of a graceful shutdown (after SIGTERM's delay, or
 /// after SIGQUIT's hand-over), ends the process as soon as the last in-flight request has been
-/// answered, instead of waiting out the whole grace period as pingora does.
+/// answered, instead of waiting out the whole grace period as pingora does; at the end of the
+/// grace period it says how many requests it cuts. Pingora's own grace period is set a second
+/// longer, so that this is what ends the process.
 pub fn exit_when_drained(
     mut phases: broadcast::Receiver<ExecutionPhase>,
     in_flight: InFlight,
@@ -123,17 +160,18 @@ pub fn exit_when_drained(
         // Connections accepted just before the listener stopped have a moment to send their
         // request head.
         std::thread::sleep(Duration::from_millis(100));
-        while Instant::now() < deadline {
-            if in_flight.count() == 0 {
-                tracing::info!("drained; exiting");
-                files.remove_pid_file();
-                std::process::exit(0);
-            }
+        while Instant::now() < deadline && in_flight.count() > 0 {
             std::thread::sleep(Duration::from_millis(20));
         }
-        tracing::warn!(
-            in_flight = in_flight.count(),
-            "grace period over; closing the remaining requests"
-        );
+        match in_flight.count() {
+            0 => tracing::info!("drained; exiting"),
+            cut => tracing::warn!(
+                in_flight = cut,
+                grace_period = ?grace,
+                "grace period over; exiting, the requests still in flight are cut"
+            ),
+        }
+        files.remove_pid_file();
+        std::process::exit(0);
     });
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::raw::RawConnection;
 use crate::common::{
-    client, eventually, get_json, raw_request, serve_refused, Gateway, GatewayConfig, Load,
+    check, client, eventually, free_port, get_json, raw_request, Gateway, GatewayConfig, Load,
     Upstream,
 };
 
@@ -219,10 +219,155 @@ async fn an_upgrade_socket_that_other_users_could_replace_is_refused() {
     let slow = Upstream::start("slow").await;
     let config = two_services(&fast, &slow, "upgrade_socket: /tmp/guichet-upgrade.sock\n");
     let (_dir, path) = config.write();
-    let output = serve_refused(&path);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (port, admin) = (free_port().to_string(), free_port().to_string());
+    let (status, stderr) = serve_to_exit(&path, &["--listen", &port, "--admin-listen", &admin]);
+    assert!(!status.success());
+    let checked = check(&path);
+    assert!(
+        !checked.status.success(),
+        "check refuses what serve refuses"
+    );
+    assert!(
+        String::from_utf8_lossy(&checked.stderr)
+            .contains("upgrade_socket: /tmp/guichet-upgrade.sock: other users can write /tmp"),
+        "{checked:?}"
+    );
     assert!(
         stderr.contains("upgrade_socket: /tmp/guichet-upgrade.sock: other users can write /tmp"),
         "{stderr}"
     );
+}
+
+/// Runs `guichet serve --config <config> <args>`, which must exit within 20 s (it is killed
+/// otherwise), and returns its exit status and standard error.
+fn serve_to_exit(config: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = std::process::Command::new(crate::common::gateway::BINARY)
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run guichet");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("guichet serve {args:?} is still running after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_second_gateway_on_the_same_pid_file_is_refused_and_an_upgrade_needs_a_running_one() {
+    let fast = Upstream::start("courses").await;
+    let slow = Upstream::start("slow").await;
+    let gateway = Gateway::start(two_services(&fast, &slow, "")).await;
+    let config = two_services(&fast, &slow, "");
+    let (_dir, path) = config.write();
+    let pid_file = gateway.pid_file().to_str().unwrap().to_string();
+    let (port, admin) = (free_port().to_string(), free_port().to_string());
+    let other_ports = ["--listen", &port, "--admin-listen", &admin];
+
+    let (status, stderr) = serve_to_exit(
+        &path,
+        &[&other_ports[..], &["--pid-file", &pid_file]].concat(),
+    );
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!(
+            "gateway {} is running with this pid file",
+            gateway.pid()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(gateway.pid_file()).unwrap().trim(),
+        gateway.pid().to_string(),
+        "the running gateway's pid file is untouched"
+    );
+
+    let (_empty, empty_path) = config.write();
+    let unused = empty_path.with_file_name("run/guichet.pid");
+    let started = Instant::now();
+    let (status, stderr) = serve_to_exit(
+        &path,
+        &[
+            &other_ports[..],
+            &["--upgrade", "--pid-file", unused.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert!(!status.success());
+    assert!(stderr.contains("names no running process"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused before waiting for sockets nobody sends"
+    );
+}
+
+#[tokio::test]
+async fn sigint_while_draining_stops_at_once_and_the_grace_period_cuts_what_is_left() {
+    let fast = Upstream::start("courses").await;
+    let slow = Upstream::start("slow").await;
+    slow.set_delay(Duration::from_secs(30));
+    for interrupt in [true, false] {
+        // SIGINT must be what ends the first, well before its grace period would.
+        let grace = if interrupt { "20s" } else { "1s" };
+        let extra = format!("shutdown_delay: 0s\nshutdown_grace_period: {grace}\n");
+        let mut gateway = Gateway::start(two_services(&fast, &slow, &extra)).await;
+        let slow_url = gateway.url("/api/slow/");
+        let hits = slow.hits();
+        let in_flight = tokio::spawn(async move { client().get(slow_url).send().await });
+        eventually("the slow request at its upstream", || async {
+            slow.hits() == hits + 1
+        })
+        .await;
+        gateway.signal("TERM");
+        gateway
+            .wait_for_log(|line| {
+                line["message"] == "shutdown delay over: no longer accepting connections"
+            })
+            .await;
+        if interrupt {
+            gateway.signal("TERM");
+            gateway
+                .wait_for_log(|line| {
+                    line["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("SIGTERM ignored"))
+                })
+                .await;
+            gateway.signal("INT");
+        }
+        let status = gateway
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .expect("exits well before the request would end");
+        assert!(status.success(), "{status:?}");
+        let cut = in_flight.await.unwrap();
+        assert!(
+            cut.is_err() || cut.unwrap().status() != 200,
+            "the request was cut"
+        );
+        let said = if interrupt {
+            "SIGINT while stopping"
+        } else {
+            "grace period over"
+        };
+        assert!(
+            gateway.logs().iter().any(|line| line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(said))),
+            "no log line says {said:?}"
+        );
+        assert!(!gateway.pid_file().exists());
+    }
 }

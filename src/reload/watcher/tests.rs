@@ -1,3 +1,6 @@
+//! The watcher's change detection on real files: debounce, ConfigMap link swaps, include matches
+//! added and removed, broken files not read again until they change.
+
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
