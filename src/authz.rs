@@ -89,3 +89,197 @@ fn not_authenticated(level: AuthLevel) -> GatewayError {
         challenge: challenge(level),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::StoreBackend;
+
+    fn auth() -> AuthConfig {
+        AuthConfig {
+            store: StoreBackend::Memory,
+            store_timeout: Duration::from_millis(250),
+            api_key_cache_ttl: Duration::from_secs(30),
+            max_pending_logins: 64,
+            tokens: None,
+            jwt_written: false,
+            roles: ["student", "instructor", "admin"]
+                .map(String::from)
+                .to_vec(),
+            seed_users: Vec::new(),
+            seed_api_keys: Vec::new(),
+        }
+    }
+
+    fn user(role: &str) -> Authentication {
+        Authentication::Verified(Identity {
+            method: AuthMethod::Jwt,
+            user_id: Some(1),
+            username: Some("ada".to_string()),
+            role: Some(role.to_string()),
+            ..Identity::anonymous()
+        })
+    }
+
+    fn key(role: &str, scopes: &[&str]) -> Authentication {
+        Authentication::Verified(Identity {
+            method: AuthMethod::ApiKey,
+            role: Some(role.to_string()),
+            consumer: Some("grading".to_string()),
+            key_id: Some("gk_grading".to_string()),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..Identity::anonymous()
+        })
+    }
+
+    /// The route's level, least role and scopes, what authentication found, and the identity's
+    /// method or the status and code answered.
+    type Case<'a> = (
+        AuthLevel,
+        Option<usize>,
+        &'a [String],
+        Authentication,
+        Result<AuthMethod, (u16, &'static str)>,
+    );
+
+    #[test]
+    fn each_auth_level_role_and_scope_gives_the_identity_or_the_answer_a_client_sees() {
+        use AuthLevel::{Any, ApiKey, Jwt, None as Public};
+        let scopes = ["grades:write".to_string()];
+        let instructor = Some(1);
+        let cases: Vec<Case> = vec![
+            (
+                Public,
+                None,
+                &[],
+                Authentication::None,
+                Ok(AuthMethod::Anonymous),
+            ),
+            (
+                Public,
+                None,
+                &[],
+                Authentication::InvalidToken,
+                Ok(AuthMethod::Anonymous),
+            ),
+            (
+                Public,
+                None,
+                &[],
+                Authentication::StoreUnavailable,
+                Ok(AuthMethod::Anonymous),
+            ),
+            (Public, None, &[], user("student"), Ok(AuthMethod::Jwt)),
+            (
+                Jwt,
+                None,
+                &[],
+                Authentication::None,
+                Err((401, "not_authenticated")),
+            ),
+            (
+                Jwt,
+                None,
+                &[],
+                Authentication::InvalidToken,
+                Err((401, "token_not_valid")),
+            ),
+            (
+                Jwt,
+                None,
+                &[],
+                Authentication::InvalidKey,
+                Err((401, "authentication_failed")),
+            ),
+            (
+                Jwt,
+                None,
+                &[],
+                Authentication::StoreUnavailable,
+                Err((503, "auth_store_unavailable")),
+            ),
+            (Jwt, None, &[], user("student"), Ok(AuthMethod::Jwt)),
+            (
+                Jwt,
+                None,
+                &[],
+                key("admin", &[]),
+                Err((401, "not_authenticated")),
+            ),
+            (
+                ApiKey,
+                None,
+                &[],
+                user("admin"),
+                Err((401, "not_authenticated")),
+            ),
+            (
+                ApiKey,
+                None,
+                &[],
+                key("student", &[]),
+                Ok(AuthMethod::ApiKey),
+            ),
+            (Any, None, &[], user("student"), Ok(AuthMethod::Jwt)),
+            (Any, None, &[], key("student", &[]), Ok(AuthMethod::ApiKey)),
+            (
+                Jwt,
+                instructor,
+                &[],
+                user("student"),
+                Err((403, "permission_denied")),
+            ),
+            (
+                Jwt,
+                instructor,
+                &[],
+                user("instructor"),
+                Ok(AuthMethod::Jwt),
+            ),
+            (Jwt, instructor, &[], user("admin"), Ok(AuthMethod::Jwt)),
+            (
+                Jwt,
+                instructor,
+                &[],
+                user("retired"),
+                Err((403, "permission_denied")),
+            ),
+            (
+                ApiKey,
+                None,
+                &scopes,
+                key("admin", &[]),
+                Err((403, "permission_denied")),
+            ),
+            (
+                ApiKey,
+                None,
+                &scopes,
+                key("student", &["grades:write"]),
+                Ok(AuthMethod::ApiKey),
+            ),
+            (
+                Any,
+                None,
+                &scopes,
+                user("admin"),
+                Err((403, "permission_denied")),
+            ),
+        ];
+        let auth = auth();
+        for (level, min_role, scopes, found, expected) in cases {
+            let needs = Needs {
+                level,
+                min_role,
+                scopes,
+            };
+            let case = format!("{level:?} role>={min_role:?} scopes {scopes:?}");
+            let got = decide(&needs, &auth, found)
+                .map(|identity| identity.method)
+                .map_err(|e| (e.status(), e.code()));
+            assert_eq!(got, expected, "{case}");
+        }
+    }
+}

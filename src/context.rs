@@ -15,6 +15,9 @@ use crate::forwarded::Origin;
 use crate::snapshot::Snapshot;
 use crate::trace::TraceContext;
 
+/// How logs, metrics and usage name the route of a request no route or endpoint matched.
+pub const UNMATCHED: &str = "unmatched";
+
 /// What the gateway has learned about one request so far.
 pub struct RequestCtx {
     /// The configuration this request is served with, from its first phase to its last.
@@ -49,6 +52,15 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The route's id, the gateway endpoint's, or [`UNMATCHED`].
+    pub fn route_label(&self) -> &str {
+        match (&self.route, self.endpoint) {
+            (Some(route), _) => &route.id,
+            (None, Some(endpoint)) => endpoint.id(),
+            (None, None) => UNMATCHED,
+        }
+    }
+
     pub fn new(in_flight: &InFlight, snapshot: Arc<Snapshot>) -> RequestCtx {
         RequestCtx {
             snapshot,

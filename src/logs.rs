@@ -56,15 +56,6 @@ fn upstream_url(ctx: &RequestCtx) -> &str {
     }
 }
 
-/// The route's id, the gateway endpoint's, or `unmatched`.
-fn route_id(ctx: &RequestCtx) -> &str {
-    match (&ctx.route, ctx.endpoint) {
-        (Some(route), _) => &route.id,
-        (None, Some(endpoint)) => endpoint.id(),
-        (None, None) => "unmatched",
-    }
-}
-
 /// One line per request, proxied or answered by the gateway.
 pub fn access(session: &Session, ctx: &RequestCtx) {
     let request = session.req_header();
@@ -91,7 +82,7 @@ pub fn access_line(ctx: &RequestCtx, method: &str, path: &str, status: u16, byte
         client_ip = %ctx.origin.as_ref().map(|o| o.client.to_string()).unwrap_or_default(),
         method,
         path,
-        route = route_id(ctx),
+        route = ctx.route_label(),
         status,
         duration_ms = ctx.started.elapsed().as_micros() as f64 / 1000.0,
         upstream = upstream_url(ctx),
@@ -110,7 +101,7 @@ pub fn access_line(ctx: &RequestCtx, method: &str, path: &str, status: u16, byte
 /// The line for a 5xx the gateway made, with the cause: at most one every ten seconds per route
 /// and code, with the count left out (each request still has its access line with its code).
 pub fn gateway_error(ctx: &RequestCtx, error: &GatewayError, cause: &pingora::Error) {
-    let Some(suppressed) = error_line_due(route_id(ctx), error.code()) else {
+    let Some(suppressed) = error_line_due(ctx.route_label(), error.code()) else {
         return;
     };
     tracing::error!(
@@ -119,7 +110,7 @@ pub fn gateway_error(ctx: &RequestCtx, error: &GatewayError, cause: &pingora::Er
         trace_id = ctx.trace.as_ref().map_or("", |t| t.trace_id.as_str()),
         status = error.status(),
         code = error.code(),
-        route = route_id(ctx),
+        route = ctx.route_label(),
         upstream = upstream_url(ctx),
         cause = %cause,
         suppressed,

@@ -14,7 +14,7 @@ use prometheus::{
 use crate::auth::endpoints::Endpoint;
 use crate::auth::identity::AuthMethod;
 use crate::config::Config;
-use crate::context::RequestCtx;
+use crate::context::{RequestCtx, UNMATCHED};
 use crate::errors::GatewayError;
 
 /// 100 µs to 30 s.
@@ -256,7 +256,7 @@ impl Series {
             .iter()
             .map(|route| route.id.clone())
             .chain(Endpoint::ALL.iter().map(|e| e.id().to_string()))
-            .chain(["unmatched".to_string()]);
+            .chain([UNMATCHED.to_string()]);
         let mut roles = config.auth.roles.clone();
         roles.push("none".to_string());
         Series {

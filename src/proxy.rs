@@ -334,13 +334,7 @@ fn check_declared_body(session: &Session, ctx: &RequestCtx) -> Result<(), Gatewa
     let Some(limit) = ctx.route.as_ref().and_then(|route| route.max_body) else {
         return Ok(());
     };
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
+    match wellformed::declared_length(session.req_header()) {
         Some(length) if length > limit => Err(GatewayError::PayloadTooLarge { limit }),
         _ => Ok(()),
     }
@@ -389,14 +383,9 @@ impl Gateway {
             (identity::AuthMethod::ApiKey, _, Some(name)) => format!("key:{name}"),
             _ => "anonymous".to_string(),
         };
-        let route = match (&ctx.route, ctx.endpoint) {
-            (Some(route), _) => route.id.as_str(),
-            (None, Some(endpoint)) => endpoint.id(),
-            (None, None) => "unmatched",
-        };
         let observation = analytics::Observation {
             consumer: &consumer,
-            route,
+            route: ctx.route_label(),
             status: session.response_written().map_or(0, |r| r.status.as_u16()),
             latency: ctx.started.elapsed(),
             throttled: ctx.throttled_by.is_some(),

@@ -11,6 +11,15 @@ use pingora::http::RequestHeader;
 use crate::auth::identity::X_API_KEY;
 use crate::errors::GatewayError;
 
+/// The body length a request declares in `Content-Length`, when it is a number.
+pub fn declared_length(request: &RequestHeader) -> Option<u64> {
+    request
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Headers the gateway sets for the upstream; a client may not have them removed on the way.
 const PROTECTED: [&str; 4] = [
     "host",

@@ -369,13 +369,8 @@ async fn read_json(session: &mut Session) -> Result<Value, GatewayError> {
     let too_large = || GatewayError::PayloadTooLarge {
         limit: MAX_BODY as u64,
     };
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > MAX_BODY) {
+    let declared = crate::wellformed::declared_length(session.req_header());
+    if declared.is_some_and(|length| length > MAX_BODY as u64) {
         return Err(too_large());
     }
     let mut body = BytesMut::new();

@@ -22,7 +22,7 @@ use pingora::server::ShutdownWatch;
 
 pub use self::guard::{GuardedStream, Phase};
 use crate::analytics::{Observation, Usage};
-use crate::context::{InFlight, RequestCtx};
+use crate::context::{InFlight, RequestCtx, UNMATCHED};
 use crate::errors::{self, GatewayError};
 use crate::forwarded::Origin;
 use crate::metrics::Metrics;
@@ -153,7 +153,7 @@ impl Refusals {
         if config.record_usage {
             let seen = Observation {
                 consumer: "anonymous",
-                route: "unmatched",
+                route: UNMATCHED,
                 status,
                 latency: ctx.started.elapsed(),
                 throttled: false,

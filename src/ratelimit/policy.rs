@@ -253,4 +253,113 @@ mod tests {
         assert_eq!(keys(&policy, "::ffff:192.0.2.1"), v4);
         assert_ne!(keys(&policy, "192.0.2.2"), v4);
     }
+
+    #[test]
+    fn each_consumer_gets_its_tier_then_each_route_limit_under_its_own_key() {
+        let tiered = RatePolicy {
+            anonymous: Some(Rate::parse("100/day").unwrap()),
+            user: Some(Rate::parse("1000/hour").unwrap()),
+            api_key: Some(Rate::parse("5000/hour").unwrap()),
+            roles: HashMap::from([("instructor".to_string(), Rate::parse("3000/hour").unwrap())]),
+            ..RatePolicy::default()
+        };
+        let mut two_limits = route();
+        two_limits
+            .rate_limits
+            .push(Rate::parse("100/hour").unwrap());
+        let mut unlimited = route();
+        unlimited.rate_limits.clear();
+        let jwt = |role: &str| Identity {
+            method: AuthMethod::Jwt,
+            user_id: Some(7),
+            role: Some(role.to_string()),
+            ..Identity::anonymous()
+        };
+        let api_key = Identity {
+            method: AuthMethod::ApiKey,
+            key_id: Some("gk_grading".to_string()),
+            ..Identity::anonymous()
+        };
+        // (policy, route, identity, the (policy, key, rate) of every limit in order)
+        let cases = [
+            (
+                &tiered,
+                &route(),
+                Identity::anonymous(),
+                vec![
+                    ("anonymous", "tier:anonymous:ip:192.0.2.1", "100/day"),
+                    ("route", "route:r:0:ip:192.0.2.1", "10/min"),
+                ],
+            ),
+            (
+                &tiered,
+                &route(),
+                jwt("student"),
+                vec![
+                    ("user", "tier:user:user:7", "1000/hour"),
+                    ("route", "route:r:0:user:7", "10/min"),
+                ],
+            ),
+            (
+                &tiered,
+                &route(),
+                jwt("instructor"),
+                vec![
+                    ("instructor", "tier:instructor:user:7", "3000/hour"),
+                    ("route", "route:r:0:user:7", "10/min"),
+                ],
+            ),
+            (
+                &tiered,
+                &route(),
+                api_key.clone(),
+                vec![
+                    ("api_key", "tier:api_key:key:gk_grading", "5000/hour"),
+                    ("route", "route:r:0:key:gk_grading", "10/min"),
+                ],
+            ),
+            (
+                &tiered,
+                &two_limits,
+                jwt("student"),
+                vec![
+                    ("user", "tier:user:user:7", "1000/hour"),
+                    ("route", "route:r:0:user:7", "10/min"),
+                    ("route-2", "route:r:1:user:7", "100/hour"),
+                ],
+            ),
+            (
+                &tiered,
+                &unlimited,
+                api_key.clone(),
+                vec![("api_key", "tier:api_key:key:gk_grading", "5000/hour")],
+            ),
+            (&RatePolicy::default(), &unlimited, jwt("student"), vec![]),
+            (
+                &RatePolicy::default(),
+                &route(),
+                jwt("admin"),
+                vec![("route", "route:r:0:user:7", "10/min")],
+            ),
+        ];
+        let client = "192.0.2.1".parse().unwrap();
+        for (policy, route, identity, expected) in cases {
+            let got: Vec<(String, String, Rate)> = policy
+                .limits(route, &identity, client)
+                .into_iter()
+                .map(|limit| (limit.policy, limit.key, limit.rate))
+                .collect();
+            let expected: Vec<(String, String, Rate)> = expected
+                .into_iter()
+                .map(|(policy, key, rate)| {
+                    (
+                        policy.to_string(),
+                        key.to_string(),
+                        Rate::parse(rate).unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, expected, "{:?} {:?}", identity.method, identity.role);
+        }
+    }
 }

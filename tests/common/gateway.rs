@@ -83,6 +83,27 @@ pub fn cli(args: &[&str], config: &Path, stdin: &str) -> Output {
     child.wait_with_output().expect("guichet output")
 }
 
+/// Adds the user `demo` (password `demo-password`, role student) to the store of the
+/// configuration at `config`, as an operator does with `guichet users add`.
+pub fn add_demo_user(config: &Path) {
+    let args = [
+        "users",
+        "add",
+        "--username",
+        "demo",
+        "--email",
+        "demo@hackitech.example",
+        "--role",
+        "student",
+    ];
+    let output = cli(&args, config, "demo-password\n");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn run_to_exit(command: &str, config: &Path) -> Output {
     Command::new(BINARY)
         .arg(command)
@@ -228,6 +249,29 @@ impl Gateway {
         );
         next.wait_until_serving().await;
         next
+    }
+
+    /// `POST /api/auth/token/` with a username and password, ready to send (a test may add
+    /// headers first).
+    pub fn login_request(&self, username: &str, password: &str) -> reqwest::RequestBuilder {
+        super::client()
+            .post(self.url("/api/auth/token/"))
+            .json(&serde_json::json!({"username": username, "password": password}))
+    }
+
+    /// Logs in, which must succeed, and returns the access token.
+    pub async fn access_token(&self, username: &str, password: &str) -> String {
+        let response = self
+            .login_request(username, password)
+            .send()
+            .await
+            .expect("a login answer");
+        let (status, body) = super::status_and_json(response).await;
+        assert_eq!(status, 200, "login of {username}: {body}");
+        body["access"]
+            .as_str()
+            .expect("an access token")
+            .to_string()
     }
 
     /// The file holding the running gateway's process id.

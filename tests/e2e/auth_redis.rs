@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use crate::auth::{jwt_section, routes};
-use crate::common::{cli, client, Gateway, GatewayConfig, RedisServer, Upstream};
+use crate::common::{cli, client, status_and_json, Gateway, GatewayConfig, RedisServer, Upstream};
 
 /// A config folder for the Redis store; returns the folder and gateway.yaml's path.
 fn redis_config(
@@ -72,14 +72,8 @@ async fn replica(config: &Path) -> Gateway {
 }
 
 async fn login(gateway: &Gateway, username: &str, password: &str) -> (u16, Value) {
-    let response = client()
-        .post(gateway.url("/api/auth/token/"))
-        .json(&json!({"username": username, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+    let response = gateway.login_request(username, password).send().await;
+    status_and_json(response.unwrap()).await
 }
 
 /// A well-formed key that no store holds, different for every `n`.

@@ -6,9 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-
-use crate::common::{client, free_port, Gateway, GatewayConfig};
+use crate::common::{free_port, Gateway, GatewayConfig};
 
 #[path = "../../examples/demo/samples.rs"]
 mod samples;
@@ -71,17 +69,7 @@ fn demo_config(backends: &[String], addr: std::net::SocketAddr) -> GatewayConfig
 
 async fn access_token(gateway: &Gateway) -> String {
     let (username, password) = TEACHER;
-    let response = client()
-        .post(gateway.url("/api/auth/token/"))
-        .json(&json!({"username": username, "password": password}))
-        .send()
-        .await
-        .expect("login");
-    let body: Value = response.json().await.expect("JSON");
-    body["access"]
-        .as_str()
-        .expect("an access token")
-        .to_string()
+    gateway.access_token(username, password).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

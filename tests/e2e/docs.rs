@@ -530,16 +530,7 @@ async fn browser_driver() -> std::path::PathBuf {
 async fn swagger_ui_and_redoc_render_both_services_and_try_it_out_reaches_the_backend() {
     let demo = start_demo().await;
     let script = browser_driver().await;
-    let login = client()
-        .post(demo.gateway.url("/api/auth/token/"))
-        .json(&json!({"username": "demo", "password": "demo-password"}))
-        .send()
-        .await
-        .expect("login");
-    let token = login.json::<Value>().await.expect("JSON")["access"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let token = demo.gateway.access_token("demo", "demo-password").await;
     let run = tokio::process::Command::new("node")
         .arg(&script)
         .arg(demo.gateway.url(""))

@@ -331,9 +331,8 @@ async fn names_stored_with_control_characters_are_listed_escaped_and_never_cause
     assert!(!keys.contains('\r'), "{keys:?}");
 
     let gateway = crate::common::Gateway::start_in(tempfile::tempdir().unwrap(), &config).await;
-    let response = client()
-        .post(gateway.url("/api/auth/token/"))
-        .json(&json!({"username": "ev\r\nil", "password": "evil-password"}))
+    let response = gateway
+        .login_request("ev\r\nil", "evil-password")
         .send()
         .await
         .unwrap();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::auth::seed;
 use crate::common::{check, client, get_text, Gateway, GatewayConfig, Upstream};
@@ -37,9 +37,8 @@ rate_limits:
 
 /// One login's status, `Retry-After` and body.
 async fn login(gateway: &Gateway, password: &str) -> (u16, Option<String>, Value) {
-    let response = client()
-        .post(gateway.url("/api/auth/token/"))
-        .json(&json!({"username": "demo", "password": password}))
+    let response = gateway
+        .login_request("demo", password)
         .send()
         .await
         .expect("an answer");

@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use serde_json::json;
-
 use crate::auth::{jwt_section, seed};
 use crate::common::{client, get_text, Gateway, GatewayConfig, Upstream};
 
@@ -77,9 +75,8 @@ async fn a_scripted_sequence_shows_exactly_in_the_metrics() {
         statuses.push(get("/api/public/", None).await.unwrap().status().as_u16());
     }
     statuses.push(get("/api/courses/", None).await.unwrap().status().as_u16());
-    let login = client()
-        .post(gateway.url("/api/auth/token/"))
-        .json(&json!({"username": "demo", "password": "demo-password"}))
+    let login = gateway
+        .login_request("demo", "demo-password")
         .send()
         .await
         .unwrap();

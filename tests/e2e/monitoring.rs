@@ -387,9 +387,8 @@ async fn gateway_with_traffic(app: &Upstream, dead: &Upstream) -> Gateway {
         statuses.push(response.status().as_u16());
     }
     for password in ["demo-password", "wrong"] {
-        let response = client()
-            .post(gateway.url("/api/auth/token/"))
-            .json(&json!({"username": "demo", "password": password}))
+        let response = gateway
+            .login_request("demo", password)
             .send()
             .await
             .unwrap();

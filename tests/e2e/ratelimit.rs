@@ -3,13 +3,12 @@
 //! going away, and replicas sharing one limit.
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::auth::{jwt_section, seed, DEMO_KEY};
 use crate::common::{
-    client, get_text, status_and_json, Gateway, GatewayConfig, RedisServer, Upstream,
+    add_demo_user, client, get_text, status_and_json, Gateway, GatewayConfig, RedisServer, Upstream,
 };
 
 fn routes(upstream: &Upstream) -> String {
@@ -51,15 +50,7 @@ fn config(upstream: &Upstream, store: &str, limits: &str) -> GatewayConfig {
 }
 
 async fn token(gateway: &Gateway, username: &str, password: &str) -> String {
-    let response = client()
-        .post(gateway.url("/api/auth/token/"))
-        .json(&json!({"username": username, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_and_json(response).await;
-    assert_eq!(status, 200, "{body}");
-    body["access"].as_str().unwrap().to_string()
+    gateway.access_token(username, password).await
 }
 
 /// Sends `n` GETs with `headers` and returns the statuses.
@@ -176,10 +167,9 @@ async fn a_route_limit_adds_to_the_tier_and_the_fields_count_down() {
 }
 
 async fn login_status(gateway: &Gateway, username: &str, password: &str, from: &str) -> u16 {
-    client()
-        .post(gateway.url("/api/auth/token/"))
+    gateway
+        .login_request(username, password)
         .header("x-forwarded-for", from)
-        .json(&json!({"username": username, "password": password}))
         .send()
         .await
         .unwrap()
@@ -310,28 +300,6 @@ fn redis_store(redis: &RedisServer) -> String {
     format!("store: {{ backend: redis, url: \"{}\" }}\n", redis.url())
 }
 
-async fn add_user(config: &Path) {
-    let output = crate::common::cli(
-        &[
-            "users",
-            "add",
-            "--username",
-            "demo",
-            "--email",
-            "demo@x.example",
-            "--role",
-            "student",
-        ],
-        config,
-        "demo-password\n",
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[tokio::test]
 async fn three_replicas_sharing_redis_let_through_exactly_the_limit() {
     let redis = RedisServer::start().await;
@@ -423,7 +391,7 @@ async fn with_on_store_error_deny_a_redis_outage_is_503() {
     let upstream = Upstream::start("app").await;
     let limits = "rate_limits: { user: 100/hour, on_store_error: deny }\n";
     let (_dir, path) = config(&upstream, &redis_store(&redis), limits).write();
-    add_user(&path).await;
+    add_demo_user(&path);
     let gateway = Gateway::start_in(tempfile::tempdir().unwrap(), &path).await;
     let bearer = format!("Bearer {}", token(&gateway, "demo", "demo-password").await);
     assert_eq!(

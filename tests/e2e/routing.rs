@@ -51,7 +51,7 @@ routes:
     (Gateway::start(config).await, public, admin)
 }
 
-async fn get_json(url: &str) -> (u16, Value) {
+async fn get_status_and_json(url: &str) -> (u16, Value) {
     let response = client().get(url).send().await.expect("request");
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON body"))
@@ -60,16 +60,16 @@ async fn get_json(url: &str) -> (u16, Value) {
 #[tokio::test]
 async fn the_longest_matching_prefix_wins_and_upstream_path_replaces_it() {
     let (gateway, _public, _admin) = two_services().await;
-    let (status, echo) = get_json(&gateway.url("/api/public/lessons/3")).await;
+    let (status, echo) = get_status_and_json(&gateway.url("/api/public/lessons/3")).await;
     assert_eq!(status, 200);
     assert_eq!(echo["upstream"], "public");
     assert_eq!(echo["target"], "/v1/lessons/3");
 
-    let (_, echo) = get_json(&gateway.url("/api/admin/stats")).await;
+    let (_, echo) = get_status_and_json(&gateway.url("/api/admin/stats")).await;
     assert_eq!(echo["upstream"], "admin");
     assert_eq!(echo["target"], "/api/admin/stats");
 
-    let (_, echo) = get_json(&gateway.url("/api/other")).await;
+    let (_, echo) = get_status_and_json(&gateway.url("/api/other")).await;
     assert_eq!(echo["upstream"], "public");
     assert_eq!(echo["target"], "/api/other");
 }
@@ -77,7 +77,7 @@ async fn the_longest_matching_prefix_wins_and_upstream_path_replaces_it() {
 #[tokio::test]
 async fn parameters_are_captured_and_placed_in_the_upstream_path() {
     let (gateway, _public, _admin) = two_services().await;
-    let (status, echo) = get_json(&gateway.url("/api/users/42/courses/7?page=2")).await;
+    let (status, echo) = get_status_and_json(&gateway.url("/api/users/42/courses/7?page=2")).await;
     assert_eq!(status, 200);
     assert_eq!(echo["target"], "/members/42/enrolments/7?page=2");
 }
@@ -85,7 +85,7 @@ async fn parameters_are_captured_and_placed_in_the_upstream_path() {
 #[tokio::test]
 async fn the_method_picks_between_routes_sharing_a_path() {
     let (gateway, _public, _admin) = two_services().await;
-    let (_, echo) = get_json(&gateway.url("/api/courses/1")).await;
+    let (_, echo) = get_status_and_json(&gateway.url("/api/courses/1")).await;
     assert_eq!(echo["upstream"], "admin");
     let response = client()
         .post(gateway.url("/api/courses/"))
@@ -135,13 +135,13 @@ async fn a_method_no_route_accepts_is_405_with_allow() {
 #[tokio::test]
 async fn an_unrouted_path_is_404_json() {
     let (gateway, public, admin) = two_services().await;
-    let (status, body) = get_json(&gateway.url("/static/app.js")).await;
+    let (status, body) = get_status_and_json(&gateway.url("/static/app.js")).await;
     assert_eq!(status, 404);
     assert_eq!(body["code"], "not_found");
     assert_eq!(body["detail"], "Not found.");
     assert!(body["request_id"].as_str().is_some_and(|id| !id.is_empty()));
     // `/apix` is not under `/api/`: prefixes end on segment boundaries.
-    let (status, _) = get_json(&gateway.url("/apix/admin/")).await;
+    let (status, _) = get_status_and_json(&gateway.url("/apix/admin/")).await;
     assert_eq!(status, 404);
     assert_eq!(public.hits() + admin.hits(), 0);
 }

@@ -1,14 +1,14 @@
 //! Usage statistics after scripted traffic: exact counts per consumer and per route, in memory
 //! and across two processes sharing Redis; only admins may read them.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::auth::{jwt_section, seed, DEMO_KEY, OPS_KEY};
 use crate::common::{
-    client, eventually, get_text, status_and_json, Gateway, GatewayConfig, RedisServer, Upstream,
+    add_demo_user, client, eventually, get_text, status_and_json, Gateway, GatewayConfig,
+    RedisServer, Upstream,
 };
 use crate::metrics::{parse, series};
 
@@ -48,15 +48,8 @@ async fn get(gateway: &Gateway, path: &str, header: Option<(&str, &str)>) -> u16
 }
 
 async fn login(gateway: &Gateway) -> String {
-    let response = client()
-        .post(gateway.url("/api/auth/token/"))
-        .json(&json!({"username": "demo", "password": "demo-password"}))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_and_json(response).await;
-    assert_eq!(status, 200, "{body}");
-    format!("Bearer {}", body["access"].as_str().unwrap())
+    let access = gateway.access_token("demo", "demo-password").await;
+    format!("Bearer {access}")
 }
 
 /// The same traffic, request by request, on whichever gateway `pick` names.
@@ -251,25 +244,6 @@ async fn a_refused_reader_of_usage_is_recorded_under_their_identity() {
     );
 }
 
-async fn add_demo_user(config: &Path) {
-    let args = [
-        "users",
-        "add",
-        "--username",
-        "demo",
-        "--email",
-        "demo@hackitech.example",
-        "--role",
-        "student",
-    ];
-    let output = crate::common::cli(&args, config, "demo-password\n");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[tokio::test]
 async fn usage_across_two_processes_sharing_redis_is_cluster_wide_and_exact() {
     let redis = RedisServer::start().await;
@@ -286,7 +260,7 @@ async fn usage_across_two_processes_sharing_redis_is_cluster_wide_and_exact() {
             ),
         );
     let (_dir, path) = config.write();
-    add_demo_user(&path).await;
+    add_demo_user(&path);
     let key = |name: &str, role: &str| {
         let output = crate::common::cli(
             &["keys", "create", "--name", name, "--role", role],
