@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::errors::GatewayError;
-use crate::store::{RedisConnection, StoreError};
+use crate::store::{keys, RedisConnection, StoreError};
 
 /// Latency buckets, in milliseconds (one more for anything slower).
 const LATENCY_MS: [f64; 17] = [
@@ -262,7 +262,7 @@ impl Usage {
         }
         let mut pipe = redis::pipe();
         for (minute, cells) in &pending {
-            let key = minute_key(*minute);
+            let key = keys::usage_minute(*minute);
             for ((consumer, route), counters) in cells {
                 for (field, delta) in counters.fields() {
                     pipe.hincr(
@@ -360,20 +360,16 @@ fn merge(into: &mut Minutes, more: Minutes) {
     }
 }
 
-fn minute_key(minute: u64) -> String {
-    format!("guichet:usage:{minute}")
-}
-
 async fn read_redis(
     redis: &RedisConnection,
     first: u64,
     last: u64,
 ) -> Result<HashMap<(String, String), Counters>, StoreError> {
-    let keys: Vec<String> = (first..=last).map(minute_key).collect();
+    let minutes: Vec<String> = (first..=last).map(keys::usage_minute).collect();
     let hashes: Vec<HashMap<String, u64>> = redis
         .with(|mut c| async move {
             let mut pipe = redis::pipe();
-            for key in &keys {
+            for key in &minutes {
                 pipe.hgetall(key);
             }
             pipe.query_async(&mut c).await

@@ -9,7 +9,7 @@ use redis::Script;
 use super::gcra::Outcome;
 use super::local::decide;
 use super::{Decision, Limit, Mode};
-use crate::store::RedisConnection;
+use crate::store::{keys, RedisConnection};
 
 /// KEYS: the limits' keys. ARGV: consume (1/0), then per limit its interval and tolerance (µs).
 /// Returns now, allowed, then per limit its TAT after the step and whether it conforms.
@@ -72,7 +72,7 @@ impl RedisLimiter {
         invocation.arg(u8::from(mode == Mode::Consume));
         for limit in limits {
             invocation
-                .key(format!("guichet:rl:{}", limit.key))
+                .key(keys::rate_limit(&limit.key))
                 .arg(limit.rate.interval_us())
                 .arg(limit.rate.tolerance_us());
         }

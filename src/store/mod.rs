@@ -3,6 +3,7 @@
 //! (shared by every replica).
 
 mod instrumented;
+pub mod keys;
 mod memory;
 mod redis;
 
@@ -13,8 +14,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use self::instrumented::Instrumented;
+pub use self::keys::{CREATIONS, REVOCATIONS};
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisConnection, RedisStore, CREATIONS, REVOCATIONS};
+pub use self::redis::{RedisConnection, RedisStore};
 
 /// A user who can log in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

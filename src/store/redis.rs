@@ -8,14 +8,9 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use super::{login_key, ApiKey, NewUser, Rotation, Store, StoreError, User};
+use super::keys;
+use super::{ApiKey, NewUser, Rotation, Store, StoreError, User};
 
-const PREFIX: &str = "guichet";
-/// The pub/sub channel on which revoked API key prefixes are announced.
-pub const REVOCATIONS: &str = "guichet:revocations";
-/// The pub/sub channel on which the prefixes of new API keys are announced, so that every
-/// gateway's index of known prefixes takes them in within a moment.
-pub const CREATIONS: &str = "guichet:key-creations";
 /// How many prefixes one SSCAN step asks for: few round trips, and no step blocks Redis long.
 const SCAN_STEP: usize = 1000;
 
@@ -118,27 +113,6 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn user_key(id: u64) -> String {
-    format!("{PREFIX}:user:{id}")
-}
-
-fn login_index(login: &str) -> String {
-    format!("{PREFIX}:login:{}", login_key(login))
-}
-
-fn api_key_key(prefix: &str) -> String {
-    format!("{PREFIX}:apikey:{prefix}")
-}
-
-/// The set of every API key prefix.
-fn api_key_set() -> String {
-    format!("{PREFIX}:apikeys")
-}
-
-fn family_key(family: &str) -> String {
-    format!("{PREFIX}:family:{family}")
-}
-
 impl RedisStore {
     pub fn new(url: &str, timeout: Duration) -> Result<RedisStore, String> {
         Ok(RedisStore {
@@ -210,7 +184,7 @@ impl Store for RedisStore {
     }
 
     async fn user_by_login(&self, login: &str) -> Result<Option<User>, StoreError> {
-        let index = login_index(login);
+        let index = keys::login(login);
         let id: Option<u64> = self.with(|mut c| async move { c.get(index).await }).await?;
         match id {
             Some(id) => self.user_by_id(id).await,
@@ -219,12 +193,12 @@ impl Store for RedisStore {
     }
 
     async fn user_by_id(&self, id: u64) -> Result<Option<User>, StoreError> {
-        self.get_json(user_key(id)).await
+        self.get_json(keys::user(id)).await
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         let ids: Vec<u64> = self
-            .with(|mut c| async move { c.smembers(format!("{PREFIX}:users")).await })
+            .with(|mut c| async move { c.smembers(keys::users()).await })
             .await?;
         let mut users = Vec::new();
         for id in ids {
@@ -236,7 +210,7 @@ impl Store for RedisStore {
 
     async fn add_user(&self, new: NewUser) -> Result<User, StoreError> {
         let id: u64 = self
-            .with(|mut c| async move { c.incr(format!("{PREFIX}:user:next_id"), 1).await })
+            .with(|mut c| async move { c.incr(keys::next_user_id(), 1).await })
             .await?;
         let user = User {
             id,
@@ -247,14 +221,14 @@ impl Store for RedisStore {
             active: true,
         };
         let json = serde_json::to_string(&user).map_err(unavailable)?;
-        let (name, email) = (login_index(&user.username), login_index(&user.email));
+        let (name, email) = (keys::login(&user.username), keys::login(&user.email));
         let added: i64 = self
             .with(|mut c| async move {
                 Script::new(ADD_USER)
                     .key(name)
                     .key(email)
-                    .key(user_key(id))
-                    .key(format!("{PREFIX}:users"))
+                    .key(keys::user(id))
+                    .key(keys::users())
                     .arg(id)
                     .arg(json)
                     .invoke_async(&mut c)
@@ -280,25 +254,25 @@ impl Store for RedisStore {
         stored.password_hash.clone_from(&user.password_hash);
         stored.active = user.active;
         let json = serde_json::to_string(&stored).map_err(unavailable)?;
-        self.with(|mut c| async move { c.set(user_key(stored.id), json).await })
+        self.with(|mut c| async move { c.set(keys::user(stored.id), json).await })
             .await
     }
 
     async fn api_key(&self, prefix: &str) -> Result<Option<ApiKey>, StoreError> {
-        self.get_json(api_key_key(prefix)).await
+        self.get_json(keys::api_key(prefix)).await
     }
 
     async fn add_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
         let json = serde_json::to_string(key).map_err(unavailable)?;
-        let (id, prefix) = (api_key_key(&key.prefix), key.prefix.clone());
+        let (id, prefix) = (keys::api_key(&key.prefix), key.prefix.clone());
         let added: i64 = self
             .with(|mut c| async move {
                 Script::new(ADD_API_KEY)
                     .key(id)
-                    .key(api_key_set())
+                    .key(keys::api_keys())
                     .arg(json)
                     .arg(prefix)
-                    .arg(CREATIONS)
+                    .arg(keys::CREATIONS)
                     .invoke_async(&mut c)
                     .await
             })
@@ -321,7 +295,7 @@ impl Store for RedisStore {
             let (next, step): (u64, Vec<String>) = self
                 .with(|mut c| async move {
                     redis::cmd("SSCAN")
-                        .arg(api_key_set())
+                        .arg(keys::api_keys())
                         .arg(cursor)
                         .arg("COUNT")
                         .arg(SCAN_STEP)
@@ -339,7 +313,7 @@ impl Store for RedisStore {
 
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         let prefixes: Vec<String> = self
-            .with(|mut c| async move { c.smembers(api_key_set()).await })
+            .with(|mut c| async move { c.smembers(keys::api_keys()).await })
             .await?;
         let mut keys = Vec::new();
         for prefix in prefixes {
@@ -355,10 +329,10 @@ impl Store for RedisStore {
         };
         key.revoked = true;
         let json = serde_json::to_string(&key).map_err(unavailable)?;
-        let (id, prefix) = (api_key_key(prefix), prefix.to_string());
+        let (id, prefix) = (keys::api_key(prefix), prefix.to_string());
         self.with(|mut c| async move {
             let () = c.set(id, json).await?;
-            let _: i64 = c.publish(REVOCATIONS, prefix).await?;
+            let _: i64 = c.publish(keys::REVOCATIONS, prefix).await?;
             Ok(())
         })
         .await?;
@@ -366,7 +340,7 @@ impl Store for RedisStore {
     }
 
     async fn start_family(&self, family: &str, jti: &str, ttl: Duration) -> Result<(), StoreError> {
-        let (key, jti) = (family_key(family), jti.to_string());
+        let (key, jti) = (keys::family(family), jti.to_string());
         self.with(|mut c| async move { c.set_ex(key, jti, ttl.as_secs().max(1)).await })
             .await
     }
@@ -378,7 +352,11 @@ impl Store for RedisStore {
         next: &str,
         ttl: Duration,
     ) -> Result<Rotation, StoreError> {
-        let (key, presented, next) = (family_key(family), presented.to_string(), next.to_string());
+        let (key, presented, next) = (
+            keys::family(family),
+            presented.to_string(),
+            next.to_string(),
+        );
         let rotated: i64 = self
             .with(|mut c| async move {
                 Script::new(ROTATE_FAMILY)
@@ -398,7 +376,7 @@ impl Store for RedisStore {
     }
 
     async fn revoke_family(&self, family: &str, ttl: Duration) -> Result<(), StoreError> {
-        let key = family_key(family);
+        let key = keys::family(family);
         self.with(|mut c| async move { c.set_ex(key, "-revoked-", ttl.as_secs().max(1)).await })
             .await
     }

@@ -1,0 +1,58 @@
+//! Every Redis key and channel Guichet uses, in one place: the store's users, API keys and
+//! refresh-token families, the shared limiter's cells and the usage statistics' minutes. All
+//! start with `guichet:`, so one Redis can serve other applications too.
+
+use super::login_key;
+
+const PREFIX: &str = "guichet";
+
+/// The pub/sub channel on which revoked API key prefixes are announced.
+pub const REVOCATIONS: &str = "guichet:revocations";
+/// The pub/sub channel on which the prefixes of new API keys are announced, so that every
+/// gateway's index of known prefixes takes them in within a moment.
+pub const CREATIONS: &str = "guichet:key-creations";
+
+/// A user's hash.
+pub fn user(id: u64) -> String {
+    format!("{PREFIX}:user:{id}")
+}
+
+/// The set of every user id.
+pub fn users() -> String {
+    format!("{PREFIX}:users")
+}
+
+/// The counter that numbers new users.
+pub fn next_user_id() -> String {
+    format!("{PREFIX}:user:next_id")
+}
+
+/// The user id a username or email (case-insensitive) logs in as.
+pub fn login(login: &str) -> String {
+    format!("{PREFIX}:login:{}", login_key(login))
+}
+
+/// An API key's hash, by its prefix.
+pub fn api_key(prefix: &str) -> String {
+    format!("{PREFIX}:apikey:{prefix}")
+}
+
+/// The set of every API key prefix.
+pub fn api_keys() -> String {
+    format!("{PREFIX}:apikeys")
+}
+
+/// A refresh-token family: its current token and whether it was revoked.
+pub fn family(family: &str) -> String {
+    format!("{PREFIX}:family:{family}")
+}
+
+/// A cell of the shared rate limiter (`key` names the policy and the consumer).
+pub fn rate_limit(key: &str) -> String {
+    format!("{PREFIX}:rl:{key}")
+}
+
+/// The usage statistics of one minute (minutes since the epoch).
+pub fn usage_minute(minute: u64) -> String {
+    format!("{PREFIX}:usage:{minute}")
+}
