@@ -1,10 +1,14 @@
 //! What one loaded configuration serves with: the configuration, its route table, its upstream
 //! pools and its metric handles. Each request takes the current snapshot when it starts and keeps
-//! it to the end, so a reload never changes a request half-way through.
+//! it to the end, so a reload never changes a request half-way through. Background services
+//! that start over on each configuration wait for the next one with [`wait_for_reload`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use pingora::server::ShutdownWatch;
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::metrics::{Metrics, Series};
@@ -42,6 +46,32 @@ impl Snapshot {
             series: Series::new(&config),
             config: Arc::new(config),
             generation,
+        }
+    }
+}
+
+/// For background services that start over on each configuration: waits for the next reload,
+/// or for `period` when one is given. `false` means the server is shutting down.
+pub async fn wait_for_reload(
+    reloaded: &mut watch::Receiver<u64>,
+    period: Option<Duration>,
+    shutdown: &mut ShutdownWatch,
+) -> bool {
+    let timer = async {
+        match period {
+            Some(period) => tokio::time::sleep(period).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown.changed() => false,
+        _ = timer => true,
+        changed = reloaded.changed() => {
+            if changed.is_err() {
+                // The reloader is gone: nothing changes any more until shutdown.
+                let _ = shutdown.changed().await;
+            }
+            changed.is_ok()
         }
     }
 }

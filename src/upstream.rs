@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::{HealthCheck, Service, Target};
-use crate::reload::wait_for_reload;
+use crate::snapshot::wait_for_reload;
 use crate::snapshot::Current;
 
 /// How long a keep-alive connection to a target waits in the pool for its next request before

@@ -10,7 +10,7 @@ use openapiv3::{
 };
 use serde_json::{json, Value};
 
-use super::merge::GATEWAY_TAG;
+use super::GATEWAY_TAG;
 use crate::auth::endpoints::Endpoint;
 use crate::config::{AuthLevel, Config, Route};
 use crate::router::Segment;

@@ -21,14 +21,11 @@ use serde_json::{json, Value};
 
 use super::convert::{self, escape};
 use super::Problem;
-use super::{annotate, answers};
+use super::{annotate, answers, GATEWAY_TAG};
 use crate::auth::endpoints::Endpoint;
 use crate::config::{Config, Route, SpecSource};
 use crate::path;
 use crate::router::{Lookup, Router, Segment};
-
-/// The tag and component prefix of the gateway's own endpoints.
-pub const GATEWAY_TAG: &str = "guichet";
 
 /// One service's fragment as loaded, before conversion.
 pub struct Fragment {

@@ -15,6 +15,9 @@ pub mod negotiate;
 pub mod pages;
 pub mod publish;
 
+/// The tag and component prefix of the gateway's own endpoints.
+pub const GATEWAY_TAG: &str = "guichet";
+
 /// Something in a fragment that could not be merged, and where: the fragment's file or URL and
 /// a JSON pointer into it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,14 +21,15 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::annotate::auth_name;
-use super::merge::{self, Drift, Fragment, GATEWAY_TAG};
+use super::merge::{self, Drift, Fragment};
 use super::negotiate::{self, Rendering};
+use super::GATEWAY_TAG;
 use super::{fragment, pages, Problem};
 use crate::auth::endpoints::Endpoint;
 use crate::config::{Config, SpecSource};
 use crate::errors::GatewayError;
-use crate::reload::wait_for_reload;
 use crate::router::Router;
+use crate::snapshot::wait_for_reload;
 use crate::snapshot::Current;
 
 /// The document as rendered for one configuration and one set of fragments.

@@ -10,7 +10,6 @@ pub mod watcher;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -220,32 +219,6 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
     next.rate_limits.max_tracked_keys = running.rate_limits.max_tracked_keys;
     next.watch = running.watch;
     changed
-}
-
-/// For background services that start over on each configuration: waits for the next reload,
-/// or for `period` when one is given. `false` means the server is shutting down.
-pub async fn wait_for_reload(
-    reloaded: &mut watch::Receiver<u64>,
-    period: Option<Duration>,
-    shutdown: &mut ShutdownWatch,
-) -> bool {
-    let timer = async {
-        match period {
-            Some(period) => tokio::time::sleep(period).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = shutdown.changed() => false,
-        _ = timer => true,
-        changed = reloaded.changed() => {
-            if changed.is_err() {
-                // The reloader is gone: nothing changes any more until shutdown.
-                let _ = shutdown.changed().await;
-            }
-            changed.is_ok()
-        }
-    }
 }
 
 /// Reloads on every SIGHUP until shutdown.
