@@ -53,29 +53,7 @@ pub fn serve(config: Config, overrides: Overrides, upgrade: bool) -> Result<(), 
         config.pid_file.as_deref(),
         config.upgrade_socket.as_deref(),
     )?);
-    let running = if upgrade {
-        files.running_process()
-    } else {
-        files.running_gateway()
-    };
-    match (upgrade, running, &files.pid_file) {
-        (false, Some(pid), Some(path)) => {
-            return Err(format!(
-                "pid_file: {}: gateway {pid} is running with this pid file (and the upgrade \
-                 socket beside it); give this one its own `pid_file:` (or --pid-file), or \
-                 replace that one with `serve --upgrade`",
-                path.display()
-            ))
-        }
-        (true, None, Some(path)) => {
-            return Err(format!(
-                "--upgrade: {} names no running process to take the listeners over from; start \
-                 without --upgrade, or give the running gateway's pid file (--pid-file)",
-                path.display()
-            ))
-        }
-        _ => {}
-    }
+    files.claim(upgrade)?;
     if upgrade && files.upgrade_socket.is_none() {
         return Err(
             "--upgrade needs an upgrade socket: set `upgrade_socket:` (or `pid_file:`) \

@@ -37,10 +37,8 @@ impl RuntimeFiles {
         // Absolute, so that a process started from another folder names the same socket.
         let pid_file = std::path::absolute(&pid_file).unwrap_or(pid_file);
         let written_socket = upgrade_socket.is_some();
-        let upgrade_socket = upgrade_socket.map_or_else(
-            || pid_file.with_file_name("upgrade.sock"),
-            Path::to_path_buf,
-        );
+        let upgrade_socket =
+            upgrade_socket.map_or_else(|| socket_beside(&pid_file), Path::to_path_buf);
         let upgrade_socket = std::path::absolute(&upgrade_socket).unwrap_or(upgrade_socket);
         let pid_file = usable("pid_file", pid_file, written_pid)?;
         let socket_named = written_socket || written_pid;
@@ -54,8 +52,33 @@ impl RuntimeFiles {
         })
     }
 
+    /// Whether this process may use the pid file: a plain `serve` must not take over the pid
+    /// file (and the upgrade socket beside it) of another running gateway, and `--upgrade`
+    /// needs a running process there to take the listeners over from.
+    pub fn claim(&self, upgrade: bool) -> Result<(), String> {
+        let Some(path) = &self.pid_file else {
+            return Ok(());
+        };
+        if upgrade && self.running_process().is_none() {
+            return Err(format!(
+                "--upgrade: {} names no running process to take the listeners over from; start \
+                 without --upgrade, or give the running gateway's pid file (--pid-file)",
+                path.display()
+            ));
+        }
+        if let (false, Some(pid)) = (upgrade, self.running_gateway()) {
+            return Err(format!(
+                "pid_file: {}: gateway {pid} is running with this pid file (and the upgrade \
+                 socket beside it); give this one its own `pid_file:` (or --pid-file), or \
+                 replace that one with `serve --upgrade`",
+                path.display()
+            ));
+        }
+        Ok(())
+    }
+
     /// The running process the pid file names, other than this one.
-    pub fn running_process(&self) -> Option<u32> {
+    fn running_process(&self) -> Option<u32> {
         let path = self.pid_file.as_ref()?;
         let pid: u32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
         (pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
@@ -64,7 +87,7 @@ impl RuntimeFiles {
     /// The process the pid file names, when it is another running gateway: a second gateway
     /// started on the same pid file would take it (and the upgrade socket beside it) over. A
     /// pid reused by another program, after a crash left the file behind, does not count.
-    pub fn running_gateway(&self) -> Option<u32> {
+    fn running_gateway(&self) -> Option<u32> {
         let pid = self.running_process()?;
         let theirs = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
         let ours = std::env::current_exe().ok()?;
@@ -82,7 +105,7 @@ impl RuntimeFiles {
     pub fn inspect(pid_file: Option<&Path>, upgrade_socket: Option<&Path>) -> Vec<String> {
         let socket = upgrade_socket
             .map(Path::to_path_buf)
-            .or_else(|| pid_file.map(|pid| pid.with_file_name("upgrade.sock")));
+            .or_else(|| pid_file.map(socket_beside));
         let mut problems = Vec::new();
         for (key, path) in [
             ("pid_file", pid_file.map(Path::to_path_buf)),
@@ -184,6 +207,11 @@ fn unix_socket_line(line: &str) -> (Vec<&str>, Option<&str>) {
         fields,
         rest.strip_prefix(' ').filter(|path| !path.is_empty()),
     )
+}
+
+/// The default upgrade socket: `upgrade.sock` beside the pid file.
+fn socket_beside(pid_file: &Path) -> PathBuf {
+    pid_file.with_file_name("upgrade.sock")
 }
 
 /// `$XDG_RUNTIME_DIR/guichet`, else `/run/guichet` for root, else `/tmp/guichet-<uid>`.

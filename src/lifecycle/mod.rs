@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::broadcast;
 
 pub use self::admin::AdminListener;
@@ -53,6 +53,24 @@ impl Lifecycle {
     }
 }
 
+/// SIGTERM, SIGINT and SIGQUIT as streams. Once registered, tokio catches them for the life of
+/// the process, so one that no stream awaits is lost: hence [`signals_while_stopping`].
+struct StopSignals {
+    term: Signal,
+    interrupt: Signal,
+    quit: Signal,
+}
+
+impl StopSignals {
+    fn install() -> Option<StopSignals> {
+        Some(StopSignals {
+            term: signal(SignalKind::terminate()).ok()?,
+            interrupt: signal(SignalKind::interrupt()).ok()?,
+            quit: signal(SignalKind::quit()).ok()?,
+        })
+    }
+}
+
 /// The signals that end the process, for pingora's main loop.
 pub struct Signals {
     pub lifecycle: Lifecycle,
@@ -64,11 +82,12 @@ pub struct Signals {
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut term), Ok(mut interrupt), Ok(mut quit)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::quit()),
-        ) else {
+        let Some(StopSignals {
+            mut term,
+            mut interrupt,
+            mut quit,
+        }) = StopSignals::install()
+        else {
             tracing::error!("cannot install signal handlers; stop the gateway with SIGKILL");
             return std::future::pending().await;
         };
@@ -115,11 +134,12 @@ fn signals_while_stopping(files: Arc<RuntimeFiles>) {
             return;
         };
         runtime.block_on(async move {
-            let (Ok(mut term), Ok(mut interrupt), Ok(mut quit)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::quit()),
-            ) else {
+            let Some(StopSignals {
+                mut term,
+                mut interrupt,
+                mut quit,
+            }) = StopSignals::install()
+            else {
                 return;
             };
             loop {
