@@ -1,8 +1,12 @@
 //! Route permissions: from what authentication found and what the route asks (auth level, least
 //! role, scopes) to the identity passed upstream, or the 401, 403 or 503 to answer.
 
-use crate::auth::identity::{AuthMethod, Authentication, Identity};
+use pingora::http::RequestHeader;
+
+use crate::auth::identity::{self, AuthMethod, Authentication, Identity};
+use crate::auth::Auth;
 use crate::config::{AuthConfig, AuthLevel, Route};
+use crate::context::RequestCtx;
 use crate::errors::GatewayError;
 
 const REALM: &str = "realm=\"api\"";
@@ -23,6 +27,23 @@ impl Needs<'_> {
             scopes: &route.scopes,
         }
     }
+}
+
+/// Authenticates the request and checks it against `needs`. A verified caller is recorded in
+/// the context even when refused (403): the logs and metrics name who was refused.
+pub async fn authorize(
+    auth: &Auth,
+    request: &RequestHeader,
+    ctx: &mut RequestCtx,
+    needs: &Needs<'_>,
+) -> Result<(), GatewayError> {
+    let credential = identity::credential(request);
+    let found = identity::authenticate(credential, auth.tokens.as_deref(), &auth.api_keys).await;
+    if let Authentication::Verified(identity) = &found {
+        ctx.identity = identity.clone();
+    }
+    ctx.identity = decide(needs, &ctx.snapshot.config.auth, found)?;
+    Ok(())
 }
 
 /// The identity the request goes on with, or the error that stops it.

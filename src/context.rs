@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use http::HeaderName;
 use prometheus::IntGauge;
 
-use crate::auth::endpoints::Endpoint;
 use crate::auth::identity::Identity;
 use crate::config::Route;
+use crate::endpoints::Endpoint;
 use crate::errors::GatewayError;
 use crate::forwarded::Origin;
 use crate::snapshot::Snapshot;

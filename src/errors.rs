@@ -1,10 +1,8 @@
-//! The errors the gateway answers itself, and the one JSON body they all share:
+//! The errors the gateway answers itself, and the one JSON body they all share (written by
+//! `respond`):
 //! `{"detail": "...", "code": "...", "request_id": "..."}`.
 
 use bytes::Bytes;
-use http::{header, HeaderName};
-use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
 use serde::Serialize;
 
 use crate::router::MethodSet;
@@ -61,7 +59,8 @@ pub enum GatewayError {
         retry_after: u64,
     },
     UpstreamTimeout,
-    Internal,
+    /// A bug: the invariant named broke. The client sees a generic 500; the error line names it.
+    Internal(&'static str),
 }
 
 impl GatewayError {
@@ -77,7 +76,7 @@ impl GatewayError {
             GatewayError::RequestTimeout => 408,
             GatewayError::UriTooLong { .. } => 414,
             GatewayError::HeaderFieldsTooLarge(_) => 431,
-            GatewayError::Internal => 500,
+            GatewayError::Internal(_) => 500,
             GatewayError::NotImplemented(_) => 501,
             GatewayError::VersionNotSupported => 505,
             GatewayError::BadGateway => 502,
@@ -88,6 +87,14 @@ impl GatewayError {
             | GatewayError::RateLimiterUnavailable
             | GatewayError::LoginBusy { .. } => 503,
             GatewayError::UpstreamTimeout => 504,
+        }
+    }
+
+    /// The invariant a 500 says broke, for the error line.
+    pub fn invariant(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::Internal(invariant) => Some(invariant),
+            _ => None,
         }
     }
 
@@ -105,7 +112,7 @@ impl GatewayError {
             GatewayError::HeaderFieldsTooLarge(_) => "request_header_fields_too_large",
             GatewayError::NotImplemented(_) => "not_implemented",
             GatewayError::VersionNotSupported => "http_version_not_supported",
-            GatewayError::Internal => "internal_error",
+            GatewayError::Internal(_) => "internal_error",
             GatewayError::BadGateway => "bad_gateway",
             GatewayError::NoHealthyUpstream { .. } => "service_unavailable",
             GatewayError::AuthStoreUnavailable => "auth_store_unavailable",
@@ -143,7 +150,7 @@ impl GatewayError {
             GatewayError::VersionNotSupported => {
                 "Only HTTP/1.0 and HTTP/1.1 requests are served here.".to_string()
             }
-            GatewayError::Internal => "The gateway failed to handle the request.".to_string(),
+            GatewayError::Internal(_) => "The gateway failed to handle the request.".to_string(),
             GatewayError::BadGateway => "The upstream service could not be reached.".to_string(),
             GatewayError::NoHealthyUpstream { service } => {
                 format!("Service \"{service}\" has no healthy upstream.")
@@ -186,63 +193,4 @@ pub fn error_body(detail: &str, code: &str, request_id: &str) -> Bytes {
     };
     // Serialising three strings cannot fail; an empty object is still valid JSON if it did.
     Bytes::from(serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()))
-}
-
-/// A complete JSON response header for a body of `len` bytes.
-pub fn json_header(status: u16, len: usize, request_id: &str) -> pingora::Result<ResponseHeader> {
-    let mut header = ResponseHeader::build(status, Some(4))?;
-    header.insert_header(header::CONTENT_TYPE, "application/json")?;
-    header.insert_header(header::CONTENT_LENGTH, len.to_string())?;
-    header.insert_header(header::CACHE_CONTROL, "no-store")?;
-    header.insert_header(&crate::request_id::HEADER, request_id)?;
-    Ok(header)
-}
-
-/// Writes a JSON document as a 200 response (the gateway's own endpoints).
-pub async fn respond_json(
-    session: &mut Session,
-    body: &serde_json::Value,
-    request_id: &str,
-) -> pingora::Result<()> {
-    let body = Bytes::from(body.to_string());
-    let header = json_header(200, body.len(), request_id)?;
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await
-}
-
-/// Writes `error` as the whole response, with `extra` headers (the rate limit fields), keeping
-/// the connection open for the next request.
-pub async fn respond(
-    session: &mut Session,
-    error: &GatewayError,
-    request_id: &str,
-    extra: &[(&'static HeaderName, String)],
-) -> pingora::Result<()> {
-    let body = error_body(&error.detail(), error.code(), request_id);
-    let mut header = json_header(error.status(), body.len(), request_id)?;
-    for (name, value) in extra {
-        header.insert_header(*name, value.as_str())?;
-    }
-    match error {
-        GatewayError::MethodNotAllowed { allowed, .. } => {
-            header.insert_header(header::ALLOW, allowed.allow_header())?;
-        }
-        GatewayError::Unauthorized { challenge, .. } => {
-            header.insert_header(header::WWW_AUTHENTICATE, challenge.as_str())?;
-        }
-        GatewayError::Throttled { retry_after } | GatewayError::LoginBusy { retry_after } => {
-            header.insert_header(header::RETRY_AFTER, retry_after.to_string())?;
-        }
-        _ => {}
-    }
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(header), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
 }

@@ -2,7 +2,8 @@
 //!
 //! A request's way through: [`proxy`] identifies it, [`router`] matches its (normalised, see
 //! [`path`]) path, [`upstream`] picks a healthy target, [`forwarded`] sets the headers the
-//! backend can trust, and [`logs`] writes its access line. [`errors`] is the one JSON error shape.
+//! backend can trust, and [`logs`] writes its access line. [`endpoints`] answers the gateway's own paths, [`errors`]
+//! is the one JSON error shape and [`respond`] the one way every response gets its common fields.
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]
 
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod context;
+pub mod endpoints;
 pub mod errors;
 pub mod forwarded;
 pub mod lifecycle;
@@ -26,6 +28,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod request_id;
+pub mod respond;
 pub mod router;
 pub mod server;
 pub mod snapshot;

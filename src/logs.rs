@@ -100,7 +100,7 @@ pub fn access_line(ctx: &RequestCtx, method: &str, path: &str, status: u16, byte
 
 /// The line for a 5xx the gateway made, with the cause: at most one every ten seconds per route
 /// and code, with the count left out (each request still has its access line with its code).
-pub fn gateway_error(ctx: &RequestCtx, error: &GatewayError, cause: &pingora::Error) {
+pub fn gateway_error(ctx: &RequestCtx, error: &GatewayError, cause: Option<&pingora::Error>) {
     let Some(suppressed) = error_line_due(ctx.route_label(), error.code()) else {
         return;
     };
@@ -112,7 +112,8 @@ pub fn gateway_error(ctx: &RequestCtx, error: &GatewayError, cause: &pingora::Er
         code = error.code(),
         route = ctx.route_label(),
         upstream = upstream_url(ctx),
-        cause = %cause,
+        cause = cause.map(tracing::field::display),
+        invariant = error.invariant(),
         suppressed,
         "{}",
         error.detail()

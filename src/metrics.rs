@@ -11,10 +11,10 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::auth::endpoints::Endpoint;
 use crate::auth::identity::AuthMethod;
 use crate::config::Config;
 use crate::context::{RequestCtx, UNMATCHED};
+use crate::endpoints::Endpoint;
 use crate::errors::GatewayError;
 
 /// 100 µs to 30 s.

@@ -16,19 +16,18 @@ use pingora::ErrorType::InvalidHTTPHeader;
 use pingora::{Error, ErrorSource, ErrorType, OrErr, Result, RetryType};
 
 use crate::analytics::{self, Usage};
-use crate::auth::endpoints::{Endpoint, TokenService};
 use crate::auth::Auth;
 use crate::auth::{identity, jwt};
 use crate::config::{EncodedSlashes, Route};
 use crate::context::{InFlight, RequestCtx};
-use crate::errors::{self, GatewayError};
+use crate::endpoints::{Endpoint, Endpoints};
+use crate::errors::GatewayError;
 use crate::forwarded::{self, Origin};
 use crate::lifecycle::Lifecycle;
-use crate::logs::Repeated;
 use crate::metrics::Metrics;
-use crate::openapi::publish::{ApiDocs, Page};
 use crate::ratelimit::{Limiter, Mode};
 use crate::request_id;
+use crate::respond::{self, Reply};
 use crate::router::Lookup;
 use crate::snapshot::Current;
 use crate::trace::{TraceContext, TRACEPARENT};
@@ -38,22 +37,18 @@ use crate::{authz, logs, path, wellformed};
 pub struct Gateway {
     pub current: Current,
     pub auth: Arc<Auth>,
+    pub endpoints: Endpoints,
     pub limiter: Arc<Limiter>,
     pub metrics: Arc<Metrics>,
     pub usage: Arc<Usage>,
-    pub docs: Arc<ApiDocs>,
     pub in_flight: InFlight,
     pub lifecycle: Lifecycle,
 }
 
 /// Where a request goes once its path is known.
-enum Destination<'a> {
-    /// One of the gateway's own token endpoints.
-    Gateway(&'a TokenService, Endpoint),
-    /// The usage statistics, for admins.
-    Usage,
-    /// The root view, the API document or its pages.
-    Docs(Endpoint),
+enum Destination {
+    /// One of the gateway's own endpoints.
+    Gateway(Endpoint),
     /// A route's upstream; the route is in the context.
     Upstream,
 }
@@ -77,11 +72,7 @@ impl Gateway {
     }
 
     /// Normalises the path once and finds where it goes; the normalised path is what goes upstream.
-    fn route(
-        &self,
-        session: &Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Destination<'_>, GatewayError> {
+    fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Destination, GatewayError> {
         let request = session.req_header();
         let path = path::normalize(request.uri.path())
             .map_err(|bad| GatewayError::BadRequest(bad.detail().to_string()))?;
@@ -95,8 +86,7 @@ impl Gateway {
                 Ok(())
             }
         };
-        let token_service = self.auth.token_service.as_ref();
-        if let Some(endpoint) = Endpoint::answered_at(&path, token_service.is_some()) {
+        if let Some(endpoint) = self.endpoints.at(&path) {
             separator_refused(None)?;
             ctx.endpoint = Some(endpoint);
             let allowed = endpoint.allowed_methods();
@@ -106,13 +96,7 @@ impl Gateway {
                     allowed,
                 });
             }
-            return match (endpoint, token_service) {
-                (Endpoint::Usage, _) => Ok(Destination::Usage),
-                (endpoint, _) if endpoint.is_docs() => Ok(Destination::Docs(endpoint)),
-                (endpoint, Some(service)) => Ok(Destination::Gateway(service, endpoint)),
-                // `answered_at` names the token endpoints only when tokens are issued.
-                (_, None) => Err(GatewayError::Internal),
-            };
+            return Ok(Destination::Gateway(endpoint));
         }
         match ctx.snapshot.router.lookup(&path, &request.method) {
             Lookup::Found(found) => {
@@ -142,66 +126,15 @@ impl Gateway {
 
     /// Who the caller is and whether the route lets them in.
     async fn admit(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
-        let Some(route) = ctx.route.clone() else {
-            return Err(GatewayError::Internal);
-        };
+        let route = ctx.route.clone().ok_or(NO_ROUTE)?;
         let needs = authz::Needs::of(&route);
-        self.authorize(session, ctx, &needs).await
-    }
-
-    /// Authenticates the request and checks it against `needs`. A verified caller is recorded
-    /// in the context even when refused (403): the logs and metrics name who was refused.
-    async fn authorize(
-        &self,
-        session: &Session,
-        ctx: &mut RequestCtx,
-        needs: &authz::Needs<'_>,
-    ) -> Result<(), GatewayError> {
-        let credential = identity::credential(session.req_header());
-        let tokens = self.auth.tokens.as_deref();
-        let found = identity::authenticate(credential, tokens, &self.auth.api_keys).await;
-        if let identity::Authentication::Verified(identity) = &found {
-            ctx.identity = identity.clone();
-        }
-        ctx.identity = authz::decide(needs, &ctx.snapshot.config.auth, found)?;
-        Ok(())
-    }
-
-    /// The usage report, for the `admin` role (JWT or API key).
-    async fn usage_report(
-        &self,
-        session: &Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<serde_json::Value, GatewayError> {
-        let auth = &ctx.snapshot.config.auth;
-        let needs = authz::Needs {
-            level: crate::config::AuthLevel::Any,
-            min_role: auth.rank("admin").or(auth.roles.len().checked_sub(1)),
-            scopes: &[],
-        };
-        self.authorize(session, ctx, &needs).await?;
-        let query = analytics::Query::parse(session.req_header().uri.query().unwrap_or(""))?;
-        self.usage
-            .report(
-                query.window,
-                jwt::unix_now(),
-                query.consumer.as_deref(),
-                query.route.as_deref(),
-            )
-            .await
-            .map_err(|e| {
-                static UNAVAILABLE: Repeated = Repeated::new();
-                if let Some(suppressed) = UNAVAILABLE.due() {
-                    tracing::warn!(error = %e, suppressed, "usage statistics unavailable");
-                }
-                GatewayError::StoreUnavailable
-            })
+        authz::authorize(&self.auth, session.req_header(), ctx, &needs).await
     }
 
     /// Counts the request against its consumer's tier and its route's limits, all or none.
     async fn throttle(&self, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
         let (Some(route), Some(origin)) = (&ctx.route, &ctx.origin) else {
-            return Err(GatewayError::Internal);
+            return Err(NO_ROUTE);
         };
         let limits = ctx
             .snapshot
@@ -237,21 +170,9 @@ impl Gateway {
     ) -> Result<Step, GatewayError> {
         wellformed::check(session.req_header_mut())?;
         match self.route(session, ctx)? {
-            Destination::Gateway(service, endpoint) => {
-                let client = ctx
-                    .origin
-                    .as_ref()
-                    .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |o| o.client);
-                Ok(Step::Answer(
-                    service.answer(endpoint, session, client).await?,
-                ))
-            }
-            Destination::Usage => Ok(Step::Answer(self.usage_report(session, ctx).await?)),
-            Destination::Docs(endpoint) => Ok(Step::Page(self.docs.page(
-                endpoint,
-                session,
-                &ctx.snapshot.config,
-            )?)),
+            Destination::Gateway(endpoint) => Ok(Step::Answer(
+                self.endpoints.answer(endpoint, session, ctx).await?,
+            )),
             Destination::Upstream => {
                 check_declared_body(session, ctx)?;
                 self.admit(session, ctx).await?;
@@ -268,6 +189,9 @@ impl Gateway {
         Error::new(ErrorType::HTTPStatus(status))
     }
 }
+
+/// A phase after routing found no route in the context: only proxied requests get there.
+const NO_ROUTE: GatewayError = GatewayError::Internal("a proxied request has its route and origin");
 
 const ENCODED_SEPARATOR: &str = "The request path holds an encoded slash or backslash (%2F, %5C) or a backslash, which this route does not accept.";
 
@@ -344,10 +268,8 @@ fn check_declared_body(session: &Session, ctx: &RequestCtx) -> Result<(), Gatewa
 enum Step {
     /// On to the upstream.
     Forward,
-    /// Answered by the gateway with this JSON document.
-    Answer(serde_json::Value),
-    /// Answered by the gateway with this page (the API document and its viewers).
-    Page(Page),
+    /// Answered by one of the gateway's own endpoints.
+    Answer(Reply),
 }
 
 /// The one place where the outcome becomes pingora's "already answered" flag.
@@ -358,17 +280,16 @@ async fn conclude(
 ) -> Result<bool> {
     match step {
         Ok(Step::Forward) => Ok(false),
-        Ok(Step::Answer(body)) => {
-            errors::respond_json(session, &body, &ctx.request_id).await?;
-            Ok(true)
-        }
-        Ok(Step::Page(page)) => {
-            page.write(session, &ctx.request_id).await?;
+        Ok(Step::Answer(reply)) => {
+            respond::send(session, ctx, reply).await?;
             Ok(true)
         }
         Err(error) => {
-            errors::respond(session, &error, &ctx.request_id, &ctx.rate_limit_fields).await?;
-            ctx.error = Some(error);
+            if error.invariant().is_some() {
+                logs::gateway_error(ctx, &error, None);
+            }
+            ctx.error = Some(error.clone());
+            respond::send(session, ctx, Reply::Error(error)).await?;
             Ok(true)
         }
     }
@@ -429,7 +350,9 @@ fn classify(error: &Error) -> Option<GatewayError> {
         (ErrorSource::Downstream, _) => Some(GatewayError::BadRequest(
             "The request could not be read.".to_string(),
         )),
-        _ => Some(GatewayError::Internal),
+        _ => Some(GatewayError::Internal(
+            "pingora fails only up- or downstream",
+        )),
     }
 }
 
@@ -533,7 +456,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.clone() else {
-            return Err(Self::fail(ctx, GatewayError::Internal));
+            return Err(Self::fail(ctx, NO_ROUTE));
         };
         let pool = ctx.snapshot.upstreams.pool(route.service);
         match pool.select(&ctx.failed_targets) {
@@ -604,7 +527,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let (Some(route), Some(target), Some(origin)) = (&ctx.route, ctx.target, &ctx.origin)
         else {
-            return Err(Self::fail(ctx, GatewayError::Internal));
+            return Err(Self::fail(ctx, NO_ROUTE));
         };
         let uri = ctx
             .upstream_target
@@ -666,18 +589,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_time = ctx.upstream_sent.map(|sent| sent.elapsed());
-        let request_id =
-            HeaderValue::from_str(&ctx.request_id).or_err(InvalidHTTPHeader, "request id")?;
         edit_response_as_parts(response, |headers| {
             headers.remove(&KEEP_ALIVE);
             headers.remove(&PROXY_CONNECTION);
-            headers.insert(&request_id::HEADER, request_id);
-            for (name, value) in &ctx.rate_limit_fields {
-                let value =
-                    HeaderValue::from_str(value).or_err(InvalidHTTPHeader, "rate limit field")?;
-                headers.insert(*name, value);
-            }
-            Ok(())
+            respond::stamp(headers, ctx).or_err(InvalidHTTPHeader, "response field")
         })
     }
 
@@ -695,23 +610,19 @@ impl ProxyHttp for Gateway {
             };
         };
         let status = gateway_error.status();
-        if let (Some(route), Some(kind)) = (&ctx.route, upstream_error_kind(&gateway_error)) {
-            let service = &ctx.snapshot.upstreams.pool(route.service).service.name;
-            self.metrics
-                .upstream_errors
-                .with_label_values(&[service.as_str(), kind])
-                .inc();
+        if let Some(kind) = upstream_error_kind(&gateway_error) {
+            self.count_upstream_error(ctx, kind);
         }
         if status >= 500 {
-            logs::gateway_error(ctx, &gateway_error, error);
+            logs::gateway_error(ctx, &gateway_error, Some(error));
         }
+        ctx.error = Some(gateway_error.clone());
         if session.response_written().is_none() {
-            let extra = &ctx.rate_limit_fields;
-            if let Err(e) = errors::respond(session, &gateway_error, &ctx.request_id, extra).await {
+            let reply = Reply::Error(gateway_error);
+            if let Err(e) = respond::send(session, ctx, reply).await {
                 tracing::debug!(request_id = %ctx.request_id, error = %e, "could not send the error response");
             }
         }
-        ctx.error = Some(gateway_error);
         FailToProxy {
             error_code: status,
             can_reuse_downstream: false,

@@ -22,6 +22,8 @@ use crate::auth::Auth;
 use crate::config::{Config, Listen};
 use crate::connection::{ClientConnections, Refusals};
 use crate::context::InFlight;
+use crate::endpoints::tokens::TokenService;
+use crate::endpoints::Endpoints;
 use crate::lifecycle::{self, AdminListener, Lifecycle, RuntimeFiles, Signals, UPGRADE_WAIT};
 use crate::metrics::Metrics;
 use crate::openapi::publish::{ApiDocs, DocsRefresh};
@@ -75,13 +77,13 @@ pub fn serve(config: Config, overrides: Overrides, upgrade: bool) -> Result<(), 
         metrics.store_errors.with_label_values(&["rate_limit"]),
     ));
     let usage = Arc::new(Usage::new(redis.clone()));
-    let auth = Arc::new(Auth::new(
+    let tokens = TokenService::new(
         &config.auth,
-        store,
-        redis,
+        store.clone(),
         limiter.clone(),
         &config.rate_limits,
-    ));
+    );
+    let auth = Arc::new(Auth::new(&config.auth, store, redis));
     let snapshot = Snapshot::new(config, &metrics, None, 1);
     let docs = Arc::new(ApiDocs::new(&snapshot.config, &snapshot.router));
     let config = snapshot.config.clone();
@@ -131,10 +133,15 @@ pub fn serve(config: Config, overrides: Overrides, upgrade: bool) -> Result<(), 
     let gateway = Gateway {
         current: current.clone(),
         auth: auth.clone(),
+        endpoints: Endpoints {
+            tokens,
+            auth: auth.clone(),
+            usage: usage.clone(),
+            docs: docs.clone(),
+        },
         limiter,
         metrics: metrics.clone(),
         usage: usage.clone(),
-        docs: docs.clone(),
         in_flight: in_flight.clone(),
         lifecycle: lifecycle.clone(),
     };

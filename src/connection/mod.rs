@@ -9,11 +9,10 @@ mod head;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::Method;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
@@ -23,10 +22,11 @@ use pingora::server::ShutdownWatch;
 pub use self::guard::{GuardedStream, Phase};
 use crate::analytics::{Observation, Usage};
 use crate::context::{InFlight, RequestCtx, UNMATCHED};
-use crate::errors::{self, GatewayError};
+use crate::errors::GatewayError;
 use crate::forwarded::Origin;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
+use crate::respond;
 use crate::snapshot::Current;
 
 /// The proxy service's application: pingora's HTTP proxy behind the guard.
@@ -126,24 +126,8 @@ impl Refusals {
                 .unwrap_or(0);
             target.truncate(cut);
         }
-        let body = errors::error_body(&error.detail(), error.code(), &ctx.request_id);
         let status = error.status();
-        let reason = StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("");
-        let head = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nCache-Control: no-store\r\nx-request-id: {}\r\n\
-             Date: {}\r\nConnection: close\r\n\r\n",
-            body.len(),
-            ctx.request_id,
-            httpdate::fmt_http_date(SystemTime::now()),
-        );
-        let sent = if head_only { 0 } else { body.len() };
-        let mut answer = Vec::with_capacity(head.len() + sent);
-        answer.extend_from_slice(head.as_bytes());
-        answer.extend_from_slice(&body[..sent]);
+        let (answer, sent) = respond::refusal(&ctx, error.clone(), head_only);
         ctx.error = Some(error.clone());
         let config = &ctx.snapshot.config;
         if config.record_metrics {
@@ -161,6 +145,6 @@ impl Refusals {
             self.usage.record(&seen, crate::auth::jwt::unix_now());
         }
         crate::logs::access_line(&ctx, method.as_str(), &target, status, sent);
-        Bytes::from(answer)
+        answer
     }
 }

@@ -11,8 +11,8 @@ use openapiv3::{
 use serde_json::{json, Value};
 
 use super::GATEWAY_TAG;
-use crate::auth::endpoints::Endpoint;
 use crate::config::{AuthLevel, Config, Route};
+use crate::endpoints::Endpoint;
 use crate::router::Segment;
 
 const BEARER: &str = "bearerAuth";

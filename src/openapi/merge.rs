@@ -22,8 +22,8 @@ use serde_json::{json, Value};
 use super::convert::{self, escape};
 use super::Problem;
 use super::{annotate, answers, GATEWAY_TAG};
-use crate::auth::endpoints::Endpoint;
 use crate::config::{Config, Route, SpecSource};
+use crate::endpoints::Endpoint;
 use crate::path;
 use crate::router::{Lookup, Router, Segment};
 

@@ -71,12 +71,13 @@ pub fn choose(query: Option<&str>, accept: Option<&str>) -> Result<Offer, Gatewa
         )))
         }
     };
+    const NO_OFFER: GatewayError = GatewayError::Internal("every rendering has an offer");
     let offers = OFFERS
         .iter()
         .filter(|offer| rendering.is_none_or(|r| offer.rendering == r));
     let accept = accept.map(str::trim).filter(|a| !a.is_empty());
     let Some(accept) = accept else {
-        return offers.copied().next().ok_or(GatewayError::Internal);
+        return offers.copied().next().ok_or(NO_OFFER);
     };
     let ranges: Vec<Range> = accept.split(',').filter_map(Range::parse).collect();
     // The most acceptable offer: by quality, then by how specifically `Accept` named it.
@@ -99,7 +100,7 @@ pub fn choose(query: Option<&str>, accept: Option<&str>) -> Result<Offer, Gatewa
     match (best, rendering) {
         (Some((_, _, offer)), _) => Ok(*offer),
         // `?format=` was explicit: it wins over an `Accept` that names none of its types.
-        (None, Some(_)) => offers.copied().next().ok_or(GatewayError::Internal),
+        (None, Some(_)) => offers.copied().next().ok_or(NO_OFFER),
         (None, None) => {
             let media: Vec<&str> = OFFERS.iter().map(|o| o.media).collect();
             Err(GatewayError::NotAcceptable(format!(

@@ -11,9 +11,9 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::header;
-use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use http::header::{self, InvalidHeaderValue};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde_json::{json, Value};
@@ -25,8 +25,8 @@ use super::merge::{self, Drift, Fragment};
 use super::negotiate::{self, Rendering};
 use super::GATEWAY_TAG;
 use super::{fragment, pages, Problem};
-use crate::auth::endpoints::Endpoint;
 use crate::config::{Config, SpecSource};
+use crate::endpoints::Endpoint;
 use crate::errors::GatewayError;
 use crate::router::Router;
 use crate::snapshot::wait_for_reload;
@@ -167,68 +167,68 @@ impl ApiDocs {
         })
     }
 
-    /// The answer to one of the documentation endpoints, or the 406 to a rendering it does not
-    /// serve.
-    pub fn page(
-        &self,
-        endpoint: Endpoint,
-        session: &Session,
-        config: &Config,
-    ) -> Result<Page, GatewayError> {
-        let request = session.req_header();
-        Ok(match endpoint {
-            Endpoint::Schema => {
-                let published = self.published.load_full();
-                let accept = request
-                    .headers
-                    .get(header::ACCEPT)
-                    .and_then(|v| v.to_str().ok());
-                let offer = negotiate::choose(request.uri.query(), accept)?;
-                let body = match offer.rendering {
-                    Rendering::Json => published.json.clone(),
-                    Rendering::Yaml => published.yaml.clone(),
-                };
-                let etag = format!("\"{}-{}\"", published.digest, offer.tag);
-                let fresh = request
-                    .headers
-                    .get(header::IF_NONE_MATCH)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|tags| {
-                        // Weak comparison, as If-None-Match asks: W/"x" matches "x".
-                        tags.split(',')
-                            .map(|t| t.trim().trim_start_matches("W/"))
-                            .any(|t| t == etag || t == "*")
-                    });
-                Page {
-                    status: if fresh { 304 } else { 200 },
-                    content_type: offer.content_type,
-                    body: if fresh { Bytes::new() } else { body },
-                    etag: Some(etag),
-                    cache_control: "no-cache",
-                    csp: None,
-                }
-            }
-            Endpoint::Root => Page::ok("application/json", self.published.load().root.clone()),
-            Endpoint::SwaggerUi => Page::html(pages::swagger_page(&config.docs.title)),
-            Endpoint::Redoc => Page::html(pages::redoc_page(&config.docs.title)),
-            _ => {
-                let name = request.uri.path().rsplit('/').next().unwrap_or_default();
-                match pages::asset(name) {
-                    Some(asset) => Page {
-                        cache_control: "public, max-age=3600",
-                        ..Page::ok(asset.content_type, Bytes::from_static(asset.body))
-                    },
-                    None => Page {
-                        status: 404,
-                        ..Page::ok(
-                            "application/json",
-                            Bytes::from_static(br#"{"detail": "Not found.", "code": "not_found"}"#),
-                        )
-                    },
-                }
-            }
+    /// `GET /api/schema/`: the document in the rendering the request asks for (or the 406 to
+    /// one it does not serve), 304 when the client's copy is current.
+    pub fn schema(&self, request: &RequestHeader) -> Result<Page, GatewayError> {
+        let published = self.published.load_full();
+        let accept = request
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let offer = negotiate::choose(request.uri.query(), accept)?;
+        let body = match offer.rendering {
+            Rendering::Json => published.json.clone(),
+            Rendering::Yaml => published.yaml.clone(),
+        };
+        let etag = format!("\"{}-{}\"", published.digest, offer.tag);
+        let fresh = request
+            .headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|tags| {
+                // Weak comparison, as If-None-Match asks: W/"x" matches "x".
+                tags.split(',')
+                    .map(|t| t.trim().trim_start_matches("W/"))
+                    .any(|t| t == etag || t == "*")
+            });
+        Ok(Page {
+            status: if fresh {
+                StatusCode::NOT_MODIFIED
+            } else {
+                StatusCode::OK
+            },
+            content_type: offer.content_type,
+            body: if fresh { Bytes::new() } else { body },
+            etag: Some(etag),
+            cache_control: "no-cache",
+            csp: None,
         })
     }
+
+    /// `GET /api/`: every public route.
+    pub fn root(&self) -> Page {
+        Page::ok("application/json", self.published.load().root.clone())
+    }
+}
+
+/// `GET /api/docs/`: Swagger UI.
+pub fn swagger_ui(config: &Config) -> Page {
+    Page::html(pages::swagger_page(&config.docs.title))
+}
+
+/// `GET /api/redoc/`: ReDoc.
+pub fn redoc(config: &Config) -> Page {
+    Page::html(pages::redoc_page(&config.docs.title))
+}
+
+/// `GET /api/docs/assets/<file>`: a script or style of the two pages.
+pub fn asset(request: &RequestHeader) -> Result<Page, GatewayError> {
+    let name = request.uri.path().rsplit('/').next().unwrap_or_default();
+    let asset = pages::asset(name).ok_or(GatewayError::NotFound)?;
+    Ok(Page {
+        cache_control: "public, max-age=3600",
+        ..Page::ok(asset.content_type, Bytes::from_static(asset.body))
+    })
 }
 
 /// What did not fit, in the log, once per published document.
@@ -347,7 +347,7 @@ pub fn root_view(config: &Config) -> Value {
 
 /// A response the gateway writes itself, other than JSON errors.
 pub struct Page {
-    pub status: u16,
+    pub status: StatusCode,
     pub content_type: &'static str,
     pub body: Bytes,
     pub etag: Option<String>,
@@ -358,7 +358,7 @@ pub struct Page {
 impl Page {
     fn ok(content_type: &'static str, body: Bytes) -> Page {
         Page {
-            status: 200,
+            status: StatusCode::OK,
             content_type,
             body,
             etag: None,
@@ -374,30 +374,33 @@ impl Page {
         }
     }
 
-    /// Writes the whole response; HEAD gets the headers only.
-    pub async fn write(self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
-        let mut head = ResponseHeader::build(self.status, Some(6))?;
-        if self.status != 304 {
-            head.insert_header(header::CONTENT_TYPE, self.content_type)?;
-            head.insert_header(header::CONTENT_LENGTH, self.body.len().to_string())?;
+    /// The page's fields, but for the ones every response carries.
+    pub fn fields(&self, headers: &mut HeaderMap) -> Result<(), InvalidHeaderValue> {
+        if self.status != StatusCode::NOT_MODIFIED {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(self.content_type),
+            );
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
         }
-        head.insert_header(header::CACHE_CONTROL, self.cache_control)?;
-        head.insert_header("x-content-type-options", "nosniff")?;
-        head.insert_header(&crate::request_id::HEADER, request_id)?;
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(self.cache_control),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
         if let Some(etag) = &self.etag {
-            head.insert_header(header::ETAG, etag.as_str())?;
+            headers.insert(header::ETAG, HeaderValue::from_str(etag)?);
             // The document's rendering depends on Accept.
-            head.insert_header(header::VARY, "Accept")?;
+            headers.insert(header::VARY, HeaderValue::from_static("Accept"));
         }
         if let Some(csp) = self.csp {
-            head.insert_header(header::CONTENT_SECURITY_POLICY, csp)?;
-        }
-        let no_body = self.body.is_empty() || session.req_header().method == http::Method::HEAD;
-        session
-            .write_response_header(Box::new(head), no_body)
-            .await?;
-        if !no_body {
-            session.write_response_body(Some(self.body), true).await?;
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(csp),
+            );
         }
         Ok(())
     }

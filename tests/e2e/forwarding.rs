@@ -584,3 +584,69 @@ async fn the_w3c_trace_is_continued_or_started_and_logged() {
     assert_eq!(line["trace_id"], trace_id.as_str());
     assert!(line["upstream_ms"].as_f64().is_some(), "{line}");
 }
+
+/// Every kind of answer carries the fields every response gets (`respond::stamp`): an
+/// upstream's, an error the gateway makes, a gateway endpoint's JSON, a page, a 304, a throttled
+/// request (with the rate limit fields, as on the answers before it), and a head refused before
+/// routing (with an id the gateway made).
+#[tokio::test]
+async fn every_kind_of_answer_carries_the_request_id() {
+    let a = Upstream::start("a").await;
+    let limits = format!(
+        "{}rate_limits: {{ anonymous: 2/day }}\n",
+        crate::auth::jwt_section()
+    );
+    let config = courses(&[&a], "", "", &limits)
+        .file("keys/jwt.pem", &guichet::auth::jwt::generate_ed25519_pem());
+    let gateway = Gateway::start(config).await;
+    let send = |path: &str, id: &str| {
+        client()
+            .get(gateway.url(path))
+            .header("x-request-id", id)
+            .send()
+    };
+    let schema = send("/api/schema/", "schema").await.unwrap();
+    let etag = schema.headers()["etag"].to_str().unwrap().to_string();
+    let answers = [
+        (send("/api/courses/", "proxied").await.unwrap(), 200),
+        (send("/api/nowhere/", "error").await.unwrap(), 404),
+        (send("/.well-known/jwks.json", "jwks").await.unwrap(), 200),
+        (send("/api/docs/", "page").await.unwrap(), 200),
+        (schema, 200),
+        (
+            client()
+                .get(gateway.url("/api/schema/"))
+                .header("x-request-id", "cached")
+                .header("if-none-match", etag)
+                .send()
+                .await
+                .unwrap(),
+            304,
+        ),
+        (send("/api/courses/", "allowed").await.unwrap(), 200),
+        (send("/api/courses/", "throttled").await.unwrap(), 429),
+    ];
+    for (response, status) in &answers {
+        assert_eq!(response.status(), *status, "{}", response.url());
+    }
+    let ids: Vec<&str> = answers
+        .iter()
+        .map(|(response, _)| response.headers()["x-request-id"].to_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["proxied", "error", "jwks", "page", "schema", "cached", "allowed", "throttled"]
+    );
+    for (response, _) in [&answers[0], &answers[6], &answers[7]] {
+        assert!(response.headers().contains_key("ratelimit-policy"));
+        assert!(response.headers().contains_key("ratelimit"));
+    }
+
+    let long = format!("GET /api/courses/{} HTTP/1.1\r\nHost: a", "a".repeat(20_000));
+    let refused = raw_request(gateway.addr, &long, b"").await;
+    assert_eq!(refused.status, 414);
+    assert_eq!(
+        refused.json()["request_id"],
+        refused.headers["x-request-id"].as_str()
+    );
+}

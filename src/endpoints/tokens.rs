@@ -1,154 +1,24 @@
-//! The token endpoints of the inherited contract, answered by the gateway itself:
+//! The token endpoints of the inherited contract:
 //! `POST /api/auth/token/` (login), `.../refresh/` (rotation with reuse detection),
 //! `.../verify/`, `.../revoke/` (logout) and `GET /.well-known/jwks.json`.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::Method;
 use pingora::proxy::Session;
 use serde_json::{json, Value};
 
 use std::net::IpAddr;
 
-use super::jwt::{Claims, Subject, TokenType, Tokens};
-use super::password::PasswordChecker;
+use crate::auth::jwt::{Claims, Subject, TokenType, Tokens};
+use crate::auth::password::PasswordChecker;
+use crate::config::AuthConfig;
 use crate::errors::GatewayError;
 use crate::ratelimit::{Limiter, Mode, RatePolicy};
-use crate::router::MethodSet;
 use crate::store::{Rotation, Store, StoreError, User};
 
 /// Login and token bodies are small; anything larger is refused before it is read whole.
 const MAX_BODY: usize = 16 * 1024;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    Token,
-    Refresh,
-    Verify,
-    Revoke,
-    Jwks,
-    /// `GET /api/analytics/usage/`, for admins.
-    Usage,
-    /// `GET /api/`: the root view.
-    Root,
-    /// `GET /api/schema/`: the merged OpenAPI document.
-    Schema,
-    /// `GET /api/docs/`: Swagger UI.
-    SwaggerUi,
-    /// `GET /api/redoc/`: ReDoc.
-    Redoc,
-    /// `GET /api/docs/assets/<file>`: the scripts and styles of both pages.
-    DocsAsset,
-}
-
-impl Endpoint {
-    /// Every endpoint, in declaration order (so `endpoint as usize` is its position).
-    pub const ALL: [Endpoint; 11] = [
-        Endpoint::Token,
-        Endpoint::Refresh,
-        Endpoint::Verify,
-        Endpoint::Revoke,
-        Endpoint::Jwks,
-        Endpoint::Usage,
-        Endpoint::Root,
-        Endpoint::Schema,
-        Endpoint::SwaggerUi,
-        Endpoint::Redoc,
-        Endpoint::DocsAsset,
-    ];
-
-    /// The endpoint at a normalised path, if any (the trailing slash is optional).
-    pub fn at(path: &str) -> Option<Endpoint> {
-        if path.starts_with("/api/docs/assets/") {
-            return Some(Endpoint::DocsAsset);
-        }
-        match path.trim_end_matches('/') {
-            "/api/auth/token" => Some(Endpoint::Token),
-            "/api/auth/token/refresh" => Some(Endpoint::Refresh),
-            "/api/auth/token/verify" => Some(Endpoint::Verify),
-            "/api/auth/token/revoke" => Some(Endpoint::Revoke),
-            "/.well-known/jwks.json" => Some(Endpoint::Jwks),
-            "/api/analytics/usage" => Some(Endpoint::Usage),
-            "/api" => Some(Endpoint::Root),
-            "/api/schema" => Some(Endpoint::Schema),
-            "/api/docs" => Some(Endpoint::SwaggerUi),
-            "/api/redoc" => Some(Endpoint::Redoc),
-            _ => None,
-        }
-    }
-
-    /// The name of the endpoint in logs and metrics.
-    pub fn id(self) -> &'static str {
-        match self {
-            Endpoint::Token => "guichet:token",
-            Endpoint::Refresh => "guichet:token-refresh",
-            Endpoint::Verify => "guichet:token-verify",
-            Endpoint::Revoke => "guichet:token-revoke",
-            Endpoint::Jwks => "guichet:jwks",
-            Endpoint::Usage => "guichet:usage",
-            Endpoint::Root => "guichet:root",
-            Endpoint::Schema => "guichet:schema",
-            Endpoint::SwaggerUi => "guichet:docs",
-            Endpoint::Redoc => "guichet:redoc",
-            Endpoint::DocsAsset => "guichet:docs-assets",
-        }
-    }
-
-    /// The path the endpoint answers at, as documented.
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::Token => "/api/auth/token/",
-            Endpoint::Refresh => "/api/auth/token/refresh/",
-            Endpoint::Verify => "/api/auth/token/verify/",
-            Endpoint::Revoke => "/api/auth/token/revoke/",
-            Endpoint::Jwks => "/.well-known/jwks.json",
-            Endpoint::Usage => "/api/analytics/usage/",
-            Endpoint::Root => "/api/",
-            Endpoint::Schema => "/api/schema/",
-            Endpoint::SwaggerUi => "/api/docs/",
-            Endpoint::Redoc => "/api/redoc/",
-            Endpoint::DocsAsset => "/api/docs/assets/",
-        }
-    }
-
-    /// The endpoint the gateway answers itself at a normalised `path`: the token endpoints only
-    /// when it issues tokens (otherwise their paths may be routed like any other).
-    pub fn answered_at(path: &str, issues_tokens: bool) -> Option<Endpoint> {
-        Endpoint::at(path).filter(|e| issues_tokens || e.is_docs() || *e == Endpoint::Usage)
-    }
-
-    /// The methods the endpoint takes: the documentation also answers HEAD.
-    pub fn allowed_methods(self) -> MethodSet {
-        let method = self.method();
-        let mut names = vec![method.as_str()];
-        if self.is_docs() {
-            names.push("HEAD");
-        }
-        MethodSet::parse(names).unwrap_or(MethodSet::EMPTY)
-    }
-
-    /// The root view, the document and its two pages: public, answered from memory.
-    pub fn is_docs(self) -> bool {
-        matches!(
-            self,
-            Endpoint::Root
-                | Endpoint::Schema
-                | Endpoint::SwaggerUi
-                | Endpoint::Redoc
-                | Endpoint::DocsAsset
-        )
-    }
-
-    pub fn method(self) -> Method {
-        match self {
-            Endpoint::Token | Endpoint::Refresh | Endpoint::Verify | Endpoint::Revoke => {
-                Method::POST
-            }
-            _ => Method::GET,
-        }
-    }
-}
 
 fn token_not_valid(detail: &'static str) -> GatewayError {
     GatewayError::Unauthorized {
@@ -178,28 +48,36 @@ pub struct TokenService {
 }
 
 impl TokenService {
-    /// Answers one endpoint; the request body is read here, and only here.
-    pub async fn answer(
-        &self,
-        endpoint: Endpoint,
-        session: &mut Session,
-        client: IpAddr,
-    ) -> Result<Value, GatewayError> {
-        if endpoint == Endpoint::Jwks {
-            return serde_json::to_value(self.tokens.keys().jwks())
-                .map_err(|_| GatewayError::Internal);
-        }
-        let body = read_json(session).await?;
-        match endpoint {
-            Endpoint::Token => self.login(&body, client).await,
-            Endpoint::Refresh => self.refresh(field(&body, "refresh")?).await,
-            Endpoint::Verify => self.verify(field(&body, "token")?),
-            Endpoint::Revoke => self.revoke(field(&body, "refresh")?).await,
-            _ => Err(GatewayError::Internal),
-        }
+    /// The token endpoints of `config`, or `None` without a `jwt` section.
+    pub fn new(
+        config: &AuthConfig,
+        store: Arc<dyn Store>,
+        limiter: Arc<Limiter>,
+        limits: &RatePolicy,
+    ) -> Option<TokenService> {
+        // Half the cores at most: the lowest priority keeps checks off the cores' time, not out
+        // of the caches and memory bandwidth they share with proxying (19 MiB per argon2 check).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let tokens = config.tokens.clone()?;
+        Some(TokenService {
+            tokens,
+            store,
+            passwords: PasswordChecker::new((cores / 2).max(1), config.max_pending_logins),
+            throttle: LoginThrottle {
+                limiter,
+                policy: limits.clone(),
+            },
+        })
     }
 
-    async fn login(&self, body: &Value, client: IpAddr) -> Result<Value, GatewayError> {
+    /// `GET /.well-known/jwks.json`: the public keys tokens are verified with.
+    pub fn jwks(&self) -> Result<Value, GatewayError> {
+        serde_json::to_value(self.tokens.keys().jwks())
+            .map_err(|_| GatewayError::Internal("the key set serialises to JSON"))
+    }
+
+    /// `POST /api/auth/token/`: a token pair for a username and password.
+    pub async fn login(&self, body: &Value, client: IpAddr) -> Result<Value, GatewayError> {
         let login = field(body, "username")?;
         let password = field(body, "password")?;
         // Failed logins are limited per address and per username from that address.
@@ -230,7 +108,7 @@ impl TokenService {
         // An unknown or inactive user costs one argon2 verification too: no timing oracle.
         let verified = place.verify(password, stored).await.map_err(|_| {
             tracing::error!("a password check did not run to its end");
-            GatewayError::Internal
+            GatewayError::Internal("a password check runs to its end")
         })?;
         let user = match user {
             Some(user) if verified => user,
@@ -264,9 +142,10 @@ impl TokenService {
         }))
     }
 
-    /// A new access token and a rotated refresh token; presenting an already-rotated refresh
-    /// token revokes its whole family.
-    async fn refresh(&self, token: &str) -> Result<Value, GatewayError> {
+    /// `POST .../refresh/`: a new access token and a rotated refresh token; presenting an
+    /// already-rotated refresh token revokes its whole family.
+    pub async fn refresh(&self, body: &Value) -> Result<Value, GatewayError> {
+        let token = field(body, "refresh")?;
         let claims = self.refresh_claims(token)?;
         let family = claims.family.clone().unwrap_or_default();
         let ttl = self.tokens.refresh_ttl();
@@ -299,7 +178,9 @@ impl TokenService {
         }
     }
 
-    fn verify(&self, token: &str) -> Result<Value, GatewayError> {
+    /// `POST .../verify/`: whether a token is one of the gateway's, unexpired.
+    pub fn verify(&self, body: &Value) -> Result<Value, GatewayError> {
+        let token = field(body, "token")?;
         let valid = self.tokens.verify(token, TokenType::Access).is_ok()
             || self.tokens.verify(token, TokenType::Refresh).is_ok();
         if valid {
@@ -309,7 +190,9 @@ impl TokenService {
         }
     }
 
-    async fn revoke(&self, token: &str) -> Result<Value, GatewayError> {
+    /// `POST .../revoke/`: logs out, revoking the refresh token's whole family.
+    pub async fn revoke(&self, body: &Value) -> Result<Value, GatewayError> {
+        let token = field(body, "refresh")?;
         let claims = self.refresh_claims(token)?;
         let family = claims.family.unwrap_or_default();
         self.store
@@ -343,7 +226,7 @@ impl TokenService {
             });
         signed.map_err(|e| {
             tracing::error!(error = %e, "cannot sign a token");
-            GatewayError::Internal
+            GatewayError::Internal("tokens can be signed with the configured key")
         })
     }
 }
@@ -365,7 +248,7 @@ fn field<'a>(body: &'a Value, name: &str) -> Result<&'a str, GatewayError> {
 }
 
 /// The request body as a JSON object, at most [`MAX_BODY`] bytes.
-async fn read_json(session: &mut Session) -> Result<Value, GatewayError> {
+pub async fn read_json(session: &mut Session) -> Result<Value, GatewayError> {
     let too_large = || GatewayError::PayloadTooLarge {
         limit: MAX_BODY as u64,
     };

@@ -1,0 +1,150 @@
+//! Every response the gateway sends goes one of two ways, and both end in [`stamp`], the one
+//! place for the fields every response carries (`X-Request-Id`, the rate limit fields): the
+//! answers the gateway makes itself are a [`Reply`], written by [`send`] (or, for heads pingora
+//! could not parse, serialised by [`refusal`]); upstreams' answers get [`stamp`]ed in
+//! `upstream_response_filter`. A field every response must carry is added in [`stamp`] only.
+
+use bytes::Bytes;
+use http::header::{self, InvalidHeaderValue};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::OrErr;
+
+use crate::context::RequestCtx;
+use crate::errors::{self, GatewayError};
+use crate::openapi::publish::Page;
+
+/// An answer the gateway makes itself.
+pub enum Reply {
+    /// A JSON document, 200: the token endpoints, the usage report.
+    Json(serde_json::Value),
+    /// The API document, its viewers and their assets, the root view.
+    Page(Page),
+    /// An error, in the gateway's JSON error shape.
+    Error(GatewayError),
+}
+
+/// The fields the gateway's own answers and the upstreams' share, set on `headers`: the request
+/// id, and the rate limit fields of a limited route.
+pub fn stamp(headers: &mut HeaderMap, ctx: &RequestCtx) -> Result<(), InvalidHeaderValue> {
+    headers.insert(
+        &crate::request_id::HEADER,
+        HeaderValue::from_str(&ctx.request_id)?,
+    );
+    for (name, value) in &ctx.rate_limit_fields {
+        headers.insert(*name, HeaderValue::from_str(value)?);
+    }
+    Ok(())
+}
+
+/// Room for the most fields a reply has, the stamped ones included.
+const REPLY_FIELDS: usize = 9;
+
+impl Reply {
+    /// The status, fields and body of the reply, stamped.
+    fn render(
+        self,
+        ctx: &RequestCtx,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), InvalidHeaderValue> {
+        let mut headers = HeaderMap::with_capacity(REPLY_FIELDS);
+        let (status, body) = match self {
+            Reply::Json(document) => {
+                let body = Bytes::from(document.to_string());
+                json_fields(&mut headers, body.len());
+                (StatusCode::OK, body)
+            }
+            Reply::Page(page) => {
+                page.fields(&mut headers)?;
+                (page.status, page.body)
+            }
+            Reply::Error(error) => {
+                let body = errors::error_body(&error.detail(), error.code(), &ctx.request_id);
+                json_fields(&mut headers, body.len());
+                error_fields(&mut headers, &error)?;
+                let status = StatusCode::from_u16(error.status())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                (status, body)
+            }
+        };
+        stamp(&mut headers, ctx)?;
+        Ok((status, headers, body))
+    }
+}
+
+fn json_fields(headers: &mut HeaderMap, length: usize) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// The fields some errors come with: `Allow`, `WWW-Authenticate`, `Retry-After`.
+fn error_fields(headers: &mut HeaderMap, error: &GatewayError) -> Result<(), InvalidHeaderValue> {
+    match error {
+        GatewayError::MethodNotAllowed { allowed, .. } => {
+            headers.insert(
+                header::ALLOW,
+                HeaderValue::from_str(&allowed.allow_header())?,
+            );
+        }
+        GatewayError::Unauthorized { challenge, .. } => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(challenge)?);
+        }
+        GatewayError::Throttled { retry_after } | GatewayError::LoginBusy { retry_after } => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Writes the whole reply, keeping the connection open for the next request; HEAD, and a reply
+/// without a body, get the head only.
+pub async fn send(session: &mut Session, ctx: &RequestCtx, reply: Reply) -> pingora::Result<()> {
+    let (status, headers, body) = reply
+        .render(ctx)
+        .or_err(pingora::ErrorType::InvalidHTTPHeader, "reply field")?;
+    let mut head = http::Response::new(());
+    *head.status_mut() = status;
+    *head.headers_mut() = headers;
+    let head = ResponseHeader::from(head.into_parts().0);
+    let no_body = body.is_empty() || session.req_header().method == Method::HEAD;
+    session
+        .write_response_header(Box::new(head), no_body)
+        .await?;
+    if !no_body {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// The bytes of the whole answer to a head pingora refused, which closes the connection, and
+/// how many of them are the body.
+pub fn refusal(ctx: &RequestCtx, error: GatewayError, head_only: bool) -> (Bytes, usize) {
+    let (status, headers, body) = match Reply::Error(error).render(ctx) {
+        Ok(rendered) => rendered,
+        // A request id the gateway made itself is always a valid field value.
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            HeaderMap::new(),
+            Bytes::new(),
+        ),
+    };
+    let mut answer = Vec::with_capacity(256 + body.len());
+    let reason = status.canonical_reason().unwrap_or("");
+    answer.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", status.as_u16()).as_bytes());
+    for (name, value) in &headers {
+        answer.extend_from_slice(name.as_str().as_bytes());
+        answer.extend_from_slice(b": ");
+        answer.extend_from_slice(value.as_bytes());
+        answer.extend_from_slice(b"\r\n");
+    }
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    answer.extend_from_slice(format!("date: {date}\r\nconnection: close\r\n\r\n").as_bytes());
+    let sent = if head_only { 0 } else { body.len() };
+    answer.extend_from_slice(&body[..sent]);
+    (Bytes::from(answer), sent)
+}
