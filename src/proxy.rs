@@ -3,6 +3,9 @@
 //! healthy target, rewrite the headers, forward, log. Each step is a function that returns
 //! `Ok(..)` to go on or the error to answer with.
 
+mod failure;
+mod parts;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -13,7 +16,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType::InvalidHTTPHeader;
-use pingora::{Error, ErrorSource, ErrorType, OrErr, Result, RetryType};
+use pingora::{Error, ErrorType, OrErr, Result};
 
 use crate::analytics::{self, Usage};
 use crate::auth::Auth;
@@ -32,6 +35,9 @@ use crate::router::Lookup;
 use crate::snapshot::Current;
 use crate::trace::{TraceContext, TRACEPARENT};
 use crate::{authz, logs, path, wellformed};
+
+use self::failure::{classify, may_resend, retry_elsewhere, upstream_error_kind};
+use self::parts::{edit_as_parts, edit_response_as_parts};
 
 /// The proxy service: the current configuration and everything shared between requests.
 pub struct Gateway {
@@ -206,53 +212,6 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// `X-Auth-Method`, `X-Request-Id` and `traceparent`.
 const ADDED_UPSTREAM: usize = 10;
 
-/// Headers added to an upstream response: `X-Request-Id`, the two rate limit fields, and the
-/// `Date` and `Connection` that pingora writes.
-const ADDED_DOWNSTREAM: usize = 5;
-
-/// Edits a request as plain `http` parts. pingora's header keeps a second map of each name's
-/// original case, which each of its inserts and removes parses the name for and grows or
-/// searches; the parts have none. The client's request goes through here first (its index
-/// sized for the headers the gateway adds), so the copy pingora makes for the upstream has no
-/// case map either, and the headers set on it cost a fraction (measured with callgrind).
-/// Upstreams receive header names in lower case, standard ones capitalised (names are
-/// case-insensitive; HAProxy sends them all in lower case). The raw request-target is not kept:
-/// routing and the upstream target use the normalised path, and upstreams are HTTP/1.
-fn edit_as_parts(
-    request: &mut RequestHeader,
-    edit: impl FnOnce(&mut http::request::Parts) -> Result<()>,
-) -> Result<()> {
-    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
-    let send_end_stream = request.send_end_stream();
-    let mut parts = http::request::Parts::from(std::mem::replace(request, placeholder));
-    let edited = edit(&mut parts);
-    *request = RequestHeader::from(parts);
-    if let Some(end) = send_end_stream {
-        request.set_send_end_stream(end);
-    }
-    edited
-}
-
-/// Edits an upstream's response as plain `http` parts, as `edit_as_parts` does requests, with
-/// room for the headers added to it; its reason phrase is kept. Clients receive header names in
-/// lower case, standard ones capitalised.
-fn edit_response_as_parts(
-    response: &mut ResponseHeader,
-    edit: impl FnOnce(&mut http::HeaderMap) -> Result<()>,
-) -> Result<()> {
-    let reason = response
-        .get_reason_phrase()
-        .filter(|reason| Some(*reason) != response.status.canonical_reason())
-        .map(str::to_owned);
-    let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
-    let mut parts = http::response::Parts::from(std::mem::replace(response, placeholder));
-    parts.headers.reserve(ADDED_DOWNSTREAM);
-    let edited = edit(&mut parts.headers);
-    *response = ResponseHeader::from(parts);
-    response.set_reason_phrase(reason.as_deref())?;
-    edited
-}
-
 /// A request whose `Content-Length` already says it is over the route's `max_body`.
 fn check_declared_body(session: &Session, ctx: &RequestCtx) -> Result<(), GatewayError> {
     let Some(limit) = ctx.route.as_ref().and_then(|route| route.max_body) else {
@@ -313,96 +272,6 @@ impl Gateway {
         };
         self.usage.record(&observation, jwt::unix_now());
     }
-}
-
-/// The `kind` label of `guichet_upstream_errors_total` for an upstream failure.
-fn upstream_error_kind(error: &GatewayError) -> Option<&'static str> {
-    match error {
-        GatewayError::BadGateway => Some("broken"),
-        GatewayError::UpstreamTimeout => Some("timeout"),
-        GatewayError::NoHealthyUpstream { .. } => Some("no_healthy_target"),
-        _ => None,
-    }
-}
-
-/// What a pingora error means for the client, or `None` when the client is already gone.
-fn classify(error: &Error) -> Option<GatewayError> {
-    use ErrorType::*;
-    match (error.esource(), error.etype()) {
-        (_, HTTPStatus(400)) => Some(GatewayError::BadRequest(
-            "The request could not be parsed.".to_string(),
-        )),
-        (ErrorSource::Downstream, InvalidHTTPHeader) => Some(GatewayError::BadRequest(format!(
-            "A request header is not valid: {}.",
-            error
-                .context
-                .as_ref()
-                .map_or("it cannot be forwarded", |why| why.as_str())
-        ))),
-        (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => {
-            Some(GatewayError::UpstreamTimeout)
-        }
-        (ErrorSource::Upstream, _) => Some(GatewayError::BadGateway),
-        (
-            ErrorSource::Downstream,
-            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout,
-        ) => None,
-        (ErrorSource::Downstream, _) => Some(GatewayError::BadRequest(
-            "The request could not be read.".to_string(),
-        )),
-        _ => Some(GatewayError::Internal(
-            "pingora fails only up- or downstream",
-        )),
-    }
-}
-
-/// Whether a request whose connection broke after it was made may be sent again: pingora marks
-/// the error as safe to retry (the upstream refused the request unprocessed), or nothing of
-/// the answer reached the client, the method is idempotent, its body can be sent again whole
-/// (none, or all of it in pingora's retry buffer) and the connection broke (closed, reset,
-/// unwritable). POST and PATCH are thus never sent twice: a connection that breaks once they
-/// are written may break after the upstream acted on them. Timeouts are not retried either,
-/// as nginx does not by default: an upstream too slow once is likely slow twice.
-fn may_resend(session: &Session, error: &Error) -> bool {
-    use ErrorType::{ConnectionClosed, ReadError, WriteError};
-    if session.response_written().is_some() {
-        return false;
-    }
-    if matches!(error.retry, RetryType::Decided(true)) {
-        return true;
-    }
-    let broken = matches!(error.etype(), ConnectionClosed | ReadError | WriteError);
-    broken
-        && *error.esource() == ErrorSource::Upstream
-        && session.req_header().method.is_idempotent()
-        && !session.as_ref().retry_buffer_truncated()
-}
-
-/// Marks the current target as failed for this request and says whether a healthy target it
-/// has not failed on is left: the retries of one request go to each target at most once.
-fn retry_elsewhere(ctx: &mut RequestCtx, error: &Error) -> bool {
-    static RETRIED: logs::Repeated = logs::Repeated::new();
-    let (Some(route), Some(target)) = (&ctx.route, ctx.target) else {
-        return false;
-    };
-    if !ctx.failed_targets.contains(&target) {
-        ctx.failed_targets.push(target);
-    }
-    let pool = ctx.snapshot.upstreams.pool(route.service);
-    let retry = pool.has_healthy_outside(&ctx.failed_targets);
-    if retry {
-        if let Some(suppressed) = RETRIED.due() {
-            tracing::warn!(
-                request_id = %ctx.request_id,
-                service = %pool.service.name,
-                target = %pool.target(target).url,
-                cause = %error,
-                suppressed,
-                "upstream attempt failed; retried on another target"
-            );
-        }
-    }
-    retry
 }
 
 impl Gateway {

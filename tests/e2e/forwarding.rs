@@ -635,14 +635,26 @@ async fn every_kind_of_answer_carries_the_request_id() {
         .collect();
     assert_eq!(
         ids,
-        ["proxied", "error", "jwks", "page", "schema", "cached", "allowed", "throttled"]
+        [
+            "proxied",
+            "error",
+            "jwks",
+            "page",
+            "schema",
+            "cached",
+            "allowed",
+            "throttled"
+        ]
     );
     for (response, _) in [&answers[0], &answers[6], &answers[7]] {
         assert!(response.headers().contains_key("ratelimit-policy"));
         assert!(response.headers().contains_key("ratelimit"));
     }
 
-    let long = format!("GET /api/courses/{} HTTP/1.1\r\nHost: a", "a".repeat(20_000));
+    let long = format!(
+        "GET /api/courses/{} HTTP/1.1\r\nHost: a",
+        "a".repeat(20_000)
+    );
     let refused = raw_request(gateway.addr, &long, b"").await;
     assert_eq!(refused.status, 414);
     assert_eq!(
