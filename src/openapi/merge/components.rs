@@ -171,9 +171,9 @@ fn insert_component(
     section: &str,
     name: &str,
     value: Value,
-) -> Result<(), String> {
-    fn typed<T: DeserializeOwned>(value: Value) -> Result<T, String> {
-        serde_json::from_value(value).map_err(|e| e.to_string())
+) -> Result<(), serde_json::Error> {
+    fn typed<T: DeserializeOwned>(value: Value) -> Result<T, serde_json::Error> {
+        serde_json::from_value(value)
     }
     let name = name.to_string();
     match section {

@@ -119,7 +119,7 @@ impl Merger<'_> {
         public_path: String,
         method: &'static str,
         mut operation: Operation,
-    ) -> Result<(), String> {
+    ) -> Result<(), AlreadyDocumented> {
         let path = match self.shapes.entry(shape_of(&public_path)) {
             Entry::Occupied(same) if *same.get() != public_path => {
                 let existing = same.get().clone();
@@ -131,14 +131,19 @@ impl Merger<'_> {
         };
         let operations = self.paths.entry(path.clone()).or_default();
         if operations.iter().any(|(placed, _)| *placed == method) {
-            return Err(format!(
-                "{} {path} is already documented",
-                method.to_uppercase()
-            ));
+            return Err(AlreadyDocumented { method, path });
         }
         operations.push((method, self.document.then_some(operation)));
         Ok(())
     }
+}
+
+/// Two operations for one method at one public path: the later one is left out.
+#[derive(Debug, thiserror::Error)]
+#[error("{} {path} is already documented", .method.to_uppercase())]
+pub(super) struct AlreadyDocumented {
+    method: &'static str,
+    path: String,
 }
 
 /// Whether the gateway answers `public_path` itself, so no route's operation is reachable there.
