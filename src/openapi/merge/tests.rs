@@ -1,14 +1,18 @@
-//! The merge, on configurations and fragments written here: public paths, exposure only,
-//! renamed and shared components, unique operation ids, drift; and, as properties over
-//! generated route tables, that nothing routed is lost, every `$ref` resolves and the output is
-//! deterministic.
+//! The merge, on configurations and fragments written here: fragments converted to 3.0 or
+//! refused, and, as properties over generated route tables, that nothing routed is lost, every
+//! `$ref` resolves and the output is deterministic. The fixtures here are shared with the tests
+//! by concern: public paths, exposure and drift (`paths`); renamed and shared components and
+//! unique operation ids (`components`).
+
+mod components;
+mod paths;
 
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::{merge, Drift, Fragment, Merged};
+use super::{merge, Fragment, Merged};
 use crate::config::{self, Config};
 use crate::router::Router;
 
@@ -93,20 +97,6 @@ routes:
     methods: [GET]
 ";
 
-/// The courses service above and an accounts service with one route.
-fn courses_and_accounts() -> Config {
-    let accounts = "service: accounts
-upstreams: [http://127.0.0.1:2]
-routes:
-  - { id: users, path: /api/users/, methods: [GET], auth: any }
-";
-    config_of(&[
-        ("courses", COURSES.to_string()),
-        ("accounts", accounts.to_string()),
-    ])
-    .expect("valid")
-}
-
 fn courses_fragment() -> Value {
     json!({
         "openapi": "3.0.3",
@@ -129,216 +119,6 @@ fn courses_fragment() -> Value {
             "Page": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/User"}}}}
         }}
     })
-}
-
-#[test]
-fn operations_appear_under_their_public_paths_with_route_parameters_added() {
-    let config = config_of(&[("courses", COURSES.to_string())]).expect("valid");
-    let (merged, doc) = merged(&config, vec![("courses", courses_fragment())]);
-    assert!(op(&doc, "/api/courses/", "get").is_some(), "{doc:#}");
-    assert!(op(&doc, "/api/courses/{id}", "get").is_some());
-    let lesson = op(&doc, "/api/t/{tenant}/lessons/{lesson}/", "get")
-        .expect("mapped through the tenant route");
-    let names: BTreeSet<&str> = lesson["parameters"]
-        .as_array()
-        .expect("parameters")
-        .iter()
-        .filter_map(|p| p["name"].as_str())
-        .collect();
-    // The referenced path parameter is inlined (not declared twice), the query one stays a reference.
-    assert_eq!(names, BTreeSet::from(["lesson", "tenant"]));
-    assert!(lesson["parameters"]
-        .as_array()
-        .expect("parameters")
-        .iter()
-        .any(|p| p["$ref"] == json!("#/components/parameters/Page")));
-    assert_eq!(
-        lesson["parameters"].as_array().expect("parameters").len(),
-        3,
-        "{lesson:#}"
-    );
-    assert_eq!(lesson["security"], json!([{"bearerAuth": []}]));
-    assert!(lesson["responses"]["401"]["$ref"].is_string());
-    assert_eq!(
-        op(&doc, "/api/courses/", "get").expect("op")["security"],
-        json!([])
-    );
-    assert_eq!(doc["servers"], json!([{"url": "http://gw.example"}]));
-    let one = op(&doc, "/api/courses/{id}", "get").expect("op");
-    assert_eq!(
-        one["summary"],
-        json!("One course"),
-        "the path item's summary is kept"
-    );
-    assert!(
-        one.get("servers").is_none(),
-        "calls go through the gateway: {one}"
-    );
-    assert!(merged.problems.is_empty(), "{:?}", merged.problems);
-}
-
-#[test]
-fn only_exposed_operations_are_kept_and_the_rest_is_reported_as_drift() {
-    let config = config_of(&[("courses", COURSES.to_string())]).expect("valid");
-    let (merged, doc) = merged(&config, vec![("courses", courses_fragment())]);
-    // POST is not routed (the catalogue takes GET only), nor is /internal/stats.
-    assert!(op(&doc, "/api/courses/", "post").is_none());
-    assert!(!doc["paths"]
-        .as_object()
-        .expect("paths")
-        .keys()
-        .any(|p| p.contains("internal")));
-    let unrouted: Vec<String> = merged
-        .drift
-        .iter()
-        .filter_map(|d| match d {
-            Drift::Unrouted { method, path, .. } => Some(format!("{method} {path}")),
-            Drift::Undocumented { .. } => None,
-        })
-        .collect();
-    assert_eq!(unrouted, ["POST /courses/", "GET /internal/stats"]);
-}
-
-#[test]
-fn paths_the_gateway_answers_itself_are_never_documented_as_a_service_s() {
-    // A catch-all route, and a drf-spectacular fragment that lists its own schema view.
-    let routes = "service: legacy
-upstreams: [http://127.0.0.1:1]
-routes:
-  - { id: all, path: /api/, methods: [GET], auth: none }
-";
-    let config = config_of(&[("legacy", routes.to_string())]).expect("valid");
-    let fragment = json!({
-        "openapi": "3.0.3",
-        "info": {"title": "Legacy", "version": "1"},
-        "paths": {
-            "/api/schema/": {"get": {"operationId": "schema", "responses": {"200": {"description": "its own"}}}},
-            "/api/things/": {"get": {"operationId": "things", "responses": {"200": {"description": "ok"}}}}
-        }
-    });
-    let (merged, doc) = merged(&config, vec![("legacy", fragment)]);
-    assert_eq!(
-        op(&doc, "/api/things/", "get").expect("routed")["x-guichet-route"],
-        json!("all")
-    );
-    assert!(
-        op(&doc, "/api/schema/", "get").is_none(),
-        "the gateway serves /api/schema/ itself"
-    );
-    assert!(
-        op(&doc, "/api/", "get").is_none(),
-        "nor a placeholder where the root view is"
-    );
-    assert!(merged.drift.contains(&Drift::Unrouted {
-        source: "specs/legacy.yaml".to_string(),
-        method: "GET".to_string(),
-        path: "/api/schema/".to_string(),
-    }));
-}
-
-#[test]
-fn a_route_no_fragment_documents_gets_a_placeholder_and_a_drift_report() {
-    let routes = format!("{COURSES}  - {{ id: grades, path: /api/grades/, methods: [POST, DELETE], auth: api_key }}\n");
-    let config = config_of(&[("courses", routes)]).expect("valid");
-    let (merged, doc) = merged(&config, vec![("courses", courses_fragment())]);
-    let placeholder = op(&doc, "/api/grades/", "post").expect("placeholder");
-    assert_eq!(placeholder["x-guichet-undocumented"], json!(true));
-    assert_eq!(placeholder["security"], json!([{"apiKeyAuth": []}]));
-    let undocumented: Vec<String> = merged
-        .drift
-        .iter()
-        .filter_map(|d| match d {
-            Drift::Undocumented { route, method, .. } => Some(format!("{route} {method}")),
-            Drift::Unrouted { .. } => None,
-        })
-        .collect();
-    assert_eq!(undocumented, ["grades POST", "grades DELETE"]);
-}
-
-#[test]
-fn colliding_components_are_renamed_per_service_and_identical_ones_shared() {
-    let config = courses_and_accounts();
-    let accounts_fragment = json!({
-        "openapi": "3.0.3",
-        "info": {"title": "Accounts", "version": "1"},
-        "paths": {"/api/users/": {"get": {"operationId": "list", "responses": {"200": {"description": "ok",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Page"}}}}}}}},
-        "components": {"schemas": {
-            "User": {"type": "object", "properties": {"name": {"type": "string"}}},
-            "Error": {"type": "object", "properties": {"message": {"type": "string"}}},
-            "Page": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/User"}}}}
-        }}
-    });
-    let (merged, doc) = merged(
-        &config,
-        vec![
-            ("courses", courses_fragment()),
-            ("accounts", accounts_fragment),
-        ],
-    );
-    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
-    for name in [
-        "courses.User",
-        "accounts.User",
-        "courses.Page",
-        "accounts.Page",
-        "Error",
-    ] {
-        assert!(
-            schemas.contains_key(name),
-            "{name} missing from {:?}",
-            schemas.keys().collect::<Vec<_>>()
-        );
-    }
-    assert!(!schemas.contains_key("User") && !schemas.contains_key("Page"));
-    // Page referred to User; after the rename each Page refers to its own service's User.
-    assert_eq!(
-        schemas["accounts.Page"]["properties"]["items"]["items"]["$ref"],
-        json!("#/components/schemas/accounts.User")
-    );
-    let users = op(&doc, "/api/users/", "get").expect("users");
-    assert_eq!(
-        users["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
-        json!("#/components/schemas/accounts.Page")
-    );
-    // Both fragments call their operation `list`: the second one is prefixed.
-    let ids: BTreeSet<&str> = [
-        op(&doc, "/api/courses/", "get"),
-        op(&doc, "/api/users/", "get"),
-    ]
-    .into_iter()
-    .map(|o| o.expect("op")["operationId"].as_str().expect("id"))
-    .collect();
-    assert_eq!(ids.len(), 2, "{ids:?}");
-    assert!(ids.contains("list"));
-    assert!(
-        unresolved_refs(&doc).is_empty(),
-        "{:?}",
-        unresolved_refs(&doc)
-    );
-    assert!(merged.problems.is_empty(), "{:?}", merged.problems);
-}
-
-#[test]
-fn an_operation_with_a_reference_that_does_not_resolve_is_left_out_and_reported() {
-    let config = config_of(&[("courses", COURSES.to_string())]).expect("valid");
-    let mut fragment = courses_fragment();
-    fragment["paths"]["/courses/"]["get"]["responses"]["200"]["content"] =
-        json!({"application/json": {"schema": {"$ref": "#/components/schemas/Missing"}}});
-    fragment["paths"]["/courses/"]["get"]["responses"]["404"] =
-        json!({"$ref": "other.yaml#/NotFound"});
-    let (merged, doc) = merged(&config, vec![("courses", fragment)]);
-    // The operation is out; the route stays documented by its other operation; nothing dangles.
-    assert!(op(&doc, "/api/courses/", "get").is_none());
-    assert!(op(&doc, "/api/courses/{id}", "get").is_some());
-    assert!(unresolved_refs(&doc).is_empty());
-    let problem = merged
-        .problems
-        .iter()
-        .find(|p| p.pointer == "/paths/~1courses~1/get")
-        .expect("reported");
-    assert_eq!(problem.source, "specs/courses.yaml");
-    assert!(problem.message.contains("does not resolve"), "{problem}");
 }
 
 #[test]
@@ -529,39 +309,4 @@ proptest! {
             prop_assert_eq!(&doc["components"]["schemas"][&name]["title"], &json!(service.name));
         }
     }
-}
-
-#[test]
-fn fields_openapi_3_0_does_not_define_are_reported_with_the_fragment_s_own_names() {
-    let config = courses_and_accounts();
-    let mut courses = courses_fragment();
-    courses["paths"]["/courses/"]["get"]["x-kept"] = json!(true);
-    courses["paths"]["/courses/"]["get"]["cacheFor"] = json!("1h");
-    // `User` differs from accounts' and is renamed courses.User; the report names `User`.
-    courses["components"]["schemas"]["User"]["colour"] = json!("blue");
-    let accounts_fragment = json!({
-        "openapi": "3.0.3",
-        "info": {"title": "Accounts", "version": "1"},
-        "paths": {},
-        "components": {"schemas": {"User": {"type": "string"}}}
-    });
-    let (merged, doc) = merged(
-        &config,
-        vec![("courses", courses), ("accounts", accounts_fragment)],
-    );
-    assert_eq!(
-        op(&doc, "/api/courses/", "get").expect("kept")["x-kept"],
-        json!(true)
-    );
-    let pointers: Vec<&str> = merged.problems.iter().map(|p| p.pointer.as_str()).collect();
-    assert_eq!(
-        pointers,
-        [
-            "/components/schemas/User/colour",
-            "/paths/~1courses~1/get/cacheFor"
-        ],
-        "{:?}",
-        merged.problems
-    );
-    assert!(doc["components"]["schemas"]["courses.User"].is_object());
 }
