@@ -404,16 +404,26 @@ impl Store for RedisStore {
 }
 
 #[cfg(test)]
+impl RedisConnection {
+    /// A connection to a port nothing listens on.
+    pub(crate) fn unreachable() -> RedisConnection {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("address").port();
+        drop(closed);
+        RedisConnection::new(&format!("redis://127.0.0.1:{port}"), Duration::from_secs(2))
+            .expect("a valid URL")
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn a_redis_that_cannot_be_reached_is_the_cause_of_the_outage() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = closed.local_addr().expect("address").port();
-        drop(closed);
-        let store = RedisStore::new(&format!("redis://127.0.0.1:{port}"), Duration::from_secs(2))
-            .expect("a valid URL");
+        let store = RedisStore {
+            connection: Arc::new(RedisConnection::unreachable()),
+        };
         let error = store.ping().await.expect_err("nothing listens");
         assert!(
             matches!(error, StoreError::Unavailable(Outage::Redis(_))),
