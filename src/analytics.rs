@@ -402,6 +402,7 @@ pub async fn flush_every_second(usage: Arc<Usage>) {
         ticks.tick().await;
         if let Err(error) = usage.flush().await {
             if let Some(suppressed) = failing.due() {
+                let error = crate::logs::WithCauses(&error);
                 tracing::warn!(%error, suppressed, "usage statistics not flushed; kept for the next try");
             }
         }

@@ -1,6 +1,7 @@
 //! Logging: the `tracing` subscriber (text or one JSON object per line, filtered by `RUST_LOG`),
-//! the access-log line every request gets, the error line every gateway-made 5xx gets, and
-//! [`Repeated`], which keeps a warning that could come with every request from flooding the log.
+//! the access-log line every request gets, the error line every gateway-made 5xx gets,
+//! [`Repeated`], which keeps a warning that could come with every request from flooding the log,
+//! and [`WithCauses`], which shows an error's whole chain of causes in a line.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -185,6 +186,28 @@ impl Default for Repeated {
     }
 }
 
+/// An error for a log line: its text, then each cause the text leaves out, `: `-separated.
+/// Guichet's errors end their text with their cause's (`connect to host:80: Connection
+/// refused`), but not every library's do: hyper's `connection error` keeps the I/O error in
+/// `source()` only.
+pub struct WithCauses<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for WithCauses<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.0.to_string();
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !shown.contains(&text) {
+                shown.push_str(": ");
+                shown.push_str(&text);
+            }
+            next = cause.source();
+        }
+        f.write_str(&shown)
+    }
+}
+
 /// Time since the first call, from a monotonic clock.
 fn process_clock() -> Duration {
     static START: OnceLock<Instant> = OnceLock::new();
@@ -206,6 +229,26 @@ mod tests {
         assert_eq!(warning.due_at(at(110)), Some(4));
         assert_eq!(warning.due_at(at(115)), None);
         assert_eq!(warning.due_at(at(300)), Some(1));
+    }
+
+    /// Says what failed and, like hyper's errors, keeps the cause out of its text.
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection error")]
+    struct Quiet(#[source] std::io::Error);
+
+    /// Says what failed and ends its text with the cause's, like Guichet's errors.
+    #[derive(Debug, thiserror::Error)]
+    #[error("request: {0}")]
+    struct Telling(#[source] Quiet);
+
+    #[test]
+    fn a_logged_error_shows_each_cause_once() {
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(
+            WithCauses(&Telling(Quiet(refused()))).to_string(),
+            "request: connection error: refused"
+        );
+        assert_eq!(WithCauses(&refused()).to_string(), "refused");
     }
 
     #[test]

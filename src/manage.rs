@@ -114,7 +114,9 @@ pub fn read_password() -> Result<String, String> {
 
 fn redis_store(config: &Config) -> Result<RedisStore, String> {
     match &config.auth.store {
-        StoreBackend::Redis { url } => RedisStore::new(url, std::time::Duration::from_secs(5)),
+        StoreBackend::Redis { url } => {
+            RedisStore::new(url, std::time::Duration::from_secs(5)).map_err(|e| e.to_string())
+        }
         StoreBackend::Memory => Err(format!(
             "{}: this command needs `store: {{ backend: redis }}`; the memory store lives inside each gateway process (users and keys come from `seed:`, with hashes from `guichet hash-password` and `guichet keys create`; usage from GET /api/analytics/usage/ on the gateway)",
             config.source.display()

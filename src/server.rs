@@ -64,7 +64,8 @@ pub fn serve(config: Config, overrides: Overrides, upgrade: bool) -> Result<(), 
         );
     }
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("cannot set up metrics: {e}"))?);
-    let crate::store::Opened { store, redis } = crate::store::open(&config.auth)?;
+    let crate::store::Opened { store, redis } =
+        crate::store::open(&config.auth).map_err(|e| e.to_string())?;
     let store: Arc<dyn Store> = Arc::new(Instrumented::new(
         store,
         metrics.store_duration.clone(),

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::{HealthCheck, Service, Target};
+use crate::logs::WithCauses;
 use crate::snapshot::wait_for_reload;
 use crate::snapshot::Current;
 
@@ -197,7 +198,7 @@ impl Pool {
         self.checked.iter().all(|c| c.load(Ordering::Relaxed))
     }
 
-    fn record(&self, index: usize, result: Result<(), String>) {
+    fn record(&self, index: usize, result: Result<(), GetError>) {
         let target = &self.service.targets[index];
         let was_healthy = self.healthy[index].swap(result.is_ok(), Ordering::Relaxed);
         self.gauges[index].set(i64::from(result.is_ok()));
@@ -206,7 +207,7 @@ impl Pool {
             Err(cause) if was_healthy || first => tracing::warn!(
                 service = %self.service.name,
                 target = %target.url,
-                %cause,
+                cause = %WithCauses(&cause),
                 "upstream target failed its health check; out of rotation"
             ),
             Ok(()) if !was_healthy => tracing::info!(
@@ -263,15 +264,36 @@ fn check_loops(upstreams: &Upstreams) -> tokio::task::JoinSet<()> {
     tasks
 }
 
+/// Why a `GET` on a target failed: a health check, or the part of a fragment's fetch that
+/// [`get_once`] makes.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("request: {0}")]
+    Request(#[source] http::Error),
+    #[error("request: {0}")]
+    Send(#[source] hyper::Error),
+    #[error("GET {path} answered {status}")]
+    Status {
+        path: String,
+        status: http::StatusCode,
+    },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
 /// One `GET` on a new HTTP/1.1 connection over `stream`: health checks, fetched fragments.
 pub async fn get_once(
     stream: TcpStream,
     path: &str,
     headers: &[(http::header::HeaderName, &str)],
-) -> Result<http::Response<hyper::body::Incoming>, String> {
+) -> Result<http::Response<hyper::body::Incoming>, GetError> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("handshake: {e}"))?;
+        .map_err(GetError::Handshake)?;
     tokio::spawn(connection);
     let mut request = http::Request::get(path);
     for (name, value) in headers {
@@ -279,19 +301,16 @@ pub async fn get_once(
     }
     let request = request
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("request: {e}"))?;
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request: {e}"))
+        .map_err(GetError::Request)?;
+    sender.send_request(request).await.map_err(GetError::Send)
 }
 
 /// One health check: `GET <path>` within the timeout, answered with a 2xx or 3xx.
-async fn probe(target: &Target, check: &HealthCheck) -> Result<(), String> {
+async fn probe(target: &Target, check: &HealthCheck) -> Result<(), GetError> {
     let attempt = async {
         let stream = TcpStream::connect(target.addr)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(GetError::Connect)?;
         let headers = [
             (http::header::HOST, target.host.as_str()),
             (http::header::USER_AGENT, "guichet-health-check"),
@@ -301,12 +320,15 @@ async fn probe(target: &Target, check: &HealthCheck) -> Result<(), String> {
         if status.is_success() || status.is_redirection() {
             Ok(())
         } else {
-            Err(format!("GET {} answered {status}", check.path))
+            Err(GetError::Status {
+                path: check.path.clone(),
+                status,
+            })
         }
     };
     tokio::time::timeout(check.timeout, attempt)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {:?}", check.timeout)))
+        .unwrap_or(Err(GetError::Timeout(check.timeout)))
 }
 
 #[cfg(test)]
@@ -338,7 +360,7 @@ mod tests {
     #[test]
     fn selection_skips_the_targets_a_request_failed_on_and_the_unhealthy_ones() {
         let pool = pool(3);
-        pool.record(2, Err("down".to_string()));
+        pool.record(2, Err(GetError::Timeout(Duration::from_secs(1))));
         for _ in 0..6 {
             assert_eq!(pool.select(&[0]), Some(1));
             assert_eq!(pool.select(&[1]), Some(0));
@@ -346,6 +368,27 @@ mod tests {
         assert!(pool.has_healthy_outside(&[0]));
         assert_eq!(pool.select(&[0, 1]), None);
         assert!(!pool.has_healthy_outside(&[1, 0]));
+    }
+
+    #[tokio::test]
+    async fn a_failed_check_keeps_its_cause() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("address");
+        drop(closed);
+        let target = Target {
+            url: format!("http://{addr}"),
+            addr,
+            host: addr.to_string(),
+        };
+        let check = HealthCheck {
+            path: "/health".to_string(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+        };
+        let error = probe(&target, &check).await.expect_err("nothing listens");
+        let cause = std::error::Error::source(&error).expect("a cause");
+        assert!(cause.is::<std::io::Error>(), "{error:?}");
+        assert!(error.to_string().starts_with("connect: "), "{error}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 
 use self::cache::{Cached, Caches};
 pub use self::events::follow_key_events;
-use crate::logs::Repeated;
+use crate::logs::{Repeated, WithCauses};
 use crate::store::{ApiKey, Store, StoreError};
 
 /// The result of checking a presented key.
@@ -98,7 +98,7 @@ impl ApiKeys {
                 Some(key) => {
                     if let Some(suppressed) = STALE_FALLBACK.due() {
                         tracing::warn!(
-                            %cause,
+                            cause = %WithCauses(&cause),
                             suppressed,
                             "API key store unavailable; using the cached key"
                         );

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::annotate::auth_name;
+use super::fragment::FragmentError;
 use super::merge::{self, Drift, Fragment};
 use super::negotiate::{self, Rendering};
 use super::GATEWAY_TAG;
@@ -238,7 +239,7 @@ fn log_problems(published: &Published) {
     }
 }
 
-fn record(state: &mut FragmentState, result: Result<Value, String>) {
+fn record(state: &mut FragmentState, result: Result<Value, FragmentError>) {
     match result {
         Ok(document) => {
             state.document = Some(document);
@@ -248,7 +249,7 @@ fn record(state: &mut FragmentState, result: Result<Value, String>) {
                 .ok()
                 .map(|d| d.as_secs());
         }
-        Err(error) => state.error = Some(error),
+        Err(error) => state.error = Some(error.to_string()),
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use prometheus::IntCounter;
 
-use crate::logs::Repeated;
+use crate::logs::{Repeated, WithCauses};
 
 pub use self::local::{Clock, LocalLimiter, SystemClock, DEFAULT_MAX_TRACKED_KEYS};
 pub use self::policy::{OnStoreError, RatePolicy, DEFAULT_IPV6_PREFIX};
@@ -110,6 +110,7 @@ impl Limiter {
                         OnStoreError::Allow => "limiting locally until it is back",
                         OnStoreError::Deny => "refusing limited requests with 503 until it is back",
                     };
+                    let cause = WithCauses(&cause);
                     tracing::warn!(%cause, suppressed, "the Redis rate limiter is unavailable; {fallback}");
                 }
                 match self.on_store_error {

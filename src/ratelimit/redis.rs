@@ -9,7 +9,7 @@ use redis::Script;
 use super::gcra::Outcome;
 use super::local::decide;
 use super::{Decision, Limit, Mode};
-use crate::store::{keys, RedisConnection};
+use crate::store::{keys, RedisConnection, StoreError};
 
 /// KEYS: the limits' keys. ARGV: consume (1/0), then per limit its interval and tolerance (µs).
 /// Returns now, allowed, then per limit its TAT after the step and whether it conforms.
@@ -45,6 +45,17 @@ end
 return result
 ";
 
+/// Why the shared limiter gave no decision.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisLimitError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the rate limit script answered nothing")]
+    NoAnswer,
+    #[error("the rate limit script answered the wrong number of limits")]
+    WrongCount,
+}
+
 pub struct RedisLimiter {
     connection: Arc<RedisConnection>,
     script: Script,
@@ -59,7 +70,7 @@ impl RedisLimiter {
     }
 
     /// The decision, or why Redis could not give one.
-    pub async fn check(&self, limits: &[Limit], mode: Mode) -> Result<Decision, String> {
+    pub async fn check(&self, limits: &[Limit], mode: Mode) -> Result<Decision, RedisLimitError> {
         if limits.is_empty() {
             return Ok(Decision {
                 allowed: true,
@@ -79,10 +90,9 @@ impl RedisLimiter {
         let reply: Vec<u64> = self
             .connection
             .with(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let (Some(&now), Some(&allowed)) = (reply.first(), reply.get(1)) else {
-            return Err("the rate limit script answered nothing".to_string());
+            return Err(RedisLimitError::NoAnswer);
         };
         let outcomes: Vec<Outcome> = reply[2..]
             .chunks(2)
@@ -92,8 +102,37 @@ impl RedisLimiter {
             })
             .collect();
         if outcomes.len() != limits.len() {
-            return Err("the rate limit script answered the wrong number of limits".to_string());
+            return Err(RedisLimitError::WrongCount);
         }
         Ok(decide(limits, &outcomes, allowed == 1, mode, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::Rate;
+    use crate::store::Outage;
+
+    #[tokio::test]
+    async fn a_redis_that_cannot_be_reached_is_the_cause_of_no_decision() {
+        let limiter = RedisLimiter::new(Arc::new(RedisConnection::unreachable()));
+        let limits = [Limit {
+            policy: "user".to_string(),
+            key: "user:1".to_string(),
+            rate: Rate::parse("1/s").expect("a rate"),
+        }];
+        let error = limiter
+            .check(&limits, Mode::Consume)
+            .await
+            .expect_err("nothing listens");
+        assert!(
+            matches!(
+                error,
+                RedisLimitError::Store(StoreError::Unavailable(Outage::Redis(_)))
+            ),
+            "{error:?}"
+        );
+        assert!(std::error::Error::source(&error).is_some_and(|c| c.is::<StoreError>()));
     }
 }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use prometheus::{HistogramVec, IntCounterVec};
 
 use super::{ApiKey, NewUser, Rotation, Store, StoreError, User};
-use crate::logs::Repeated;
+use crate::logs::{Repeated, WithCauses};
 
 /// Every operation, in the order of their warnings in [`Instrumented::down`].
 const OPERATIONS: [&str; 14] = [
@@ -72,6 +72,7 @@ impl Instrumented {
             let warning = OPERATIONS.iter().position(|known| *known == op);
             if let (StoreError::Unavailable(_), Some(warning)) = (error, warning) {
                 if let Some(suppressed) = self.down[warning].due() {
+                    let error = WithCauses(error);
                     tracing::warn!(op, %error, suppressed, "store call failed");
                 }
             }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use self::instrumented::Instrumented;
 pub use self::keys::{CREATIONS, REVOCATIONS};
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisConnection, RedisStore};
+pub use self::redis::{InvalidUrl, Outage, RedisConnection, RedisStore};
 
 /// A user who can log in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +67,7 @@ pub enum Rotation {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Outage),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -118,20 +118,45 @@ pub struct Opened {
     pub redis: Option<Arc<RedisConnection>>,
 }
 
+/// Why the configured store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("seed user `{username}`: {source}")]
+    SeedUser {
+        username: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("seed API key `{name}`: {source}")]
+    SeedApiKey {
+        name: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("{0}")]
+    Redis(#[from] InvalidUrl),
+}
+
 /// Opens the configured store (seeded, for memory).
-pub fn open(config: &crate::config::AuthConfig) -> Result<Opened, String> {
+pub fn open(config: &crate::config::AuthConfig) -> Result<Opened, OpenError> {
     match &config.store {
         crate::config::StoreBackend::Memory => {
             let store = MemoryStore::new();
             for user in &config.seed_users {
                 store
                     .insert_user(user.clone())
-                    .map_err(|e| format!("seed user `{}`: {e}", user.username))?;
+                    .map_err(|source| OpenError::SeedUser {
+                        username: user.username.clone(),
+                        source,
+                    })?;
             }
             for key in &config.seed_api_keys {
                 store
                     .insert_api_key(key.clone())
-                    .map_err(|e| format!("seed API key `{}`: {e}", key.name))?;
+                    .map_err(|source| OpenError::SeedApiKey {
+                        name: key.name.clone(),
+                        source,
+                    })?;
             }
             Ok(Opened {
                 store: Arc::new(store),

@@ -11,6 +11,31 @@ use redis::{AsyncCommands, Script};
 use super::keys;
 use super::{ApiKey, NewUser, Rotation, Store, StoreError, User};
 
+/// Why the Redis store could not answer: the cause of [`StoreError::Unavailable`].
+#[derive(Debug, thiserror::Error)]
+pub enum Outage {
+    #[error("{0}")]
+    Redis(#[source] redis::RedisError),
+    #[error("down a moment ago; retrying shortly")]
+    Resting,
+    #[error("no connection within the timeout")]
+    NoConnection,
+    #[error("no answer within the timeout")]
+    NoAnswer,
+    /// A record read that is not the JSON the gateway writes, or one that could not be written.
+    #[error("{0}")]
+    Json(#[source] serde_json::Error),
+}
+
+/// A Redis URL the client refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("`{url}`: {source}")]
+pub struct InvalidUrl {
+    url: String,
+    #[source]
+    source: redis::RedisError,
+}
+
 /// How many prefixes one SSCAN step asks for: few round trips, and no step blocks Redis long.
 const SCAN_STEP: usize = 1000;
 
@@ -30,8 +55,11 @@ pub struct RedisConnection {
 impl RedisConnection {
     /// A connection for `url` (`redis://host:port/db` or `unix:///path/to/socket`); nothing is
     /// connected until the first call, so the connection belongs to the runtime that uses it.
-    pub fn new(url: &str, timeout: Duration) -> Result<RedisConnection, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("`{url}`: {e}"))?;
+    pub fn new(url: &str, timeout: Duration) -> Result<RedisConnection, InvalidUrl> {
+        let client = redis::Client::open(url).map_err(|source| InvalidUrl {
+            url: url.to_string(),
+            source,
+        })?;
         Ok(RedisConnection {
             client,
             connection: tokio::sync::Mutex::new(None),
@@ -52,7 +80,7 @@ impl RedisConnection {
 
     async fn connected(&self) -> Result<ConnectionManager, StoreError> {
         if self.retry_at().is_some_and(|at| Instant::now() < at) {
-            return Err(unavailable("down a moment ago; retrying shortly"));
+            return Err(StoreError::Unavailable(Outage::Resting));
         }
         let mut slot = self.connection.lock().await;
         if let Some(connection) = slot.as_ref() {
@@ -68,19 +96,15 @@ impl RedisConnection {
                 *slot = Some(connection.clone());
                 Ok(connection)
             }
-            Ok(Err(e)) => Err(self.down(&mut slot, e)),
-            Err(_) => Err(self.down(&mut slot, "no connection within the timeout")),
+            Ok(Err(e)) => Err(self.down(&mut slot, Outage::Redis(e))),
+            Err(_) => Err(self.down(&mut slot, Outage::NoConnection)),
         }
     }
 
-    fn down(
-        &self,
-        slot: &mut Option<ConnectionManager>,
-        cause: impl std::fmt::Display,
-    ) -> StoreError {
+    fn down(&self, slot: &mut Option<ConnectionManager>, cause: Outage) -> StoreError {
         *slot = None;
         *self.retry_at() = Some(Instant::now() + RETRY_AFTER_FAILURE);
-        unavailable(cause)
+        StoreError::Unavailable(cause)
     }
 
     /// Runs `op` on the shared connection within the timeout.
@@ -94,13 +118,10 @@ impl RedisConnection {
             Ok(Err(e))
                 if !(e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()) =>
             {
-                Err(unavailable(e))
+                Err(StoreError::Unavailable(Outage::Redis(e)))
             }
-            Ok(Err(e)) => Err(self.down(&mut *self.connection.lock().await, e)),
-            Err(_) => Err(self.down(
-                &mut *self.connection.lock().await,
-                "no answer within the timeout",
-            )),
+            Ok(Err(e)) => Err(self.down(&mut *self.connection.lock().await, Outage::Redis(e))),
+            Err(_) => Err(self.down(&mut *self.connection.lock().await, Outage::NoAnswer)),
         }
     }
 }
@@ -109,12 +130,12 @@ pub struct RedisStore {
     connection: Arc<RedisConnection>,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+fn json_failure(e: serde_json::Error) -> StoreError {
+    StoreError::Unavailable(Outage::Json(e))
 }
 
 impl RedisStore {
-    pub fn new(url: &str, timeout: Duration) -> Result<RedisStore, String> {
+    pub fn new(url: &str, timeout: Duration) -> Result<RedisStore, InvalidUrl> {
         Ok(RedisStore {
             connection: Arc::new(RedisConnection::new(url, timeout)?),
         })
@@ -141,7 +162,7 @@ impl RedisStore {
         key: String,
     ) -> Result<Option<T>, StoreError> {
         let text: Option<String> = self.with(|mut c| async move { c.get(key).await }).await?;
-        text.map(|t| serde_json::from_str(&t).map_err(unavailable))
+        text.map(|t| serde_json::from_str(&t).map_err(json_failure))
             .transpose()
     }
 }
@@ -220,7 +241,7 @@ impl Store for RedisStore {
             password_hash: new.password_hash,
             active: true,
         };
-        let json = serde_json::to_string(&user).map_err(unavailable)?;
+        let json = serde_json::to_string(&user).map_err(json_failure)?;
         let (name, email) = (keys::login(&user.username), keys::login(&user.email));
         let added: i64 = self
             .with(|mut c| async move {
@@ -253,7 +274,7 @@ impl Store for RedisStore {
         stored.role.clone_from(&user.role);
         stored.password_hash.clone_from(&user.password_hash);
         stored.active = user.active;
-        let json = serde_json::to_string(&stored).map_err(unavailable)?;
+        let json = serde_json::to_string(&stored).map_err(json_failure)?;
         self.with(|mut c| async move { c.set(keys::user(stored.id), json).await })
             .await
     }
@@ -263,7 +284,7 @@ impl Store for RedisStore {
     }
 
     async fn add_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
-        let json = serde_json::to_string(key).map_err(unavailable)?;
+        let json = serde_json::to_string(key).map_err(json_failure)?;
         let (id, prefix) = (keys::api_key(&key.prefix), key.prefix.clone());
         let added: i64 = self
             .with(|mut c| async move {
@@ -328,7 +349,7 @@ impl Store for RedisStore {
             return Ok(false);
         };
         key.revoked = true;
-        let json = serde_json::to_string(&key).map_err(unavailable)?;
+        let json = serde_json::to_string(&key).map_err(json_failure)?;
         let (id, prefix) = (keys::api_key(prefix), prefix.to_string());
         self.with(|mut c| async move {
             let () = c.set(id, json).await?;
@@ -379,5 +400,54 @@ impl Store for RedisStore {
         let key = keys::family(family);
         self.with(|mut c| async move { c.set_ex(key, "-revoked-", ttl.as_secs().max(1)).await })
             .await
+    }
+}
+
+#[cfg(test)]
+impl RedisConnection {
+    /// A connection to a port nothing listens on.
+    pub(crate) fn unreachable() -> RedisConnection {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("address").port();
+        drop(closed);
+        RedisConnection::new(&format!("redis://127.0.0.1:{port}"), Duration::from_secs(2))
+            .expect("a valid URL")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_redis_that_cannot_be_reached_is_the_cause_of_the_outage() {
+        let store = RedisStore {
+            connection: Arc::new(RedisConnection::unreachable()),
+        };
+        let error = store.ping().await.expect_err("nothing listens");
+        assert!(
+            matches!(error, StoreError::Unavailable(Outage::Redis(_))),
+            "{error:?}"
+        );
+        let outage = std::error::Error::source(&error).expect("the outage");
+        let cause = outage.source().expect("Redis's error");
+        assert!(cause.is::<redis::RedisError>(), "{error:?}");
+        // The next call fails fast, without asking Redis.
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(Outage::Resting))
+        ));
+    }
+
+    #[test]
+    fn a_url_the_client_refuses_is_named_with_the_cause() {
+        let Err(error) = RedisStore::new("nonsense://here", Duration::from_secs(1)) else {
+            panic!("the URL was taken");
+        };
+        assert!(
+            error.to_string().starts_with("`nonsense://here`: "),
+            "{error}"
+        );
+        assert!(std::error::Error::source(&error).is_some_and(|c| c.is::<redis::RedisError>()));
     }
 }

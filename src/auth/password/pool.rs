@@ -66,7 +66,7 @@ fn work(queue: &Mutex<Receiver<Job>>) {
     match lower_priority() {
         Ok(level) => tracing::debug!(level, "password-check thread started"),
         Err(error) => tracing::warn!(
-            error,
+            %error,
             "password checks run at normal priority: a burst of logins can slow proxying"
         ),
     }
@@ -81,8 +81,13 @@ fn work(queue: &Mutex<Receiver<Job>>) {
     }
 }
 
+/// Neither `SCHED_IDLE` nor nice 19 could be had.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot lower the thread's priority: {0}")]
+struct PriorityKept(#[source] thread_priority::Error);
+
 /// Moves the calling thread to `SCHED_IDLE`, or else to nice 19; names the level reached.
-fn lower_priority() -> Result<&'static str, String> {
+fn lower_priority() -> Result<&'static str, PriorityKept> {
     let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
     // Setting the policy also sets the nice value to 0, which fails in a process started with
     // a higher one even though the policy took: what counts is the policy in force afterwards.
@@ -93,7 +98,7 @@ fn lower_priority() -> Result<&'static str, String> {
     let other = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other);
     set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, other)
         .map(|()| "nice 19")
-        .map_err(|e| format!("cannot lower the thread's priority: {e:?}"))
+        .map_err(PriorityKept)
 }
 
 #[cfg(test)]
