@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use super::decode::{Reader, Spanned};
 use super::error::{ConfigErrors, Location};
-use super::model::{GatewayFile, RouteSpec, ServiceFile, SpecWritten};
+use super::gateway_file::GatewayFile;
+use super::routes_file::{RouteSpec, ServiceFile, SpecWritten};
 use super::source::{self, MAX_CONFIG_FILE};
 use super::yaml::{self, Node};
 use super::{AuthLevel, Config, HealthCheck, KeyFiles, Listen, Route, Service, SpecSource, Target};

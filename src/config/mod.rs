@@ -6,8 +6,9 @@ mod auth;
 mod compile;
 mod decode;
 mod error;
+mod gateway_file;
 mod limits;
-mod model;
+mod routes_file;
 pub mod source;
 pub mod yaml;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use error::{ConfigError, ConfigErrors, Location};
-pub use model::MAX_SOCKET_PATH;
+pub use gateway_file::MAX_SOCKET_PATH;
 
 use crate::auth::jwt::Tokens;
 use crate::ratelimit::{Rate, RatePolicy};
