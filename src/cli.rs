@@ -7,11 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Overrides};
 use crate::logs::{self, LogFormat};
 use crate::manage::{self, KeysCommand, UsersCommand};
 use crate::openapi::publish::{merge_now, report_now};
-use crate::reload::Overrides;
 
 #[derive(Parser)]
 #[command(

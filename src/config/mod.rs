@@ -8,6 +8,7 @@ mod decode;
 mod error;
 mod gateway_file;
 mod limits;
+mod overrides;
 mod routes_file;
 pub mod source;
 pub mod yaml;
@@ -21,6 +22,7 @@ use ipnet::IpNet;
 
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use gateway_file::MAX_SOCKET_PATH;
+pub use overrides::Overrides;
 
 use crate::auth::jwt::Tokens;
 use crate::ratelimit::{Rate, RatePolicy};
