@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod context;
+pub mod credentials;
 pub mod errors;
 pub mod forwarded;
 pub mod lifecycle;

@@ -8,9 +8,9 @@ use std::io::BufRead;
 
 use clap::Subcommand;
 
-use crate::auth::identity::fits_a_header;
 use crate::auth::{api_key, password};
 use crate::config::{Config, StoreBackend};
+use crate::credentials::fits_a_header;
 use crate::store::{ApiKey, NewUser, RedisStore, Store, User};
 
 #[derive(Subcommand)]

@@ -14,7 +14,7 @@ use super::source::{read_bounded, ReadError, MAX_CONFIG_FILE};
 use super::yaml::Node;
 use super::{AuthConfig, KeyFiles, StoreBackend};
 use crate::auth::jwt::{self, Keys, Tokens};
-use crate::auth::password;
+use crate::credentials::{fits_a_header, is_argon2_hash, split_api_key};
 use crate::store::{ApiKey, User};
 
 const STORE_KEYS: &[&str] = &["backend", "url", "api_key_cache_ttl", "timeout"];
@@ -102,7 +102,7 @@ const HOLDS_CONTROL_FIX: &str =
 /// A text value that can go into an identity header: no control character.
 fn header_safe(r: &mut Reader, node: &Node, field: &str) -> Option<Spanned<String>> {
     let text = r.string(node, field)?;
-    if crate::auth::identity::fits_a_header(&text.value) {
+    if fits_a_header(&text.value) {
         Some(text)
     } else {
         r.error(text.mark, field, HOLDS_CONTROL, HOLDS_CONTROL_FIX);
@@ -115,7 +115,7 @@ fn read_roles(node: &Node, field: &str, r: &mut Reader) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     let mut listed = HashSet::new();
     for role in roles {
-        if !crate::auth::identity::fits_a_header(&role.value) {
+        if !fits_a_header(&role.value) {
             r.error(role.mark, field, HOLDS_CONTROL, HOLDS_CONTROL_FIX);
         } else if !listed.insert(role.value.clone()) {
             r.error(
@@ -485,7 +485,7 @@ fn read_seed_user(node: &Node, field: &str, r: &mut Reader, roles: &[String]) ->
     let password_hash =
         required(r, &fields, "password_hash", "\"$argon2id$...\"").and_then(|(node, field)| {
             let hash = r.string(node, &field)?;
-            if password::is_argon2_hash(&hash.value) {
+            if is_argon2_hash(&hash.value) {
                 Some(hash.value)
             } else {
                 r.error(
@@ -517,7 +517,7 @@ fn read_seed_key(node: &Node, field: &str, r: &mut Reader, roles: &[String]) -> 
         .and_then(|(node, field)| header_safe(r, node, &field));
     let prefix = required(r, &fields, "prefix", "gk_demo").and_then(|(node, field)| {
         let prefix = r.string(node, &field)?;
-        if crate::auth::api_key::split(&format!("{}.x", prefix.value)).is_some() {
+        if split_api_key(&format!("{}.x", prefix.value)).is_some() {
             Some(prefix.value)
         } else {
             r.error(
