@@ -18,6 +18,7 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::analytics::Usage;
 use crate::auth::api_key::{self, ApiKeys};
+use crate::auth::jwt::Tokens;
 use crate::auth::Auth;
 use crate::config::{Config, Listen, Overrides};
 use crate::connection::{ClientConnections, Refusals};
@@ -43,7 +44,12 @@ const DOWNSTREAM_WRITE_BUFFER: usize = 1460;
 /// Runs the gateway until it is told to stop. With `upgrade`, the listening sockets come from
 /// the running gateway instead of being bound. Returns an error, already worded for the user,
 /// when a listener cannot be bound.
-pub fn serve(config: Config, overrides: Overrides, upgrade: bool) -> Result<(), String> {
+pub fn serve(
+    config: Config,
+    tokens: Option<Arc<Tokens>>,
+    overrides: Overrides,
+    upgrade: bool,
+) -> Result<(), String> {
     if !upgrade {
         for listen in [&config.listen, &config.admin_listen] {
             ensure_bindable(listen)?;
@@ -77,6 +83,7 @@ pub fn serve(config: Config, overrides: Overrides, upgrade: bool) -> Result<(), 
     let usage = Arc::new(Usage::new(redis.clone()));
     let auth = Arc::new(Auth::new(
         &config.auth,
+        tokens,
         store,
         redis,
         limiter.clone(),

@@ -1,22 +1,58 @@
-//! Authentication: tokens, passwords, API keys, and who a request is.
+//! Authentication: tokens, passwords, API keys, and who a request is; and [`load`], the
+//! configuration with the keys built from it.
 
 pub mod api_key;
 pub mod endpoints;
 pub mod identity;
 pub mod jwt;
+pub mod keys;
 pub mod password;
 pub mod verified;
 
+use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::AuthConfig;
+use crate::config::{self, AuthConfig, Config, ConfigErrors, StoreBackend};
 use crate::ratelimit::{Limiter, RatePolicy};
 use crate::store::{RedisConnection, Store};
 
 use self::api_key::ApiKeys;
 use self::endpoints::{LoginThrottle, TokenService};
 use self::jwt::Tokens;
+use self::keys::KeyFiles;
 use self::password::PasswordChecker;
+
+/// A configuration and the token keys built from it.
+pub struct Loaded {
+    pub config: Config,
+    /// `None` without a `jwt` section.
+    pub tokens: Option<Arc<Tokens>>,
+}
+
+/// Loads the configuration and builds what authentication needs beyond its plain data: the
+/// token keys, and the store's URL (checked here, taken again where the store is opened).
+/// `check`, `serve` and a reload report the errors of both in one list.
+pub fn load(path: &Path, key_files: KeyFiles) -> Result<Loaded, ConfigErrors> {
+    let (config, tokens) = config::load_with(path, |config| {
+        let mut errors = ConfigErrors::default();
+        if let StoreBackend::Redis(settings) = &config.auth.store {
+            if let Err(e) = crate::store::redis_url(settings) {
+                errors.0.push(e);
+            }
+        }
+        let tokens = config.auth.tokens.as_ref().and_then(|settings| {
+            keys::tokens(settings, key_files)
+                .map_err(|more| errors.0.extend(more.0))
+                .ok()
+        });
+        if errors.is_empty() {
+            Ok(tokens.map(Arc::new))
+        } else {
+            Err(errors)
+        }
+    })?;
+    Ok(Loaded { config, tokens })
+}
 
 /// The authentication state shared by every request.
 pub struct Auth {
@@ -32,6 +68,7 @@ pub struct Auth {
 impl Auth {
     pub fn new(
         config: &AuthConfig,
+        tokens: Option<Arc<Tokens>>,
         store: Arc<dyn Store>,
         redis: Option<Arc<RedisConnection>>,
         limiter: Arc<Limiter>,
@@ -41,7 +78,7 @@ impl Auth {
         // Half the cores at most: the lowest priority keeps checks off the cores' time, not out
         // of the caches and memory bandwidth they share with proxying (19 MiB per argon2 check).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let token_service = config.tokens.clone().map(|tokens| TokenService {
+        let token_service = tokens.clone().map(|tokens| TokenService {
             tokens,
             store: store.clone(),
             passwords: PasswordChecker::new((cores / 2).max(1), config.max_pending_logins),
@@ -53,7 +90,7 @@ impl Auth {
         Auth {
             store,
             api_keys,
-            tokens: config.tokens.clone(),
+            tokens,
             token_service,
             redis,
         }

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use super::auth::AuthSections;
 use super::decode::{Reader, Spanned};
 use super::yaml::Node;
-use super::{AuthConfig, ClientLimits, Docs, EncodedSlashes, KeyFiles};
+use super::{AuthConfig, ClientLimits, Docs, EncodedSlashes};
 use crate::ratelimit::RatePolicy;
 
 /// `gateway.yaml`.
@@ -75,7 +75,7 @@ const DOCS_KEYS: &[&str] = &["title", "version", "description", "refresh"];
 const OBSERVABILITY_KEYS: &[&str] = &["metrics", "usage"];
 
 impl GatewayFile {
-    pub fn read(node: &Node, r: &mut Reader, base: &Path, key_files: KeyFiles) -> GatewayFile {
+    pub fn read(node: &Node, r: &mut Reader, base: &Path) -> GatewayFile {
         let fields = r.fields(node, "", GATEWAY_KEYS);
         let section = |key: &str| fields.as_ref().and_then(|f| f.get(key));
         let sections = AuthSections {
@@ -98,7 +98,7 @@ impl GatewayFile {
             upgrade_socket: None,
             client: ClientLimits::default(),
             encoded_slashes: EncodedSlashes::default(),
-            auth: super::auth::compile(sections, r, base, key_files),
+            auth: super::auth::compile(sections, r, base),
             rate_limits: RatePolicy::default(),
             record_metrics: true,
             record_usage: true,

@@ -24,12 +24,7 @@ fn read_bytes(bytes: &[u8]) -> ConfigErrors {
             file,
             errors: &mut errors,
         };
-        GatewayFile::read(
-            &node,
-            &mut reader,
-            Path::new("."),
-            super::KeyFiles::ReadOnly,
-        );
+        GatewayFile::read(&node, &mut reader, Path::new("."));
         ServiceFile::read(&node, &mut reader);
     }
     errors
