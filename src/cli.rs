@@ -7,11 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, Config};
+use crate::auth::keys::KeyFiles;
+use crate::auth::{self, Loaded};
+use crate::config::{Config, Overrides};
 use crate::logs::{self, LogFormat};
 use crate::manage::{self, KeysCommand, UsersCommand};
 use crate::openapi::publish::{merge_now, report_now};
-use crate::reload::Overrides;
 
 #[derive(Parser)]
 #[command(
@@ -196,9 +197,10 @@ fn print_line(text: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
+/// The configuration, its token keys checked (not created) and its store URL checked.
 fn load_or_report(path: &Path) -> Option<Config> {
-    match config::load(path) {
-        Ok(config) => Some(config),
+    match auth::load(path, KeyFiles::ReadOnly) {
+        Ok(loaded) => Some(loaded.config),
         Err(errors) => {
             eprintln!("{errors}");
             None
@@ -259,8 +261,8 @@ fn check(path: &Path, strict: bool) -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     logs::init(args.log_format);
-    let mut config = match config::load_for_serve(&args.config) {
-        Ok(config) => config,
+    let Loaded { mut config, tokens } = match auth::load(&args.config, KeyFiles::CreateMissing) {
+        Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("{errors}");
             return ExitCode::FAILURE;
@@ -273,7 +275,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         upgrade_socket: args.upgrade_socket,
     };
     overrides.apply(&mut config);
-    match crate::server::serve(config, overrides, args.upgrade) {
+    match crate::server::serve(config, tokens, overrides, args.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("{message}");

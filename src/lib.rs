@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod context;
+pub mod credentials;
 pub mod endpoints;
 pub mod errors;
 pub mod forwarded;

@@ -8,10 +8,10 @@ use std::io::BufRead;
 
 use clap::Subcommand;
 
-use crate::auth::identity::fits_a_header;
 use crate::auth::{api_key, password};
 use crate::config::{Config, StoreBackend};
-use crate::store::{ApiKey, NewUser, RedisStore, Store, User};
+use crate::credentials::fits_a_header;
+use crate::store::{redis_url, ApiKey, NewUser, RedisStore, Store, User};
 
 #[derive(Subcommand)]
 pub enum UsersCommand {
@@ -114,9 +114,11 @@ pub fn read_password() -> Result<String, String> {
 
 fn redis_store(config: &Config) -> Result<RedisStore, String> {
     match &config.auth.store {
-        StoreBackend::Redis { url } => {
-            RedisStore::new(url, std::time::Duration::from_secs(5)).map_err(|e| e.to_string())
-        }
+        StoreBackend::Redis(settings) => RedisStore::new(
+            &redis_url(settings).map_err(|e| e.to_string())?,
+            std::time::Duration::from_secs(5),
+        )
+        .map_err(|e| e.to_string()),
         StoreBackend::Memory => Err(format!(
             "{}: this command needs `store: {{ backend: redis }}`; the memory store lives inside each gateway process (users and keys come from `seed:`, with hashes from `guichet hash-password` and `guichet keys create`; usage from GET /api/analytics/usage/ on the gateway)",
             config.source.display()
@@ -300,7 +302,7 @@ pub async fn keys(config: &Config, command: KeysCommand) -> Result<String, Strin
                 expires: expires_at,
                 revoked: false,
             };
-            if config.auth.store == StoreBackend::Memory {
+            if matches!(config.auth.store, StoreBackend::Memory) {
                 let expires = expires.map_or(String::new(), |at| format!(", expires: {at}"));
                 return Ok(format!(
                     "{key}\n\nThis key is shown once. With the memory store, add it to gateway.yaml:\n  seed:\n    api_keys:\n      - {{ name: {name}, prefix: {prefix}, key_hash: {secret_hash}, role: {role}, scopes: [{}]{expires} }}",

@@ -18,8 +18,9 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::analytics::Usage;
 use crate::auth::api_key::{self, ApiKeys};
+use crate::auth::jwt::Tokens;
 use crate::auth::Auth;
-use crate::config::{Config, Listen};
+use crate::config::{Config, Listen, Overrides};
 use crate::connection::{ClientConnections, Refusals};
 use crate::context::InFlight;
 use crate::endpoints::tokens::TokenService;
@@ -30,7 +31,7 @@ use crate::openapi::publish::{ApiDocs, DocsRefresh};
 use crate::proxy::Gateway;
 use crate::ratelimit::{Limiter, RedisLimiter, SystemClock};
 use crate::reload::watcher::{Timing, WatchFiles};
-use crate::reload::{Overrides, ReloadOnHangup, Reloader};
+use crate::reload::{ReloadOnHangup, Reloader};
 use crate::snapshot::{Current, Snapshot};
 use crate::store::{Instrumented, Store};
 use crate::upstream::HealthChecks;
@@ -45,7 +46,12 @@ const DOWNSTREAM_WRITE_BUFFER: usize = 1460;
 /// Runs the gateway until it is told to stop. With `upgrade`, the listening sockets come from
 /// the running gateway instead of being bound. Returns an error, already worded for the user,
 /// when a listener cannot be bound.
-pub fn serve(config: Config, overrides: Overrides, upgrade: bool) -> Result<(), String> {
+pub fn serve(
+    config: Config,
+    tokens: Option<Arc<Tokens>>,
+    overrides: Overrides,
+    upgrade: bool,
+) -> Result<(), String> {
     if !upgrade {
         for listen in [&config.listen, &config.admin_listen] {
             ensure_bindable(listen)?;
@@ -78,13 +84,14 @@ pub fn serve(config: Config, overrides: Overrides, upgrade: bool) -> Result<(), 
         metrics.store_errors.with_label_values(&["rate_limit"]),
     ));
     let usage = Arc::new(Usage::new(redis.clone()));
-    let tokens = TokenService::new(
+    let token_service = TokenService::new(
         &config.auth,
+        tokens.clone(),
         store.clone(),
         limiter.clone(),
         &config.rate_limits,
     );
-    let auth = Arc::new(Auth::new(&config.auth, store, redis));
+    let auth = Arc::new(Auth::new(&config.auth, tokens, store, redis));
     let snapshot = Snapshot::new(config, &metrics, None, 1);
     let docs = Arc::new(ApiDocs::new(&snapshot.config, &snapshot.router));
     let config = snapshot.config.clone();
@@ -135,7 +142,7 @@ pub fn serve(config: Config, overrides: Overrides, upgrade: bool) -> Result<(), 
         current: current.clone(),
         auth: auth.clone(),
         endpoints: Endpoints {
-            tokens,
+            tokens: token_service,
             auth: auth.clone(),
             usage: usage.clone(),
             docs: docs.clone(),

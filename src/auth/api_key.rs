@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 
 use self::cache::{Cached, Caches};
 pub use self::events::follow_key_events;
+use crate::credentials::split_api_key;
 use crate::logs::{Repeated, WithCauses};
 use crate::store::{ApiKey, Store, StoreError};
 
@@ -67,7 +68,7 @@ impl ApiKeys {
     }
 
     pub async fn check(&self, presented: &str) -> KeyCheck {
-        let Some((prefix, secret)) = split(presented) else {
+        let Some((prefix, secret)) = split_api_key(presented) else {
             return KeyCheck::Invalid;
         };
         let stale = match self.caches().lookup(prefix, self.ttl) {
@@ -155,17 +156,6 @@ fn accepts(key: &ApiKey, secret: &str) -> bool {
         .expires
         .is_some_and(|at| at <= crate::auth::jwt::unix_now());
     matches && !key.revoked && !expired
-}
-
-/// `<prefix>.<secret>` split in two, if it has that shape.
-pub fn split(presented: &str) -> Option<(&str, &str)> {
-    let (prefix, secret) = presented.trim().split_once('.')?;
-    let valid_prefix = !prefix.is_empty()
-        && prefix.len() <= 64
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    (valid_prefix && !secret.is_empty() && secret.len() <= 256).then_some((prefix, secret))
 }
 
 /// Lower-case hex SHA-256 of a key's secret part.

@@ -13,7 +13,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::identity::fits_a_header;
+use crate::credentials::fits_a_header;
 
 /// The signing key and every key tokens are still accepted from, by `kid`.
 pub struct Keys {

@@ -174,8 +174,3 @@ pub fn hash(password: &str) -> String {
         .map(|h| h.to_string())
         .unwrap_or_default()
 }
-
-/// Whether `text` is an argon2 PHC string, for config checks.
-pub fn is_argon2_hash(text: &str) -> bool {
-    PasswordHash::new(text).is_ok_and(|h| h.algorithm.as_str().starts_with("argon2"))
-}

@@ -1,20 +1,18 @@
 //! The authentication sections of `gateway.yaml` — `store`, `jwt`, `roles`, `seed` — read with
-//! positions and compiled: keys loaded (or, for the demo, generated), secrets taken from the
-//! environment, seed data checked against the roles.
+//! positions into plain settings, seed data checked against the roles. Key files, secrets and
+//! the environment are not read here: `auth::keys` and the store read them where they are
+//! used, and report what is wrong at the positions kept in the settings.
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
 use super::decode::{Fields, Reader, Spanned};
-use super::source::{read_bounded, ReadError, MAX_CONFIG_FILE};
 use super::yaml::Node;
-use super::{AuthConfig, KeyFiles, StoreBackend};
-use crate::auth::jwt::{self, Keys, Tokens};
-use crate::auth::password;
+use super::{AuthConfig, RedisSettings, Setting, SigningKey, StoreBackend, TokenSettings};
+use crate::credentials::{fits_a_header, is_argon2_hash, split_api_key};
 use crate::store::{ApiKey, User};
 
 const STORE_KEYS: &[&str] = &["backend", "url", "api_key_cache_ttl", "timeout"];
@@ -45,7 +43,6 @@ const DEFAULT_MAX_PENDING_LOGINS: usize = 64;
 const MAX_PENDING_LOGINS: usize = 100_000;
 
 pub const DEFAULT_ROLES: [&str; 3] = ["student", "instructor", "admin"];
-const REDIS_URL_ENV: &str = "GUICHET_REDIS_URL";
 
 /// Reads and compiles the four sections of `gateway.yaml` given as nodes.
 pub struct AuthSections<'n> {
@@ -55,7 +52,7 @@ pub struct AuthSections<'n> {
     pub seed: Option<(&'n Node, String)>,
 }
 
-pub fn compile(sections: AuthSections, r: &mut Reader, base: &Path, keys: KeyFiles) -> AuthConfig {
+pub fn compile(sections: AuthSections, r: &mut Reader, base: &Path) -> AuthConfig {
     let roles = match &sections.roles {
         Some((node, field)) => read_roles(node, field, r),
         None => DEFAULT_ROLES.iter().map(|s| s.to_string()).collect(),
@@ -65,7 +62,7 @@ pub fn compile(sections: AuthSections, r: &mut Reader, base: &Path, keys: KeyFil
         None => (StoreBackend::Memory, None, None),
     };
     let (tokens, max_pending_logins) = match &sections.jwt {
-        Some((node, field)) => read_jwt(node, field, r, base, keys),
+        Some((node, field)) => read_jwt(node, field, r, base),
         None => (None, DEFAULT_MAX_PENDING_LOGINS),
     };
     let (users, api_keys) = match &sections.seed {
@@ -88,7 +85,7 @@ pub fn compile(sections: AuthSections, r: &mut Reader, base: &Path, keys: KeyFil
         store_timeout: store_timeout.unwrap_or(Duration::from_millis(250)),
         api_key_cache_ttl: api_key_cache_ttl.unwrap_or(Duration::from_secs(30)),
         max_pending_logins,
-        tokens: tokens.map(Arc::new),
+        tokens,
         roles,
         seed_users: users,
         seed_api_keys: api_keys,
@@ -102,7 +99,7 @@ const HOLDS_CONTROL_FIX: &str =
 /// A text value that can go into an identity header: no control character.
 fn header_safe(r: &mut Reader, node: &Node, field: &str) -> Option<Spanned<String>> {
     let text = r.string(node, field)?;
-    if crate::auth::identity::fits_a_header(&text.value) {
+    if fits_a_header(&text.value) {
         Some(text)
     } else {
         r.error(text.mark, field, HOLDS_CONTROL, HOLDS_CONTROL_FIX);
@@ -115,7 +112,7 @@ fn read_roles(node: &Node, field: &str, r: &mut Reader) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     let mut listed = HashSet::new();
     for role in roles {
-        if !crate::auth::identity::fits_a_header(&role.value) {
+        if !fits_a_header(&role.value) {
             r.error(role.mark, field, HOLDS_CONTROL, HOLDS_CONTROL_FIX);
         } else if !listed.insert(role.value.clone()) {
             r.error(
@@ -153,34 +150,15 @@ fn read_store(
     let backend = match fields.get("backend") {
         Some((node, field)) => match r.scalar(node, &field, "memory or redis") {
             Some("memory") => StoreBackend::Memory,
-            Some("redis") => {
-                let from_env = std::env::var(REDIS_URL_ENV)
-                    .ok()
-                    .filter(|v| !v.is_empty())
-                    .map(|v| Spanned::new(v, node.mark));
-                match from_env.or(url) {
-                    Some(url) => {
-                        if let Err(e) = redis::Client::open(url.value.as_str()) {
-                            r.error(
-                                url.mark,
-                                &format!("{}.url", fields.path()),
-                                format!("`{}` is not a Redis URL: {e}", url.value),
-                                "write redis://host:6379/0 or unix:///path/to/redis.sock",
-                            );
-                        }
-                        StoreBackend::Redis { url: url.value }
-                    }
-                    None => {
-                        r.error(
-                            node.mark,
-                            &field,
-                            "the redis store needs a URL",
-                            &format!("add `url: redis://127.0.0.1:6379/0`, or set {REDIS_URL_ENV}"),
-                        );
-                        StoreBackend::Memory
-                    }
-                }
-            }
+            Some("redis") => StoreBackend::Redis(RedisSettings {
+                url: url.map(|url| Setting {
+                    value: url.value,
+                    at: r.at(url.mark),
+                    field: format!("{}.url", fields.path()),
+                }),
+                at: r.at(node.mark),
+                section: fields.path().to_string(),
+            }),
             Some(other) => {
                 r.error(
                     node.mark,
@@ -203,14 +181,13 @@ fn read_store(
     (backend, ttl, timeout)
 }
 
-/// The `jwt` section: the token keys and settings, and the bound on pending password checks.
+/// The `jwt` section: the token settings, and the bound on pending password checks.
 fn read_jwt(
     node: &Node,
     field: &str,
     r: &mut Reader,
     base: &Path,
-    key_files: KeyFiles,
-) -> (Option<Tokens>, usize) {
+) -> (Option<TokenSettings>, usize) {
     let Some(fields) = r.fields(node, field, JWT_KEYS) else {
         return (None, DEFAULT_MAX_PENDING_LOGINS);
     };
@@ -218,20 +195,17 @@ fn read_jwt(
         Some((node, field)) => r.count(node, &field, MAX_PENDING_LOGINS),
         None => Some(DEFAULT_MAX_PENDING_LOGINS),
     };
-    let tokens = read_tokens(&fields, field, r, base, key_files);
+    let tokens = read_tokens(&fields, field, r, base);
     (
         tokens,
         max_pending_logins.unwrap_or(DEFAULT_MAX_PENDING_LOGINS),
     )
 }
 
-fn read_tokens(
-    fields: &Fields,
-    field: &str,
-    r: &mut Reader,
-    base: &Path,
-    key_files: KeyFiles,
-) -> Option<Tokens> {
+/// The token settings; `None` when the algorithm or the signing key cannot be read. A value
+/// that does not read otherwise is reported and left at its default, so the key is still
+/// checked and one load lists every error.
+fn read_tokens(fields: &Fields, field: &str, r: &mut Reader, base: &Path) -> Option<TokenSettings> {
     let text = |r: &mut Reader, key: &str, default: &str| match fields.get(key) {
         Some((node, field)) => r.string(node, &field).map(|s| s.value),
         None => Some(default.to_string()),
@@ -274,25 +248,17 @@ fn read_tokens(
         )?,
         None => Algorithm::EdDSA,
     };
-    let mut keys = if algorithm == Algorithm::HS256 {
+    let signing = if algorithm == Algorithm::HS256 {
         let Some((node, field)) = fields.get("secret_env") else {
             r.error(fields.mark, &format!("{field}.secret_env"), "HS256 needs a shared secret from the environment", "add `secret_env: GUICHET_JWT_SECRET` and set that variable to at least 32 random bytes");
             return None;
         };
         let name = r.string(node, &field)?;
-        let secret = std::env::var(&name.value).unwrap_or_default();
-        match Keys::from_secret(secret.as_bytes()) {
-            Ok(keys) => keys,
-            Err(why) => {
-                let why = if secret.is_empty() {
-                    format!("the environment variable {} is not set", name.value)
-                } else {
-                    why
-                };
-                r.error(name.mark, &field, why, "set it to at least 32 random bytes, such as the output of `openssl rand -base64 48`");
-                return None;
-            }
-        }
+        SigningKey::SecretEnv(Setting {
+            value: name.value,
+            at: r.at(name.mark),
+            field,
+        })
     } else {
         let Some((node, field)) = fields.get("signing_key_file") else {
             r.error(
@@ -304,94 +270,38 @@ fn read_tokens(
             return None;
         };
         let file = r.string(node, &field)?;
-        let path = base.join(&file.value);
-        let pem = read_or_generate_key(&path, algorithm, generate, key_files);
-        match pem.and_then(|pem| Keys::from_private_pem(algorithm, pem.as_bytes())) {
-            Ok(keys) => keys,
-            Err(why) => {
-                r.error(
-                    file.mark,
-                    &field,
-                    format!("{}: {why}", path.display()),
-                    &key_hint(algorithm),
-                );
-                return None;
-            }
+        SigningKey::File {
+            path: Setting {
+                value: base.join(&file.value),
+                at: r.at(file.mark),
+                field,
+            },
+            generate_if_missing: generate,
         }
     };
-    if let Some((node, field)) = fields.get("verification_keys") {
-        for (index, file) in r
+    let verification_keys = match fields.get("verification_keys") {
+        Some((node, field)) => r
             .strings(node, &field, "[keys/old-public.pem]")
             .into_iter()
             .enumerate()
-        {
-            let path = base.join(&file.value);
-            let accepted = read_bounded(&path, MAX_CONFIG_FILE)
-                .map_err(|e| format!("{}: {e}", path.display()))
-                .and_then(|pem| keys.accept_public_pem(&pem));
-            if let Err(why) = accepted {
-                r.error(
-                    file.mark,
-                    &format!("{field}[{index}]"),
-                    why,
-                    "list PEM public keys of earlier signing keys",
-                );
-            }
-        }
-    }
-    Some(Tokens::new(
-        keys,
-        &issuer?,
-        &audience?,
-        access_ttl?,
-        refresh_ttl?,
-        leeway?,
-    ))
-}
-
-fn key_hint(algorithm: Algorithm) -> String {
-    match algorithm {
-        Algorithm::EdDSA => "create one with `openssl genpkey -algorithm ed25519 -out keys/jwt-ed25519.pem`, or set `generate_key_if_missing: true` for a demo".to_string(),
-        Algorithm::ES256 => "create one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out keys/jwt-es256.pem`".to_string(),
-        _ => "create one with `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out keys/jwt-rs256.pem`".to_string(),
-    }
-}
-
-/// The key file's text; a missing EdDSA key is generated when allowed (written only by `serve`).
-fn read_or_generate_key(
-    path: &Path,
-    algorithm: Algorithm,
-    generate: bool,
-    key_files: KeyFiles,
-) -> Result<String, String> {
-    match read_bounded(path, MAX_CONFIG_FILE) {
-        Ok(pem) => String::from_utf8(pem).map_err(|_| "the key file is not PEM text".to_string()),
-        Err(e) if e.is_not_found() && generate && algorithm == Algorithm::EdDSA => {
-            let pem = jwt::generate_ed25519_pem();
-            if key_files == KeyFiles::CreateMissing {
-                write_private(path, &pem)
-                    .map_err(|e| format!("cannot create the key file: {e}"))?;
-                tracing::warn!(path = %path.display(), "generated a new JWT signing key (demo only: replicas must share one key)");
-            }
-            Ok(pem)
-        }
-        Err(ReadError::Io(e)) => Err(format!("cannot read the key file: {e}")),
-        Err(e) => Err(format!("the key file: {e}")),
-    }
-}
-
-fn write_private(path: &Path, pem: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(pem.as_bytes())
+            .map(|(index, file)| Setting {
+                value: base.join(&file.value),
+                at: r.at(file.mark),
+                field: format!("{field}[{index}]"),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Some(TokenSettings {
+        algorithm,
+        signing,
+        verification_keys,
+        issuer: issuer.unwrap_or_default(),
+        audience: audience.unwrap_or_default(),
+        access_ttl: access_ttl.unwrap_or_default(),
+        refresh_ttl: refresh_ttl.unwrap_or_default(),
+        leeway: leeway.unwrap_or_default(),
+    })
 }
 
 fn read_seed(
@@ -485,7 +395,7 @@ fn read_seed_user(node: &Node, field: &str, r: &mut Reader, roles: &[String]) ->
     let password_hash =
         required(r, &fields, "password_hash", "\"$argon2id$...\"").and_then(|(node, field)| {
             let hash = r.string(node, &field)?;
-            if password::is_argon2_hash(&hash.value) {
+            if is_argon2_hash(&hash.value) {
                 Some(hash.value)
             } else {
                 r.error(
@@ -517,7 +427,7 @@ fn read_seed_key(node: &Node, field: &str, r: &mut Reader, roles: &[String]) -> 
         .and_then(|(node, field)| header_safe(r, node, &field));
     let prefix = required(r, &fields, "prefix", "gk_demo").and_then(|(node, field)| {
         let prefix = r.string(node, &field)?;
-        if crate::auth::api_key::split(&format!("{}.x", prefix.value)).is_some() {
+        if split_api_key(&format!("{}.x", prefix.value)).is_some() {
             Some(prefix.value)
         } else {
             r.error(

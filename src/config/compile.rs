@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use super::decode::{Reader, Spanned};
 use super::error::{ConfigErrors, Location};
-use super::model::{GatewayFile, RouteSpec, ServiceFile, SpecWritten};
+use super::gateway_file::GatewayFile;
+use super::routes_file::{RouteSpec, ServiceFile, SpecWritten};
 use super::source::{self, MAX_CONFIG_FILE};
 use super::yaml::{self, Node};
-use super::{AuthLevel, Config, HealthCheck, KeyFiles, Listen, Route, Service, SpecSource, Target};
+use super::{AuthLevel, Config, HealthCheck, Listen, Route, Service, SpecSource, Target};
 use crate::router::{MethodSet, Segment};
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,41 +24,34 @@ const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// the endpoint, before the listener stops accepting.
 const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
 
-pub fn load(path: &Path, key_files: KeyFiles) -> Result<Config, ConfigErrors> {
-    let mut errors = ConfigErrors::default();
+/// The configuration as read, its errors added to `errors`; `None` when gateway.yaml itself
+/// cannot be read or parsed.
+pub fn read(path: &Path, errors: &mut ConfigErrors) -> Option<Config> {
     let gateway_file: Arc<Path> = Arc::from(path);
     let base = gateway_file.parent().unwrap_or(Path::new("")).to_path_buf();
-    let gateway = match read_tree(&gateway_file, None, &mut errors) {
-        Some(node) => GatewayFile::read(
-            &node,
-            &mut Reader {
-                file: gateway_file.clone(),
-                errors: &mut errors,
-            },
-            &base,
-            key_files,
-        ),
-        None => return Err(errors),
-    };
+    let node = read_tree(&gateway_file, None, errors)?;
+    let gateway = GatewayFile::read(
+        &node,
+        &mut Reader {
+            file: gateway_file.clone(),
+            errors,
+        },
+        &base,
+    );
     let mut services = Vec::new();
-    for included in expand_includes(&gateway_file, &gateway, &mut errors) {
+    for included in expand_includes(&gateway_file, &gateway, errors) {
         let file: Arc<Path> = Arc::from(included.file.as_path());
-        if let Some(node) = read_tree(&file, Some(&included), &mut errors) {
+        if let Some(node) = read_tree(&file, Some(&included), errors) {
             let mut reader = Reader {
                 file: file.clone(),
-                errors: &mut errors,
+                errors,
             };
             if let Some(service) = ServiceFile::read(&node, &mut reader) {
                 services.push((file, service));
             }
         }
     }
-    let config = build(path, gateway, services, &mut errors);
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(errors.sorted())
-    }
+    Some(build(path, gateway, services, errors))
 }
 
 /// Reads and parses one file. Errors about the file as a whole (it cannot be read, or it is too

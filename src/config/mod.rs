@@ -1,13 +1,20 @@
 //! Configuration: `gateway.yaml` plus the routes files it includes, read in three steps —
 //! parse (a YAML tree that keeps positions), read (typed values, every error collected) and
 //! compile (checks across files, then an immutable [`Config`] the gateway runs on).
+//!
+//! A configuration is plain data: no key is built, no key file read or written and no
+//! environment variable read here. What needs them (the token keys, the store's URL) is built
+//! from the settings by the part that uses it, through [`load_with`], which reports its errors
+//! with the others at the positions the settings keep.
 
 mod auth;
 mod compile;
 mod decode;
 mod error;
+mod gateway_file;
 mod limits;
-mod model;
+mod overrides;
+mod routes_file;
 pub mod source;
 pub mod yaml;
 
@@ -17,11 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use jsonwebtoken::Algorithm;
 
 pub use error::{ConfigError, ConfigErrors, Location};
-pub use model::MAX_SOCKET_PATH;
+pub use gateway_file::MAX_SOCKET_PATH;
+pub use overrides::Overrides;
 
-use crate::auth::jwt::Tokens;
 use crate::ratelimit::{Rate, RatePolicy};
 use crate::router::{MethodSet, PathPattern, PathTemplate};
 use crate::store::{ApiKey, User};
@@ -166,7 +174,7 @@ pub struct AuthConfig {
     /// `jwt.max_pending_logins`: password checks admitted at once; past it, 503 `login_busy`.
     pub max_pending_logins: usize,
     /// `None` without a `jwt` section: the token endpoints are off.
-    pub tokens: Option<Arc<Tokens>>,
+    pub tokens: Option<TokenSettings>,
     /// Whether gateway.yaml has a `jwt` section (even one with errors).
     pub jwt_written: bool,
     /// From least to most privileged; each includes the ones before it.
@@ -192,17 +200,74 @@ impl AuthConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum StoreBackend {
     Memory,
-    Redis { url: String },
+    Redis(RedisSettings),
 }
 
-/// Whether loading may create a missing demo key file (`serve`) or only read (`check`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyFiles {
-    ReadOnly,
-    CreateMissing,
+/// `store: { backend: redis }`. The URL is taken where the store is opened: the environment
+/// may give one instead of `url:`.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    /// `url:`, if written.
+    pub url: Option<Setting<String>>,
+    /// Where `backend: redis` is written: a URL from the environment, or a missing one, is
+    /// reported there.
+    pub at: Location,
+    /// The section's field path, `store`.
+    pub section: String,
+}
+
+/// A setting and where it is written, for what is checked after reading (a key file, the
+/// variable holding a secret, the Redis URL), with the same position and field as the reader's
+/// own errors.
+#[derive(Clone, Debug)]
+pub struct Setting<T> {
+    pub value: T,
+    pub at: Location,
+    /// The dotted field path, such as `jwt.signing_key_file`.
+    pub field: String,
+}
+
+impl<T> Setting<T> {
+    /// An error about this setting, and what to write instead.
+    pub fn error(&self, message: impl Into<String>, hint: &str) -> ConfigError {
+        ConfigError {
+            at: self.at.clone(),
+            field: self.field.clone(),
+            message: message.into(),
+            hint: Some(hint.to_string()),
+        }
+    }
+}
+
+/// `jwt:` in gateway.yaml: how tokens are signed, issued and checked.
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    pub algorithm: Algorithm,
+    pub signing: SigningKey,
+    /// PEM public keys of earlier signing keys, whose tokens are still accepted; resolved
+    /// against the folder of gateway.yaml.
+    pub verification_keys: Vec<Setting<PathBuf>>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub leeway: Duration,
+}
+
+/// Where the signing key comes from.
+#[derive(Clone, Debug)]
+pub enum SigningKey {
+    /// HS256: the name of the environment variable holding the shared secret.
+    SecretEnv(Setting<String>),
+    /// A PEM private key file, resolved against the folder of gateway.yaml.
+    File {
+        path: Setting<PathBuf>,
+        /// `generate_key_if_missing`: an absent EdDSA key is generated (a demo's).
+        generate_if_missing: bool,
+    },
 }
 
 /// What a route asks of its callers.
@@ -279,14 +344,30 @@ pub struct Route {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 
-/// Loads and checks `gateway.yaml` and everything it includes, writing nothing.
+/// Loads and checks `gateway.yaml` and everything it includes, as plain data.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    compile::load(path, KeyFiles::ReadOnly)
+    load_with(path, |_| Ok(())).map(|(config, ())| config)
 }
 
-/// As [`load`], but creates a missing demo signing key when `generate_key_if_missing` says so.
-pub fn load_for_serve(path: &Path) -> Result<Config, ConfigErrors> {
-    compile::load(path, KeyFiles::CreateMissing)
+/// As [`load`], and `build` makes from the configuration what plain data cannot hold (keys,
+/// what the environment says). It runs on the configuration as read even when the files have
+/// errors, so that one load lists them all, in file and line order.
+pub fn load_with<T>(
+    path: &Path,
+    build: impl FnOnce(&Config) -> Result<T, ConfigErrors>,
+) -> Result<(Config, T), ConfigErrors> {
+    let mut errors = ConfigErrors::default();
+    let Some(config) = compile::read(path, &mut errors) else {
+        return Err(errors);
+    };
+    match build(&config) {
+        Ok(built) if errors.is_empty() => Ok((config, built)),
+        Ok(_) => Err(errors.sorted()),
+        Err(more) => {
+            errors.0.extend(more.0);
+            Err(errors.sorted())
+        }
+    }
 }
 
 impl Config {

@@ -7,7 +7,8 @@ use proptest::prelude::*;
 
 use super::decode::Reader;
 use super::error::ConfigErrors;
-use super::model::{GatewayFile, ServiceFile};
+use super::gateway_file::GatewayFile;
+use super::routes_file::ServiceFile;
 use super::yaml;
 
 /// Parses and reads `text` both as gateway.yaml and as a routes file, returning the errors.
@@ -23,12 +24,7 @@ fn read_bytes(bytes: &[u8]) -> ConfigErrors {
             file,
             errors: &mut errors,
         };
-        GatewayFile::read(
-            &node,
-            &mut reader,
-            Path::new("."),
-            super::KeyFiles::ReadOnly,
-        );
+        GatewayFile::read(&node, &mut reader, Path::new("."));
         ServiceFile::read(&node, &mut reader);
     }
     errors

@@ -51,6 +51,7 @@ impl TokenService {
     /// The token endpoints of `config`, or `None` without a `jwt` section.
     pub fn new(
         config: &AuthConfig,
+        tokens: Option<Arc<Tokens>>,
         store: Arc<dyn Store>,
         limiter: Arc<Limiter>,
         limits: &RatePolicy,
@@ -58,7 +59,7 @@ impl TokenService {
         // Half the cores at most: the lowest priority keeps checks off the cores' time, not out
         // of the caches and memory bandwidth they share with proxying (19 MiB per argon2 check).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let tokens = config.tokens.clone()?;
+        let tokens = tokens?;
         Some(TokenService {
             tokens,
             store,

@@ -7,7 +7,6 @@
 
 pub mod watcher;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -18,37 +17,11 @@ use serde_json::{json, Value};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::config::{self, Config};
+use crate::auth::{self, keys::KeyFiles};
+use crate::config::{Config, Overrides, StoreBackend};
 use crate::metrics::Metrics;
 use crate::snapshot::{Current, Snapshot};
-
-/// Settings given on the command line, which win over the files on every load.
-#[derive(Clone, Debug, Default)]
-pub struct Overrides {
-    pub listen: Option<SocketAddr>,
-    pub admin_listen: Option<SocketAddr>,
-    pub pid_file: Option<PathBuf>,
-    pub upgrade_socket: Option<PathBuf>,
-}
-
-impl Overrides {
-    pub fn apply(&self, config: &mut Config) {
-        if self.pid_file.is_some() {
-            config.pid_file.clone_from(&self.pid_file);
-        }
-        if self.upgrade_socket.is_some() {
-            config.upgrade_socket.clone_from(&self.upgrade_socket);
-        }
-        if let Some(addr) = self.listen {
-            config.listen.addr = addr;
-            config.listen.at = None;
-        }
-        if let Some(addr) = self.admin_listen {
-            config.admin_listen.addr = addr;
-            config.admin_listen.at = None;
-        }
-    }
-}
+use crate::store::redis_url;
 
 /// A reload that took effect.
 #[derive(Debug)]
@@ -169,11 +142,12 @@ impl Reloader {
     }
 }
 
-/// Loads and checks the files, off the async threads (seed passwords may be hashed).
+/// Loads and checks the files, off the async threads (seed passwords may be hashed). The token
+/// keys are built to check them, then dropped: the running ones, read at start, stay.
 async fn read(path: PathBuf) -> Result<Config, Vec<String>> {
     let shown = path.display().to_string();
-    match tokio::task::spawn_blocking(move || config::load_for_serve(&path)).await {
-        Ok(Ok(config)) => Ok(config),
+    match tokio::task::spawn_blocking(move || auth::load(&path, KeyFiles::CreateMissing)).await {
+        Ok(Ok(loaded)) => Ok(loaded.config),
         Ok(Err(errors)) => Err(errors.lines()),
         Err(e) => Err(vec![format!("{shown}: could not be loaded: {e}")]),
     }
@@ -200,7 +174,7 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
     if next.upgrade_socket != running.upgrade_socket {
         changed.push("upgrade_socket");
     }
-    if next.auth.store != running.auth.store {
+    if !same_store(&next.auth.store, &running.auth.store) {
         changed.push("store");
     }
     if next.rate_limits.max_tracked_keys != running.rate_limits.max_tracked_keys {
@@ -219,6 +193,17 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
     next.rate_limits.max_tracked_keys = running.rate_limits.max_tracked_keys;
     next.watch = running.watch;
     changed
+}
+
+/// Whether two configurations open the same store: both memory, or Redis at the same URL.
+fn same_store(next: &StoreBackend, running: &StoreBackend) -> bool {
+    match (next, running) {
+        (StoreBackend::Memory, StoreBackend::Memory) => true,
+        (StoreBackend::Redis(next), StoreBackend::Redis(running)) => {
+            redis_url(next).ok() == redis_url(running).ok()
+        }
+        _ => false,
+    }
 }
 
 /// Reloads on every SIGHUP until shutdown.

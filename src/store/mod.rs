@@ -6,6 +6,7 @@ mod instrumented;
 pub mod keys;
 mod memory;
 mod redis;
+mod url;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ pub use self::instrumented::Instrumented;
 pub use self::keys::{CREATIONS, REVOCATIONS};
 pub use self::memory::MemoryStore;
 pub use self::redis::{InvalidUrl, Outage, RedisConnection, RedisStore};
+pub use self::url::redis_url;
 
 /// A user who can log in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +135,9 @@ pub enum OpenError {
         #[source]
         source: StoreError,
     },
+    /// No usable URL: the configuration's message, at the setting's position.
+    #[error("{0}")]
+    Url(crate::config::ConfigError),
     #[error("{0}")]
     Redis(#[from] InvalidUrl),
 }
@@ -163,8 +168,9 @@ pub fn open(config: &crate::config::AuthConfig) -> Result<Opened, OpenError> {
                 redis: None,
             })
         }
-        crate::config::StoreBackend::Redis { url } => {
-            let store = RedisStore::new(url, config.store_timeout)?;
+        crate::config::StoreBackend::Redis(settings) => {
+            let url = redis_url(settings).map_err(OpenError::Url)?;
+            let store = RedisStore::new(&url, config.store_timeout)?;
             let redis = Some(store.connection());
             Ok(Opened {
                 store: Arc::new(store),

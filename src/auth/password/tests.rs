@@ -2,6 +2,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::*;
+use crate::credentials::is_argon2_hash;
 
 async fn check(checker: &PasswordChecker, password: &str, stored: Option<&str>) -> bool {
     let place = checker.admit().expect("a free place");
