@@ -15,6 +15,42 @@ use serde::{Deserialize, Serialize};
 
 use crate::credentials::fits_a_header;
 
+/// Why a key cannot be used. Each message keeps its cause's text, as `guichet check` prints it.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0:?} does not take a key file")]
+    NoKeyFile(Algorithm),
+    #[error("HS256 has no public keys to rotate")]
+    NoPublicKeys,
+    #[error("the HS256 secret is {0} bytes; it needs at least 32")]
+    ShortSecret(usize),
+    #[error("not a {algorithm:?} {kind} key in PEM form: {source}")]
+    NotPem {
+        algorithm: Algorithm,
+        kind: &'static str,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// The key parsed but a step after it failed: `what` names the step.
+    #[error("cannot {what}: {source}")]
+    Unusable {
+        what: &'static str,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+}
+
+impl KeyError {
+    fn unusable(what: &'static str) -> impl FnOnce(jsonwebtoken::errors::Error) -> KeyError {
+        move |source| KeyError::Unusable { what, source }
+    }
+}
+
+/// A token that could not be signed.
+#[derive(Debug, thiserror::Error)]
+#[error("signing failed: {0}")]
+pub struct SignError(#[source] jsonwebtoken::errors::Error);
+
 /// The signing key and every key tokens are still accepted from, by `kid`.
 pub struct Keys {
     algorithm: Algorithm,
@@ -27,21 +63,25 @@ pub struct Keys {
 
 impl Keys {
     /// Keys from a PEM private key (EdDSA, ES256 or RS256).
-    pub fn from_private_pem(algorithm: Algorithm, pem: &[u8]) -> Result<Keys, String> {
+    pub fn from_private_pem(algorithm: Algorithm, pem: &[u8]) -> Result<Keys, KeyError> {
         let encoding = match algorithm {
             Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
             Algorithm::ES256 => EncodingKey::from_ec_pem(pem),
             Algorithm::RS256 => EncodingKey::from_rsa_pem(pem),
-            other => return Err(format!("{other:?} does not take a key file")),
+            other => return Err(KeyError::NoKeyFile(other)),
         }
-        .map_err(|e| format!("not a {algorithm:?} private key in PEM form: {e}"))?;
+        .map_err(|source| KeyError::NotPem {
+            algorithm,
+            kind: "private",
+            source,
+        })?;
         let mut jwk = Jwk::from_encoding_key(&encoding, algorithm)
-            .map_err(|e| format!("cannot derive the public key: {e}"))?;
+            .map_err(KeyError::unusable("derive the public key"))?;
         let kid = thumbprint(&jwk)?;
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
         let decoding =
-            DecodingKey::from_jwk(&jwk).map_err(|e| format!("cannot use the public key: {e}"))?;
+            DecodingKey::from_jwk(&jwk).map_err(KeyError::unusable("use the public key"))?;
         Ok(Keys {
             algorithm,
             kid: kid.clone(),
@@ -52,12 +92,9 @@ impl Keys {
     }
 
     /// HS256 keys from a shared secret (at least 32 bytes).
-    pub fn from_secret(secret: &[u8]) -> Result<Keys, String> {
+    pub fn from_secret(secret: &[u8]) -> Result<Keys, KeyError> {
         if secret.len() < 32 {
-            return Err(format!(
-                "the HS256 secret is {} bytes; it needs at least 32",
-                secret.len()
-            ));
+            return Err(KeyError::ShortSecret(secret.len()));
         }
         let kid = "hs256".to_string();
         Ok(Keys {
@@ -70,16 +107,20 @@ impl Keys {
     }
 
     /// Also accept tokens signed by an older key, given as a PEM public key.
-    pub fn accept_public_pem(&mut self, pem: &[u8]) -> Result<String, String> {
+    pub fn accept_public_pem(&mut self, pem: &[u8]) -> Result<String, KeyError> {
         let decoding = match self.algorithm {
             Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
             Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
             Algorithm::RS256 => DecodingKey::from_rsa_pem(pem),
-            _ => return Err("HS256 has no public keys to rotate".to_string()),
+            _ => return Err(KeyError::NoPublicKeys),
         }
-        .map_err(|e| format!("not a {:?} public key in PEM form: {e}", self.algorithm))?;
+        .map_err(|source| KeyError::NotPem {
+            algorithm: self.algorithm,
+            kind: "public",
+            source,
+        })?;
         let mut jwk = Jwk::from_decoding_key(&decoding, Some(self.algorithm))
-            .map_err(|e| format!("cannot read the public key: {e}"))?;
+            .map_err(KeyError::unusable("read the public key"))?;
         let kid = thumbprint(&jwk)?;
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
@@ -98,9 +139,9 @@ impl Keys {
     }
 }
 
-fn thumbprint(jwk: &Jwk) -> Result<String, String> {
+fn thumbprint(jwk: &Jwk) -> Result<String, KeyError> {
     jwk.thumbprint(ThumbprintHash::SHA256)
-        .map_err(|e| format!("cannot compute the key id: {e}"))
+        .map_err(KeyError::unusable("compute the key id"))
 }
 
 /// A new Ed25519 private key in PKCS#8 PEM form.
@@ -212,7 +253,7 @@ impl Tokens {
         subject: &Subject,
         token_type: TokenType,
         family: Option<&str>,
-    ) -> Result<(String, Claims), String> {
+    ) -> Result<(String, Claims), SignError> {
         let now = unix_now();
         let ttl = match token_type {
             TokenType::Access => self.access_ttl,
@@ -233,8 +274,8 @@ impl Tokens {
         };
         let mut header = Header::new(self.keys.algorithm);
         header.kid = Some(self.keys.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.keys.encoding)
-            .map_err(|e| format!("signing failed: {e}"))?;
+        let token =
+            jsonwebtoken::encode(&header, &claims, &self.keys.encoding).map_err(SignError)?;
         Ok((token, claims))
     }
 

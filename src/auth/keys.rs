@@ -25,7 +25,7 @@ pub fn tokens(settings: &TokenSettings, key_files: KeyFiles) -> Result<Tokens, C
     for file in &settings.verification_keys {
         let accepted = read_bounded(&file.value, MAX_CONFIG_FILE)
             .map_err(|e| format!("{}: {e}", file.value.display()))
-            .and_then(|pem| keys.accept_public_pem(&pem));
+            .and_then(|pem| keys.accept_public_pem(&pem).map_err(|e| e.to_string()));
         if let Err(why) = accepted {
             errors
                 .0
@@ -54,7 +54,7 @@ fn signing_keys(settings: &TokenSettings, key_files: KeyFiles) -> Result<Keys, C
                 let why = if secret.is_empty() {
                     format!("the environment variable {} is not set", name.value)
                 } else {
-                    why
+                    why.to_string()
                 };
                 name.error(why, "set it to at least 32 random bytes, such as the output of `openssl rand -base64 48`")
             })
@@ -63,7 +63,9 @@ fn signing_keys(settings: &TokenSettings, key_files: KeyFiles) -> Result<Keys, C
             path,
             generate_if_missing,
         } => read_or_generate_key(&path.value, algorithm, *generate_if_missing, key_files)
-            .and_then(|pem| Keys::from_private_pem(algorithm, pem.as_bytes()))
+            .and_then(|pem| {
+                Keys::from_private_pem(algorithm, pem.as_bytes()).map_err(|e| e.to_string())
+            })
             .map_err(|why| {
                 path.error(
                     format!("{}: {why}", path.value.display()),
