@@ -155,6 +155,28 @@ fn plain(field: &str, value: &str) -> Result<(), String> {
 /// `text` as it can be printed: control characters as Rust escapes (`\r`, `\u{1b}`) and `\`
 /// doubled so an escape cannot be faked. Text stored before control characters were refused may
 /// hold them, and printed raw they would rewrite the operator's terminal.
+/// A header line and one line per row, each cell padded to its column's width.
+fn table<const N: usize>(
+    widths: [usize; N],
+    header: [&str; N],
+    rows: impl Iterator<Item = [String; N]>,
+) -> String {
+    let line = |cells: [&str; N]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        padded.join(" ")
+    };
+    let mut out = line(header);
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(row.each_ref().map(String::as_str)));
+    }
+    out
+}
+
 fn escaped(text: &str) -> Cow<'_, str> {
     if !text.chars().any(|c| c == '\\' || c.is_control()) {
         return Cow::Borrowed(text);
@@ -245,21 +267,17 @@ pub async fn users(config: &Config, command: UsersCommand) -> Result<String, Str
         }
         UsersCommand::List => {
             let users = store.list_users().await.map_err(|e| e.to_string())?;
-            let mut out = format!(
-                "{:<6} {:<20} {:<32} {:<12} {}",
-                "id", "username", "email", "role", "active"
-            );
-            for u in users {
-                out.push_str(&format!(
-                    "\n{:<6} {:<20} {:<32} {:<12} {}",
-                    u.id,
-                    escaped(&u.username),
-                    escaped(&u.email),
-                    escaped(&u.role),
-                    u.active
-                ));
-            }
-            Ok(out)
+            let rows = users.iter().map(|u| {
+                [
+                    u.id.to_string(),
+                    escaped(&u.username).into_owned(),
+                    escaped(&u.email).into_owned(),
+                    escaped(&u.role).into_owned(),
+                    u.active.to_string(),
+                ]
+            });
+            let header = ["id", "username", "email", "role", "active"];
+            Ok(table([6, 20, 32, 12, 0], header, rows))
         }
     }
 }
@@ -320,21 +338,17 @@ pub async fn keys(config: &Config, command: KeysCommand) -> Result<String, Strin
         KeysCommand::List => {
             let store = redis_store(config)?;
             let keys = store.list_api_keys().await.map_err(|e| e.to_string())?;
-            let mut out = format!(
-                "{:<16} {:<24} {:<12} {:<8} {}",
-                "prefix", "name", "role", "revoked", "scopes"
-            );
-            for k in keys {
-                out.push_str(&format!(
-                    "\n{:<16} {:<24} {:<12} {:<8} {}",
-                    escaped(&k.prefix),
-                    escaped(&k.name),
-                    escaped(&k.role),
-                    k.revoked,
-                    escaped(&k.scopes.join(","))
-                ));
-            }
-            Ok(out)
+            let rows = keys.iter().map(|k| {
+                [
+                    escaped(&k.prefix).into_owned(),
+                    escaped(&k.name).into_owned(),
+                    escaped(&k.role).into_owned(),
+                    k.revoked.to_string(),
+                    escaped(&k.scopes.join(",")).into_owned(),
+                ]
+            });
+            let header = ["prefix", "name", "role", "revoked", "scopes"];
+            Ok(table([16, 24, 12, 8, 0], header, rows))
         }
         KeysCommand::Revoke { prefix } => {
             let store = redis_store(config)?;

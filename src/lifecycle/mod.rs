@@ -82,18 +82,13 @@ pub struct Signals {
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
-        let Some(StopSignals {
-            mut term,
-            mut interrupt,
-            mut quit,
-        }) = StopSignals::install()
-        else {
+        let Some(mut signals) = StopSignals::install() else {
             tracing::error!("cannot install signal handlers; stop the gateway with SIGKILL");
             return std::future::pending().await;
         };
         loop {
             tokio::select! {
-                _ = term.recv() => {
+                _ = signals.term.recv() => {
                     let delay = self.current.load().config.shutdown_delay;
                     self.lifecycle.enter(DRAINING);
                     tracing::info!(
@@ -102,14 +97,14 @@ impl ShutdownSignalWatch for Signals {
                     );
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        _ = interrupt.recv() => return ShutdownSignal::FastShutdown,
+                        _ = signals.interrupt.recv() => return ShutdownSignal::FastShutdown,
                     }
                     tracing::info!("shutdown delay over: no longer accepting connections");
                     signals_while_stopping(self.files.clone());
                     return ShutdownSignal::GracefulTerminate;
                 }
-                _ = interrupt.recv() => return ShutdownSignal::FastShutdown,
-                _ = quit.recv() => match handover::receiver_waiting(self.files.upgrade_socket.as_deref()) {
+                _ = signals.interrupt.recv() => return ShutdownSignal::FastShutdown,
+                _ = signals.quit.recv() => match handover::receiver_waiting(self.files.upgrade_socket.as_deref()) {
                     Ok(socket) => {
                         self.lifecycle.enter(HANDING_OVER);
                         tracing::info!(socket = %socket.display(), "SIGQUIT: handing the listeners over");
@@ -134,23 +129,18 @@ fn signals_while_stopping(files: Arc<RuntimeFiles>) {
             return;
         };
         runtime.block_on(async move {
-            let Some(StopSignals {
-                mut term,
-                mut interrupt,
-                mut quit,
-            }) = StopSignals::install()
-            else {
+            let Some(mut signals) = StopSignals::install() else {
                 return;
             };
             loop {
                 tokio::select! {
-                    _ = interrupt.recv() => {
+                    _ = signals.interrupt.recv() => {
                         tracing::warn!("SIGINT while stopping: exiting now, requests in flight are cut");
                         files.remove_pid_file();
                         std::process::exit(0);
                     }
-                    _ = term.recv() => tracing::info!("SIGTERM ignored: already stopping (SIGINT stops at once)"),
-                    _ = quit.recv() => tracing::info!("SIGQUIT ignored: already stopping"),
+                    _ = signals.term.recv() => tracing::info!("SIGTERM ignored: already stopping (SIGINT stops at once)"),
+                    _ = signals.quit.recv() => tracing::info!("SIGQUIT ignored: already stopping"),
                 }
             }
         });
