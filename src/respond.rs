@@ -13,7 +13,6 @@ use pingora::OrErr;
 
 use crate::context::RequestCtx;
 use crate::errors::{self, GatewayError};
-use crate::openapi::publish::Page;
 
 /// An answer the gateway makes itself.
 pub enum Reply {
@@ -147,4 +146,58 @@ pub fn refusal(ctx: &RequestCtx, error: GatewayError, head_only: bool) -> (Bytes
     let sent = if head_only { 0 } else { body.len() };
     answer.extend_from_slice(&body[..sent]);
     (Bytes::from(answer), sent)
+}
+
+/// A page the gateway serves: the API document, its viewers and their assets, the root view.
+pub struct Page {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: Bytes,
+    pub etag: Option<String>,
+    pub cache_control: &'static str,
+    pub csp: Option<&'static str>,
+}
+
+impl Page {
+    pub fn ok(content_type: &'static str, body: Bytes) -> Page {
+        Page {
+            status: StatusCode::OK,
+            content_type,
+            body,
+            etag: None,
+            cache_control: "no-cache",
+            csp: None,
+        }
+    }
+
+    /// The page's fields, but for the ones every response carries.
+    pub fn fields(&self, headers: &mut HeaderMap) -> Result<(), InvalidHeaderValue> {
+        if self.status != StatusCode::NOT_MODIFIED {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(self.content_type),
+            );
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
+        }
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(self.cache_control),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        if let Some(etag) = &self.etag {
+            headers.insert(header::ETAG, HeaderValue::from_str(etag)?);
+            // The document's rendering depends on Accept.
+            headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+        }
+        if let Some(csp) = self.csp {
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(csp),
+            );
+        }
+        Ok(())
+    }
 }

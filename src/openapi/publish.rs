@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::header::{self, InvalidHeaderValue};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::header;
+use http::StatusCode;
 use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -29,6 +29,7 @@ use super::{fragment, pages, Problem};
 use crate::config::{Config, SpecSource};
 use crate::endpoints::Endpoint;
 use crate::errors::GatewayError;
+use crate::respond::Page;
 use crate::router::Router;
 use crate::snapshot::wait_for_reload;
 use crate::snapshot::Current;
@@ -214,12 +215,12 @@ impl ApiDocs {
 
 /// `GET /api/docs/`: Swagger UI.
 pub fn swagger_ui(config: &Config) -> Page {
-    Page::html(pages::swagger_page(&config.docs.title))
+    html(pages::swagger_page(&config.docs.title))
 }
 
 /// `GET /api/redoc/`: ReDoc.
 pub fn redoc(config: &Config) -> Page {
-    Page::html(pages::redoc_page(&config.docs.title))
+    html(pages::redoc_page(&config.docs.title))
 }
 
 /// `GET /api/docs/assets/<file>`: a script or style of the two pages.
@@ -346,64 +347,11 @@ pub fn root_view(config: &Config) -> Value {
     })
 }
 
-/// A response the gateway writes itself, other than JSON errors.
-pub struct Page {
-    pub status: StatusCode,
-    pub content_type: &'static str,
-    pub body: Bytes,
-    pub etag: Option<String>,
-    pub cache_control: &'static str,
-    pub csp: Option<&'static str>,
-}
-
-impl Page {
-    fn ok(content_type: &'static str, body: Bytes) -> Page {
-        Page {
-            status: StatusCode::OK,
-            content_type,
-            body,
-            etag: None,
-            cache_control: "no-cache",
-            csp: None,
-        }
-    }
-
-    fn html(text: String) -> Page {
-        Page {
-            csp: Some(pages::CONTENT_SECURITY_POLICY),
-            ..Page::ok("text/html; charset=utf-8", Bytes::from(text))
-        }
-    }
-
-    /// The page's fields, but for the ones every response carries.
-    pub fn fields(&self, headers: &mut HeaderMap) -> Result<(), InvalidHeaderValue> {
-        if self.status != StatusCode::NOT_MODIFIED {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(self.content_type),
-            );
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
-        }
-        headers.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static(self.cache_control),
-        );
-        headers.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        if let Some(etag) = &self.etag {
-            headers.insert(header::ETAG, HeaderValue::from_str(etag)?);
-            // The document's rendering depends on Accept.
-            headers.insert(header::VARY, HeaderValue::from_static("Accept"));
-        }
-        if let Some(csp) = self.csp {
-            headers.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(csp),
-            );
-        }
-        Ok(())
+/// An HTML page, with the pages' Content-Security-Policy.
+fn html(text: String) -> Page {
+    Page {
+        csp: Some(pages::CONTENT_SECURITY_POLICY),
+        ..Page::ok("text/html; charset=utf-8", Bytes::from(text))
     }
 }
 
