@@ -91,14 +91,7 @@ impl Store for MemoryStore {
 
     async fn add_user(&self, new: NewUser) -> Result<User, StoreError> {
         let id = self.lock().users.keys().max().map_or(1, |max| max + 1);
-        let user = User {
-            id,
-            username: new.username,
-            email: new.email,
-            role: new.role,
-            password_hash: new.password_hash,
-            active: true,
-        };
+        let user = new.into_user(id);
         self.insert_user(user.clone())?;
         Ok(user)
     }

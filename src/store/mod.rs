@@ -41,6 +41,20 @@ pub struct NewUser {
     pub password_hash: String,
 }
 
+impl NewUser {
+    /// The user as stored under `id`: active, since a new account can log in at once.
+    pub fn into_user(self, id: u64) -> User {
+        User {
+            id,
+            username: self.username,
+            email: self.email,
+            role: self.role,
+            password_hash: self.password_hash,
+            active: true,
+        }
+    }
+}
+
 /// An API key as stored: the SHA-256 of its secret, never the secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKey {

@@ -233,14 +233,7 @@ impl Store for RedisStore {
         let id: u64 = self
             .with(|mut c| async move { c.incr(keys::next_user_id(), 1).await })
             .await?;
-        let user = User {
-            id,
-            username: new.username,
-            email: new.email,
-            role: new.role,
-            password_hash: new.password_hash,
-            active: true,
-        };
+        let user = new.into_user(id);
         let json = serde_json::to_string(&user).map_err(json_failure)?;
         let (name, email) = (keys::login(&user.username), keys::login(&user.email));
         let added: i64 = self
