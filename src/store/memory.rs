@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{login_key, ApiKey, NewUser, Rotation, Store, StoreError, User};
+use super::{login_key, ApiKey, FamilyRotation, NewUser, Rotation, Store, StoreError, User};
 
 #[derive(Default)]
 struct State {
@@ -146,25 +146,20 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn rotate_family(
-        &self,
-        family: &str,
-        presented: &str,
-        next: &str,
-        ttl: Duration,
-    ) -> Result<Rotation, StoreError> {
+    async fn rotate_family(&self, rotation: &FamilyRotation<'_>) -> Result<Rotation, StoreError> {
         let mut state = self.lock();
         let now = Instant::now();
+        let expires = now + rotation.ttl;
         let entry = state
             .families
-            .entry(family.to_string())
-            .or_insert((None, now + ttl));
+            .entry(rotation.family.to_string())
+            .or_insert((None, expires));
         let current = entry.0.as_deref().filter(|_| entry.1 > now);
-        if current == Some(presented) {
-            *entry = (Some(next.to_string()), now + ttl);
+        if current == Some(rotation.presented) {
+            *entry = (Some(rotation.next.to_string()), expires);
             Ok(Rotation::Rotated)
         } else {
-            *entry = (None, now + ttl);
+            *entry = (None, expires);
             Ok(Rotation::Refused)
         }
     }
