@@ -15,7 +15,7 @@ use crate::auth::password::PasswordChecker;
 use crate::config::AuthConfig;
 use crate::errors::GatewayError;
 use crate::ratelimit::{Limiter, Mode, RatePolicy};
-use crate::store::{Rotation, Store, StoreError, User};
+use crate::store::{FamilyRotation, Rotation, Store, StoreError, User};
 
 /// Login and token bodies are small; anything larger is refused before it is read whole.
 const MAX_BODY: usize = 16 * 1024;
@@ -165,9 +165,15 @@ impl TokenService {
             return Err(token_not_valid("Token is invalid or expired"));
         };
         let (access, refresh, next) = self.pair(&user, &family)?;
+        let rotation = FamilyRotation {
+            family: &family,
+            presented: &claims.jti,
+            next: &next.jti,
+            ttl,
+        };
         match self
             .store
-            .rotate_family(&family, &claims.jti, &next.jti, ttl)
+            .rotate_family(&rotation)
             .await
             .map_err(store_error)?
         {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use prometheus::{HistogramVec, IntCounterVec};
 
-use super::{ApiKey, NewUser, Rotation, Store, StoreError, User};
+use super::{ApiKey, FamilyRotation, NewUser, Rotation, Store, StoreError, User};
 use crate::logs::{Repeated, WithCauses};
 
 /// Every operation, in the order of their warnings in [`Instrumented::down`].
@@ -137,18 +137,9 @@ impl Store for Instrumented {
             .await
     }
 
-    async fn rotate_family(
-        &self,
-        family: &str,
-        presented: &str,
-        next: &str,
-        ttl: Duration,
-    ) -> Result<Rotation, StoreError> {
-        self.timed(
-            "rotate_family",
-            self.inner.rotate_family(family, presented, next, ttl),
-        )
-        .await
+    async fn rotate_family(&self, rotation: &FamilyRotation<'_>) -> Result<Rotation, StoreError> {
+        self.timed("rotate_family", self.inner.rotate_family(rotation))
+            .await
     }
 
     async fn revoke_family(&self, family: &str, ttl: Duration) -> Result<(), StoreError> {

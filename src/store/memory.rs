@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{login_key, ApiKey, NewUser, Rotation, Store, StoreError, User};
+use super::{login_key, ApiKey, FamilyRotation, NewUser, Rotation, Store, StoreError, User};
 
 #[derive(Default)]
 struct State {
@@ -91,14 +91,7 @@ impl Store for MemoryStore {
 
     async fn add_user(&self, new: NewUser) -> Result<User, StoreError> {
         let id = self.lock().users.keys().max().map_or(1, |max| max + 1);
-        let user = User {
-            id,
-            username: new.username,
-            email: new.email,
-            role: new.role,
-            password_hash: new.password_hash,
-            active: true,
-        };
+        let user = new.into_user(id);
         self.insert_user(user.clone())?;
         Ok(user)
     }
@@ -153,25 +146,20 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn rotate_family(
-        &self,
-        family: &str,
-        presented: &str,
-        next: &str,
-        ttl: Duration,
-    ) -> Result<Rotation, StoreError> {
+    async fn rotate_family(&self, rotation: &FamilyRotation<'_>) -> Result<Rotation, StoreError> {
         let mut state = self.lock();
         let now = Instant::now();
+        let expires = now + rotation.ttl;
         let entry = state
             .families
-            .entry(family.to_string())
-            .or_insert((None, now + ttl));
+            .entry(rotation.family.to_string())
+            .or_insert((None, expires));
         let current = entry.0.as_deref().filter(|_| entry.1 > now);
-        if current == Some(presented) {
-            *entry = (Some(next.to_string()), now + ttl);
+        if current == Some(rotation.presented) {
+            *entry = (Some(rotation.next.to_string()), expires);
             Ok(Rotation::Rotated)
         } else {
-            *entry = (None, now + ttl);
+            *entry = (None, expires);
             Ok(Rotation::Refused)
         }
     }

@@ -41,6 +41,20 @@ pub struct NewUser {
     pub password_hash: String,
 }
 
+impl NewUser {
+    /// The user as stored under `id`: active, since a new account can log in at once.
+    pub fn into_user(self, id: u64) -> User {
+        User {
+            id,
+            username: self.username,
+            email: self.email,
+            role: self.role,
+            password_hash: self.password_hash,
+            active: true,
+        }
+    }
+}
+
 /// An API key as stored: the SHA-256 of its secret, never the secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKey {
@@ -55,6 +69,19 @@ pub struct ApiKey {
     pub created: u64,
     pub expires: Option<u64>,
     pub revoked: bool,
+}
+
+/// One refresh of a token family, each part named: `presented` and `next` are both token ids
+/// and easy to swap in a positional call.
+#[derive(Clone, Copy, Debug)]
+pub struct FamilyRotation<'a> {
+    pub family: &'a str,
+    /// The token the client presented, which must be the family's current one.
+    pub presented: &'a str,
+    /// The token that becomes current if it is.
+    pub next: &'a str,
+    /// How long the family is kept from now, rotated or revoked.
+    pub ttl: Duration,
 }
 
 /// What presenting a refresh token did to its family.
@@ -104,13 +131,7 @@ pub trait Store: Send + Sync {
     async fn start_family(&self, family: &str, jti: &str, ttl: Duration) -> Result<(), StoreError>;
     /// Atomically moves the family from `presented` to `next`, or revokes it if `presented` is
     /// not its current token.
-    async fn rotate_family(
-        &self,
-        family: &str,
-        presented: &str,
-        next: &str,
-        ttl: Duration,
-    ) -> Result<Rotation, StoreError>;
+    async fn rotate_family(&self, rotation: &FamilyRotation<'_>) -> Result<Rotation, StoreError>;
     async fn revoke_family(&self, family: &str, ttl: Duration) -> Result<(), StoreError>;
 }
 

@@ -9,7 +9,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::keys;
-use super::{ApiKey, NewUser, Rotation, Store, StoreError, User};
+use super::{ApiKey, FamilyRotation, NewUser, Rotation, Store, StoreError, User};
 
 /// Why the Redis store could not answer: the cause of [`StoreError::Unavailable`].
 #[derive(Debug, thiserror::Error)]
@@ -233,14 +233,7 @@ impl Store for RedisStore {
         let id: u64 = self
             .with(|mut c| async move { c.incr(keys::next_user_id(), 1).await })
             .await?;
-        let user = User {
-            id,
-            username: new.username,
-            email: new.email,
-            role: new.role,
-            password_hash: new.password_hash,
-            active: true,
-        };
+        let user = new.into_user(id);
         let json = serde_json::to_string(&user).map_err(json_failure)?;
         let (name, email) = (keys::login(&user.username), keys::login(&user.email));
         let added: i64 = self
@@ -366,25 +359,20 @@ impl Store for RedisStore {
             .await
     }
 
-    async fn rotate_family(
-        &self,
-        family: &str,
-        presented: &str,
-        next: &str,
-        ttl: Duration,
-    ) -> Result<Rotation, StoreError> {
+    async fn rotate_family(&self, rotation: &FamilyRotation<'_>) -> Result<Rotation, StoreError> {
         let (key, presented, next) = (
-            keys::family(family),
-            presented.to_string(),
-            next.to_string(),
+            keys::family(rotation.family),
+            rotation.presented.to_string(),
+            rotation.next.to_string(),
         );
+        let ttl = rotation.ttl.as_secs().max(1);
         let rotated: i64 = self
             .with(|mut c| async move {
                 Script::new(ROTATE_FAMILY)
                     .key(key)
                     .arg(presented)
                     .arg(next)
-                    .arg(ttl.as_secs().max(1))
+                    .arg(ttl)
                     .invoke_async(&mut c)
                     .await
             })

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use guichet::store::{ApiKey, MemoryStore, NewUser, RedisStore, Rotation, Store, StoreError};
+use guichet::store::{
+    ApiKey, FamilyRotation, MemoryStore, NewUser, RedisStore, Rotation, Store, StoreError,
+};
 
 use crate::common::RedisServer;
 
@@ -114,32 +116,58 @@ async fn api_keys_are_found_by_prefix_and_revoked(store: &dyn Store) {
 
 async fn a_family_rotates_once_per_token_and_reuse_revokes_it(store: &dyn Store) {
     store.start_family("f1", "t1", TTL).await.unwrap();
+    let f1 = FamilyRotation {
+        family: "f1",
+        presented: "t1",
+        next: "t2",
+        ttl: TTL,
+    };
+    assert_eq!(store.rotate_family(&f1).await.unwrap(), Rotation::Rotated);
+    let t2_to_t3 = FamilyRotation {
+        presented: "t2",
+        next: "t3",
+        ..f1
+    };
     assert_eq!(
-        store.rotate_family("f1", "t1", "t2", TTL).await.unwrap(),
-        Rotation::Rotated
-    );
-    assert_eq!(
-        store.rotate_family("f1", "t2", "t3", TTL).await.unwrap(),
+        store.rotate_family(&t2_to_t3).await.unwrap(),
         Rotation::Rotated
     );
     // t1 again: a stolen, already-rotated token. The family dies, t3 included.
+    let t1_again = FamilyRotation { next: "t4", ..f1 };
     assert_eq!(
-        store.rotate_family("f1", "t1", "t4", TTL).await.unwrap(),
+        store.rotate_family(&t1_again).await.unwrap(),
         Rotation::Refused
     );
+    let t3_to_t5 = FamilyRotation {
+        presented: "t3",
+        next: "t5",
+        ..f1
+    };
     assert_eq!(
-        store.rotate_family("f1", "t3", "t5", TTL).await.unwrap(),
+        store.rotate_family(&t3_to_t5).await.unwrap(),
         Rotation::Refused
     );
+    let unknown = FamilyRotation {
+        family: "unknown",
+        presented: "x",
+        next: "y",
+        ttl: TTL,
+    };
     assert_eq!(
-        store.rotate_family("unknown", "x", "y", TTL).await.unwrap(),
+        store.rotate_family(&unknown).await.unwrap(),
         Rotation::Refused
     );
 
     store.start_family("f2", "u1", TTL).await.unwrap();
     store.revoke_family("f2", TTL).await.unwrap();
+    let revoked = FamilyRotation {
+        family: "f2",
+        presented: "u1",
+        next: "u2",
+        ttl: TTL,
+    };
     assert_eq!(
-        store.rotate_family("f2", "u1", "u2", TTL).await.unwrap(),
+        store.rotate_family(&revoked).await.unwrap(),
         Rotation::Refused
     );
 }
