@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::keys::KeyFiles;
-use crate::auth::{self, Loaded};
 use crate::config::{Config, Overrides};
 use crate::logs::{self, LogFormat};
 use crate::manage::{self, KeysCommand, UsersCommand};
 use crate::openapi::publish::{merge_now, report_now};
+use crate::render::{self, Loaded};
 
 #[derive(Parser)]
 #[command(
@@ -199,7 +199,7 @@ fn print_line(text: &str) {
 
 /// The configuration, its token keys checked (not created) and its store URL checked.
 fn load_or_report(path: &Path) -> Option<Config> {
-    match auth::load(path, KeyFiles::ReadOnly) {
+    match render::load(path, KeyFiles::ReadOnly) {
         Ok(loaded) => Some(loaded.config),
         Err(errors) => {
             eprintln!("{errors}");
@@ -261,7 +261,7 @@ fn check(path: &Path, strict: bool) -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     logs::init(args.log_format);
-    let Loaded { mut config, tokens } = match auth::load(&args.config, KeyFiles::CreateMissing) {
+    let Loaded { mut config, tokens } = match render::load(&args.config, KeyFiles::CreateMissing) {
         Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("{errors}");

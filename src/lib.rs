@@ -2,8 +2,9 @@
 //!
 //! A request's way through: [`proxy`] identifies it, [`router`] matches its (normalised, see
 //! [`path`]) path, [`upstream`] picks a healthy target, [`forwarded`] sets the headers the
-//! backend can trust, and [`logs`] writes its access line. [`endpoints`] answers the gateway's own paths, [`errors`]
-//! is the one JSON error shape and [`respond`] the one way every response gets its common fields.
+//! backend can trust, and [`logs`] writes its access line. [`endpoints`] answers the gateway's
+//! own paths, [`errors`] is the one JSON error shape, and [`respond`] the one way every response
+//! gets its common fields.
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]
 
@@ -19,6 +20,7 @@ pub mod credentials;
 pub mod endpoints;
 pub mod errors;
 pub mod forwarded;
+pub mod health;
 pub mod lifecycle;
 pub mod logs;
 pub mod manage;
@@ -28,6 +30,7 @@ pub mod path;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
+pub mod render;
 pub mod request_id;
 pub mod respond;
 pub mod router;

@@ -152,9 +152,6 @@ fn plain(field: &str, value: &str) -> Result<(), String> {
     }
 }
 
-/// `text` as it can be printed: control characters as Rust escapes (`\r`, `\u{1b}`) and `\`
-/// doubled so an escape cannot be faked. Text stored before control characters were refused may
-/// hold them, and printed raw they would rewrite the operator's terminal.
 /// A header line and one line per row, each cell padded to its column's width.
 fn table<const N: usize>(
     widths: [usize; N],
@@ -177,6 +174,9 @@ fn table<const N: usize>(
     out
 }
 
+/// `text` as it can be printed: control characters as Rust escapes (`\r`, `\u{1b}`) and `\`
+/// doubled so an escape cannot be faked. Text stored before control characters were refused may
+/// hold them, and printed raw they would rewrite the operator's terminal.
 fn escaped(text: &str) -> Cow<'_, str> {
     if !text.chars().any(|c| c == '\\' || c.is_control()) {
         return Cow::Borrowed(text);

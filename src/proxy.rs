@@ -198,6 +198,9 @@ impl Gateway {
 
 /// A phase after routing found no route in the context: only proxied requests get there.
 const NO_ROUTE: GatewayError = GatewayError::Internal("a proxied request has its route and origin");
+/// The upstream request is made only once a target was chosen.
+const NO_TARGET: GatewayError =
+    GatewayError::Internal("an upstream request has its route, origin and target");
 
 const ENCODED_SEPARATOR: &str = "The request path holds an encoded slash or backslash (%2F, %5C) or a backslash, which this route does not accept.";
 
@@ -247,8 +250,8 @@ async fn conclude(
             if error.invariant().is_some() {
                 logs::gateway_error(ctx, &error, None);
             }
-            ctx.error = Some(error.clone());
-            respond::send(session, ctx, Reply::Error(error)).await?;
+            respond::send(session, ctx, Reply::Error(error.clone())).await?;
+            ctx.error = Some(error);
             Ok(true)
         }
     }
@@ -396,7 +399,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let (Some(route), Some(target), Some(origin)) = (&ctx.route, ctx.target, &ctx.origin)
         else {
-            return Err(Self::fail(ctx, NO_ROUTE));
+            return Err(Self::fail(ctx, NO_TARGET));
         };
         let uri = ctx
             .upstream_target

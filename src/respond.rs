@@ -1,10 +1,10 @@
-//! Every response the gateway sends goes one of two ways, and both end in [`stamp`], the one
-//! place for the fields every response carries (`X-Request-Id`, the rate limit fields): the
+//! Every response on the public listener goes one of two ways, and both end in [`stamp`], the
+//! one place for the fields every response carries (`X-Request-Id`, the rate limit fields): the
 //! answers the gateway makes itself are a [`Reply`], written by [`send`] (or, for heads pingora
 //! could not parse, serialised by [`refusal`]); upstreams' answers get [`stamp`]ed in
 //! `upstream_response_filter`. A field every response must carry is added in [`stamp`] only.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, InvalidHeaderValue};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use pingora::http::ResponseHeader;
@@ -106,10 +106,7 @@ pub async fn send(session: &mut Session, ctx: &RequestCtx, reply: Reply) -> ping
     let (status, headers, body) = reply
         .render(ctx)
         .or_err(pingora::ErrorType::InvalidHTTPHeader, "reply field")?;
-    let mut head = http::Response::new(());
-    *head.status_mut() = status;
-    *head.headers_mut() = headers;
-    let head = ResponseHeader::from(head.into_parts().0);
+    let head = response_head(status, headers);
     let no_body = body.is_empty() || session.req_header().method == Method::HEAD;
     session
         .write_response_header(Box::new(head), no_body)
@@ -120,32 +117,36 @@ pub async fn send(session: &mut Session, ctx: &RequestCtx, reply: Reply) -> ping
     Ok(())
 }
 
+/// A response head without pingora's map of name cases: standard names go out capitalised.
+fn response_head(status: StatusCode, headers: HeaderMap) -> ResponseHeader {
+    let mut head = http::Response::new(());
+    *head.status_mut() = status;
+    *head.headers_mut() = headers;
+    ResponseHeader::from(head.into_parts().0)
+}
+
 /// The bytes of the whole answer to a head pingora refused, which closes the connection, and
-/// how many of them are the body.
+/// how many of them are the body. The head is serialised as pingora writes every other one.
 pub fn refusal(ctx: &RequestCtx, error: GatewayError, head_only: bool) -> (Bytes, usize) {
-    let (status, headers, body) = match Reply::Error(error).render(ctx) {
-        Ok(rendered) => rendered,
-        // A request id the gateway made itself is always a valid field value.
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            HeaderMap::new(),
-            Bytes::new(),
-        ),
-    };
-    let mut answer = Vec::with_capacity(256 + body.len());
-    let reason = status.canonical_reason().unwrap_or("");
-    answer.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", status.as_u16()).as_bytes());
-    for (name, value) in &headers {
-        answer.extend_from_slice(name.as_str().as_bytes());
-        answer.extend_from_slice(b": ");
-        answer.extend_from_slice(value.as_bytes());
-        answer.extend_from_slice(b"\r\n");
-    }
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    // The fields of these errors are static and the request id the gateway's own: rendering
+    // cannot fail; if it did, the status still goes out.
+    let (status, mut headers, body) = Reply::Error(error)
+        .render(ctx)
+        .unwrap_or_else(|_| (status, HeaderMap::new(), Bytes::new()));
     let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-    answer.extend_from_slice(format!("date: {date}\r\nconnection: close\r\n\r\n").as_bytes());
+    if let Ok(date) = HeaderValue::from_str(&date) {
+        headers.insert(header::DATE, date);
+    }
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     let sent = if head_only { 0 } else { body.len() };
+    let reason = status.canonical_reason().unwrap_or("");
+    let mut answer = BytesMut::with_capacity(256 + sent);
+    answer.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", status.as_u16()).as_bytes());
+    response_head(status, headers).header_to_h1_wire(&mut answer);
+    answer.extend_from_slice(b"\r\n");
     answer.extend_from_slice(&body[..sent]);
-    (Bytes::from(answer), sent)
+    (answer.freeze(), sent)
 }
 
 /// A page the gateway serves: the API document, its viewers and their assets, the root view.
@@ -171,7 +172,7 @@ impl Page {
     }
 
     /// The page's fields, but for the ones every response carries.
-    pub fn fields(&self, headers: &mut HeaderMap) -> Result<(), InvalidHeaderValue> {
+    fn fields(&self, headers: &mut HeaderMap) -> Result<(), InvalidHeaderValue> {
         if self.status != StatusCode::NOT_MODIFIED {
             headers.insert(
                 header::CONTENT_TYPE,

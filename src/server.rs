@@ -25,6 +25,7 @@ use crate::connection::{ClientConnections, Refusals};
 use crate::context::InFlight;
 use crate::endpoints::tokens::TokenService;
 use crate::endpoints::Endpoints;
+use crate::health::HealthChecks;
 use crate::lifecycle::{self, AdminListener, Lifecycle, RuntimeFiles, Signals, UPGRADE_WAIT};
 use crate::metrics::Metrics;
 use crate::openapi::publish::{ApiDocs, DocsRefresh};
@@ -34,7 +35,6 @@ use crate::reload::watcher::{Timing, WatchFiles};
 use crate::reload::{ReloadOnHangup, Reloader};
 use crate::snapshot::{Current, Snapshot};
 use crate::store::{Instrumented, Store};
-use crate::upstream::HealthChecks;
 
 /// The read buffer each client connection keeps for its life. pingora's default, 64 KiB, is paid
 /// by every idle keep-alive connection too; request heads need a few reads past 4 KiB, and body

@@ -1,25 +1,20 @@
 //! Upstream pools: round-robin over each service's healthy targets, the pingora peers with the
-//! service's timeouts, and the active health checks that take targets out of rotation and back.
+//! service's timeouts, and the health check probe whose result takes a target out of rotation
+//! and back (run on a schedule by `health`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::HttpPeer;
 use prometheus::{IntGauge, IntGaugeVec};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use crate::config::{HealthCheck, Service, Target};
 use crate::logs::WithCauses;
-use crate::snapshot::wait_for_reload;
-use crate::snapshot::Current;
 
 /// How long a keep-alive connection to a target waits in the pool for its next request before
 /// the gateway closes it. An upstream that closes an idle connection itself may do so just as a
@@ -198,7 +193,8 @@ impl Pool {
         self.checked.iter().all(|c| c.load(Ordering::Relaxed))
     }
 
-    fn record(&self, index: usize, result: Result<(), GetError>) {
+    /// Takes the target out of rotation or puts it back after a check, logging the change.
+    pub fn record(&self, index: usize, result: Result<(), GetError>) {
         let target = &self.service.targets[index];
         let was_healthy = self.healthy[index].swap(result.is_ok(), Ordering::Relaxed);
         self.gauges[index].set(i64::from(result.is_ok()));
@@ -218,50 +214,6 @@ impl Pool {
             _ => {}
         }
     }
-}
-
-/// The pingora background service that runs one check loop per target of the current
-/// configuration, and starts over on the new one after each reload.
-pub struct HealthChecks {
-    pub current: Current,
-    pub reloaded: watch::Receiver<u64>,
-}
-
-#[async_trait]
-impl BackgroundService for HealthChecks {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut reloaded = self.reloaded.clone();
-        loop {
-            // Dropping the JoinSet aborts every loop of the configuration it was started for.
-            let _tasks = check_loops(&self.current.load().upstreams);
-            if !wait_for_reload(&mut reloaded, None, &mut shutdown).await {
-                return;
-            }
-        }
-    }
-}
-
-fn check_loops(upstreams: &Upstreams) -> tokio::task::JoinSet<()> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for pool in upstreams.pools() {
-        let Some(check) = pool.service.health_check.clone() else {
-            continue;
-        };
-        for index in 0..pool.service.targets.len() {
-            let pool = pool.clone();
-            let check = check.clone();
-            tasks.spawn(async move {
-                let mut ticks = tokio::time::interval(check.interval);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    ticks.tick().await;
-                    let result = probe(pool.target(index), &check).await;
-                    pool.record(index, result);
-                }
-            });
-        }
-    }
-    tasks
 }
 
 /// Why a `GET` on a target failed: a health check, or the part of a fragment's fetch that
@@ -306,7 +258,7 @@ pub async fn get_once(
 }
 
 /// One health check: `GET <path>` within the timeout, answered with a 2xx or 3xx.
-async fn probe(target: &Target, check: &HealthCheck) -> Result<(), GetError> {
+pub async fn probe(target: &Target, check: &HealthCheck) -> Result<(), GetError> {
     let attempt = async {
         let stream = TcpStream::connect(target.addr)
             .await

@@ -67,7 +67,7 @@ pub fn compile(sections: AuthSections, r: &mut Reader, base: &Path) -> AuthConfi
     };
     let (users, api_keys) = match &sections.seed {
         Some((node, field)) => {
-            if matches!(backend, StoreBackend::Redis { .. }) {
+            if matches!(backend, StoreBackend::Redis(_)) {
                 r.error(
                     node.mark,
                     field,

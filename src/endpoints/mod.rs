@@ -165,7 +165,7 @@ impl Endpoints {
         Endpoint::answered_at(path, self.tokens.is_some())
     }
 
-    /// The answer of `endpoint`; a request body is read here, and only for the token endpoints.
+    /// The answer of `endpoint`; the login, refresh, verify and revoke bodies are read here.
     pub async fn answer(
         &self,
         endpoint: Endpoint,

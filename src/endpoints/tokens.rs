@@ -34,17 +34,17 @@ fn store_error(error: StoreError) -> GatewayError {
 }
 
 /// The failed-login limits and the limiter that counts them.
-pub struct LoginThrottle {
-    pub limiter: Arc<Limiter>,
-    pub policy: RatePolicy,
+struct LoginThrottle {
+    limiter: Arc<Limiter>,
+    policy: RatePolicy,
 }
 
 /// Everything the token endpoints need.
 pub struct TokenService {
-    pub tokens: Arc<Tokens>,
-    pub store: Arc<dyn Store>,
-    pub passwords: PasswordChecker,
-    pub throttle: LoginThrottle,
+    tokens: Arc<Tokens>,
+    store: Arc<dyn Store>,
+    passwords: PasswordChecker,
+    throttle: LoginThrottle,
 }
 
 impl TokenService {
@@ -107,10 +107,10 @@ impl TokenService {
             .filter(|u| u.active)
             .map(|u| u.password_hash.as_str());
         // An unknown or inactive user costs one argon2 verification too: no timing oracle.
-        let verified = place.verify(password, stored).await.map_err(|_| {
-            tracing::error!("a password check did not run to its end");
-            GatewayError::Internal("a password check runs to its end")
-        })?;
+        let verified = place
+            .verify(password, stored)
+            .await
+            .map_err(|_| GatewayError::Internal("a password check runs to its end"))?;
         let user = match user {
             Some(user) if verified => user,
             _ => {
@@ -255,7 +255,7 @@ fn field<'a>(body: &'a Value, name: &str) -> Result<&'a str, GatewayError> {
 }
 
 /// The request body as a JSON object, at most [`MAX_BODY`] bytes.
-pub async fn read_json(session: &mut Session) -> Result<Value, GatewayError> {
+pub(super) async fn read_json(session: &mut Session) -> Result<Value, GatewayError> {
     let too_large = || GatewayError::PayloadTooLarge {
         limit: MAX_BODY as u64,
     };

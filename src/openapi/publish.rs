@@ -29,6 +29,7 @@ use super::{fragment, pages, Problem};
 use crate::config::{Config, SpecSource};
 use crate::endpoints::Endpoint;
 use crate::errors::GatewayError;
+use crate::logs::WithCauses;
 use crate::respond::Page;
 use crate::router::Router;
 use crate::snapshot::wait_for_reload;
@@ -122,6 +123,7 @@ impl ApiDocs {
                     };
                 }
                 if let Err(error) = &result {
+                    let error = WithCauses(error);
                     tracing::warn!(service = %name, %source, %error, "cannot load the OpenAPI fragment; keeping the last good copy");
                 }
                 record(state, result);

@@ -9,7 +9,7 @@ use crate::errors::GatewayError;
 use crate::logs;
 
 /// The `kind` label of `guichet_upstream_errors_total` for an upstream failure.
-pub fn upstream_error_kind(error: &GatewayError) -> Option<&'static str> {
+pub(super) fn upstream_error_kind(error: &GatewayError) -> Option<&'static str> {
     match error {
         GatewayError::BadGateway => Some("broken"),
         GatewayError::UpstreamTimeout => Some("timeout"),
@@ -19,7 +19,7 @@ pub fn upstream_error_kind(error: &GatewayError) -> Option<&'static str> {
 }
 
 /// What a pingora error means for the client, or `None` when the client is already gone.
-pub fn classify(error: &Error) -> Option<GatewayError> {
+pub(super) fn classify(error: &Error) -> Option<GatewayError> {
     use ErrorType::*;
     match (error.esource(), error.etype()) {
         (_, HTTPStatus(400)) => Some(GatewayError::BadRequest(
@@ -56,7 +56,7 @@ pub fn classify(error: &Error) -> Option<GatewayError> {
 /// unwritable). POST and PATCH are thus never sent twice: a connection that breaks once they
 /// are written may break after the upstream acted on them. Timeouts are not retried either,
 /// as nginx does not by default: an upstream too slow once is likely slow twice.
-pub fn may_resend(session: &Session, error: &Error) -> bool {
+pub(super) fn may_resend(session: &Session, error: &Error) -> bool {
     use ErrorType::{ConnectionClosed, ReadError, WriteError};
     if session.response_written().is_some() {
         return false;
@@ -73,7 +73,7 @@ pub fn may_resend(session: &Session, error: &Error) -> bool {
 
 /// Marks the current target as failed for this request and says whether a healthy target it
 /// has not failed on is left: the retries of one request go to each target at most once.
-pub fn retry_elsewhere(ctx: &mut RequestCtx, error: &Error) -> bool {
+pub(super) fn retry_elsewhere(ctx: &mut RequestCtx, error: &Error) -> bool {
     static RETRIED: logs::Repeated = logs::Repeated::new();
     let (Some(route), Some(target)) = (&ctx.route, ctx.target) else {
         return false;

@@ -16,7 +16,7 @@ const ADDED_DOWNSTREAM: usize = 5;
 /// Upstreams receive header names in lower case, standard ones capitalised (names are
 /// case-insensitive; HAProxy sends them all in lower case). The raw request-target is not kept:
 /// routing and the upstream target use the normalised path, and upstreams are HTTP/1.
-pub fn edit_as_parts(
+pub(super) fn edit_as_parts(
     request: &mut RequestHeader,
     edit: impl FnOnce(&mut http::request::Parts) -> Result<()>,
 ) -> Result<()> {
@@ -34,7 +34,7 @@ pub fn edit_as_parts(
 /// Edits an upstream's response as plain `http` parts, as `edit_as_parts` does requests, with
 /// room for the headers added to it; its reason phrase is kept. Clients receive header names in
 /// lower case, standard ones capitalised.
-pub fn edit_response_as_parts(
+pub(super) fn edit_response_as_parts(
     response: &mut ResponseHeader,
     edit: impl FnOnce(&mut http::HeaderMap) -> Result<()>,
 ) -> Result<()> {

@@ -17,9 +17,10 @@ use serde_json::{json, Value};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::auth::{self, keys::KeyFiles};
+use crate::auth::keys::KeyFiles;
 use crate::config::{Config, Overrides, StoreBackend};
 use crate::metrics::Metrics;
+use crate::render;
 use crate::snapshot::{Current, Snapshot};
 use crate::store::redis_url;
 
@@ -146,7 +147,7 @@ impl Reloader {
 /// keys are built to check them, then dropped: the running ones, read at start, stay.
 async fn read(path: PathBuf) -> Result<Config, Vec<String>> {
     let shown = path.display().to_string();
-    match tokio::task::spawn_blocking(move || auth::load(&path, KeyFiles::CreateMissing)).await {
+    match tokio::task::spawn_blocking(move || render::load(&path, KeyFiles::CreateMissing)).await {
         Ok(Ok(loaded)) => Ok(loaded.config),
         Ok(Err(errors)) => Err(errors.lines()),
         Err(e) => Err(vec![format!("{shown}: could not be loaded: {e}")]),

@@ -1,0 +1,42 @@
+//! The render step, as river has it: the configuration read from its files (plain data), and
+//! what the running gateway builds from it that plain data cannot hold: the token keys (key
+//! files, the HS256 secret's environment variable) and the store's URL (`GUICHET_REDIS_URL`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::auth::jwt::Tokens;
+use crate::auth::keys::KeyFiles;
+use crate::config::{self, Config, ConfigErrors, StoreBackend};
+
+/// A configuration and the token keys built from it.
+pub struct Loaded {
+    pub config: Config,
+    /// `None` without a `jwt` section.
+    pub tokens: Option<Arc<Tokens>>,
+}
+
+/// Loads the configuration and builds what authentication needs beyond its plain data: the
+/// token keys, and the store's URL (checked here, taken again where the store is opened).
+/// `check`, `serve` and a reload report the errors of both in one list.
+pub fn load(path: &Path, key_files: KeyFiles) -> Result<Loaded, ConfigErrors> {
+    let (config, tokens) = config::load_with(path, |config| {
+        let mut errors = ConfigErrors::default();
+        if let StoreBackend::Redis(settings) = &config.auth.store {
+            if let Err(e) = crate::store::redis_url(settings) {
+                errors.0.push(e);
+            }
+        }
+        let tokens = config.auth.tokens.as_ref().and_then(|settings| {
+            crate::auth::keys::tokens(settings, key_files)
+                .map_err(|more| errors.0.extend(more.0))
+                .ok()
+        });
+        if errors.is_empty() {
+            Ok(tokens.map(Arc::new))
+        } else {
+            Err(errors)
+        }
+    })?;
+    Ok(Loaded { config, tokens })
+}
