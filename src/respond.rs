@@ -13,6 +13,7 @@ use pingora::OrErr;
 
 use crate::context::RequestCtx;
 use crate::errors::{self, GatewayError};
+use crate::router::MethodSet;
 
 /// An answer the gateway makes itself.
 pub enum Reply {
@@ -83,7 +84,8 @@ fn json_fields(headers: &mut HeaderMap, length: usize) {
 /// The fields some errors come with: `Allow`, `WWW-Authenticate`, `Retry-After`.
 fn error_fields(headers: &mut HeaderMap, error: &GatewayError) -> Result<(), InvalidHeaderValue> {
     match error {
-        GatewayError::MethodNotAllowed { allowed, .. } => {
+        // CONNECT, refused before routing, names no set.
+        GatewayError::MethodNotAllowed { allowed, .. } if *allowed != MethodSet::EMPTY => {
             headers.insert(
                 header::ALLOW,
                 HeaderValue::from_str(&allowed.allow_header())?,

@@ -661,4 +661,14 @@ async fn every_kind_of_answer_carries_the_request_id() {
         refused.json()["request_id"],
         refused.headers["x-request-id"].as_str()
     );
+    // pingora refuses CONNECT itself; the gateway's answer goes instead, with no `Allow`
+    // (CONNECT is refused before any route is looked at).
+    let connect = raw_request(gateway.addr, "CONNECT a:443 HTTP/1.1\r\nHost: a:443", b"").await;
+    assert_eq!(connect.status, 405);
+    assert_eq!(connect.json()["code"], "method_not_allowed");
+    assert_eq!(
+        connect.json()["request_id"],
+        connect.headers["x-request-id"].as_str()
+    );
+    assert!(!connect.headers.contains_key("allow"));
 }
