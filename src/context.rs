@@ -12,6 +12,7 @@ use crate::config::Route;
 use crate::endpoints::Endpoint;
 use crate::errors::GatewayError;
 use crate::forwarded::Origin;
+use crate::request_id::RequestId;
 use crate::snapshot::Snapshot;
 use crate::trace::TraceContext;
 
@@ -22,7 +23,7 @@ pub const UNMATCHED: &str = "unmatched";
 pub struct RequestCtx {
     /// The configuration this request is served with, from its first phase to its last.
     pub snapshot: Arc<Snapshot>,
-    pub request_id: String,
+    pub request_id: RequestId,
     /// The W3C trace this request continues or starts.
     pub trace: Option<TraceContext>,
     pub started: Instant,
@@ -64,7 +65,7 @@ impl RequestCtx {
     pub fn new(in_flight: &InFlight, snapshot: Arc<Snapshot>) -> RequestCtx {
         RequestCtx {
             snapshot,
-            request_id: String::new(),
+            request_id: RequestId::NONE,
             trace: None,
             started: Instant::now(),
             origin: None,

@@ -412,8 +412,7 @@ impl ProxyHttp for Gateway {
             .target(target)
             .host;
         ctx.upstream_sent = Some(std::time::Instant::now());
-        let request_id =
-            HeaderValue::from_str(&ctx.request_id).or_err(InvalidHTTPHeader, "request id")?;
+        let request_id = ctx.request_id.header();
         let trace = match &ctx.trace {
             Some(trace) => {
                 Some(HeaderValue::try_from(trace.header()).or_err(InvalidHTTPHeader, "trace")?)

@@ -28,10 +28,7 @@ pub enum Reply {
 /// The fields the gateway's own answers and the upstreams' share, set on `headers`: the request
 /// id, and the rate limit fields of a limited route.
 pub fn stamp(headers: &mut HeaderMap, ctx: &RequestCtx) -> Result<(), InvalidHeaderValue> {
-    headers.insert(
-        &crate::request_id::HEADER,
-        HeaderValue::from_str(&ctx.request_id)?,
-    );
+    headers.insert(&crate::request_id::HEADER, ctx.request_id.header());
     for (name, value) in &ctx.rate_limit_fields {
         headers.insert(*name, HeaderValue::from_str(value)?);
     }
@@ -59,7 +56,7 @@ impl Reply {
                 (page.status, page.body)
             }
             Reply::Error(error) => {
-                let body = errors::error_body(&error.detail(), error.code(), &ctx.request_id);
+                let body = errors::error_body(&error.detail(), error.code(), ctx.request_id.as_str());
                 json_fields(&mut headers, body.len());
                 error_fields(&mut headers, &error)?;
                 let status = StatusCode::from_u16(error.status())
