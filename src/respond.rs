@@ -56,7 +56,8 @@ impl Reply {
                 (page.status, page.body)
             }
             Reply::Error(error) => {
-                let body = errors::error_body(&error.detail(), error.code(), ctx.request_id.as_str());
+                let body =
+                    errors::error_body(&error.detail(), error.code(), ctx.request_id.as_str());
                 json_fields(&mut headers, body.len());
                 error_fields(&mut headers, &error)?;
                 let status = StatusCode::from_u16(error.status())

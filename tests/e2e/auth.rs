@@ -216,10 +216,10 @@ async fn bad_credentials_and_inactive_users_get_the_same_401() {
 #[tokio::test]
 async fn an_unknown_user_costs_a_password_verification_too() {
     let f = Fixture::start().await;
-    let median = |durations: &mut Vec<Duration>| {
-        durations.sort();
-        durations[durations.len() / 2]
-    };
+    // The fastest of each: load on the machine only ever adds time, so the minimum is the
+    // cost of the request itself (a median still moves when the password pool, at the lowest
+    // priority, is starved for a few of the samples).
+    let fastest = |durations: &[Duration]| durations.iter().copied().min().unwrap_or_default();
     let (mut wrong, mut unknown) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         for (username, samples) in [("demo", &mut wrong), ("nobody-at-all", &mut unknown)] {
@@ -234,7 +234,7 @@ async fn an_unknown_user_costs_a_password_verification_too() {
             assert_eq!(status, 401);
         }
     }
-    let (wrong, unknown) = (median(&mut wrong), median(&mut unknown));
+    let (wrong, unknown) = (fastest(&wrong), fastest(&unknown));
     // Without the decoy verification an unknown user answers hundreds of times faster.
     assert!(
         unknown * 3 >= wrong,
