@@ -191,6 +191,45 @@ pub struct Observation<'a> {
 
 type Minutes = BTreeMap<u64, HashMap<(String, String), Counters>>;
 
+/// A (consumer, route) cell's key, owned or borrowed: a request adds to its cell without
+/// allocating the key unless the cell is new in its minute.
+trait CellKey {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl CellKey for (String, String) {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl CellKey for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn CellKey + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn CellKey + 'a) {
+        self
+    }
+}
+
+/// Hashes as the owned tuple does: `(&str, &str)` and `(String, String)` hash alike.
+impl std::hash::Hash for dyn CellKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn CellKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn CellKey + '_ {}
+
 /// Independent locks over the (consumer, route) cells, so worker threads recording requests of
 /// different consumers or routes do not wait for one another.
 const SHARDS: usize = 16;
@@ -233,12 +272,14 @@ impl Usage {
             .unwrap_or(LATENCY_MS.len());
         counters.latency[bucket] = 1;
         let mut minutes = self.shard(seen.consumer, seen.route);
-        minutes
-            .entry(minute)
-            .or_default()
-            .entry((seen.consumer.to_string(), seen.route.to_string()))
-            .or_default()
-            .add(&counters);
+        let cells = minutes.entry(minute).or_default();
+        let key = (seen.consumer, seen.route);
+        match cells.get_mut(&key as &dyn CellKey) {
+            Some(cell) => cell.add(&counters),
+            None => {
+                cells.insert((key.0.to_string(), key.1.to_string()), counters);
+            }
+        }
         if self.redis.is_none() {
             let oldest = minute.saturating_sub(RETAINED_MINUTES);
             while minutes.first_key_value().is_some_and(|(m, _)| *m < oldest) {
