@@ -1,8 +1,8 @@
 //! API keys for service integrations: `<prefix>.<secret>`, stored as the SHA-256 of the secret,
-//! found by prefix and compared in constant time. Lookups are cached in-process (see [`cache`]) so
+//! found by prefix and compared in constant time. Lookups are cached in-process (see `cache`) so
 //! the store stays off the hot path, and an index of every prefix the store holds refuses unknown
 //! prefixes without asking it: a stream of made-up keys costs no more than a valid one. A cached
-//! key keeps working while the store is down; [`events`] keeps the index and the cache in step
+//! key keeps working while the store is down; `events` keeps the index and the cache in step
 //! with Redis (new keys and revocations within a second).
 
 mod cache;

@@ -47,7 +47,7 @@ struct Shared {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Busy {
     /// Seconds until the checks ahead are likely done: the queue times one check's measured
-    /// time, shared among the threads; from 1 to [`MAX_RETRY_AFTER`].
+    /// time, shared among the threads; from 1 to `MAX_RETRY_AFTER`.
     pub retry_after: u64,
 }
 

@@ -86,7 +86,7 @@ impl ConfigErrors {
 pub const MAX_LISTED: usize = 100;
 
 impl ConfigErrors {
-    /// Each error as a line, the first [`MAX_LISTED`], then how many more there are.
+    /// Each error as a line, the first `MAX_LISTED`, then how many more there are.
     pub fn lines(&self) -> Vec<String> {
         let mut lines: Vec<String> = self
             .0

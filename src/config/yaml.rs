@@ -1,6 +1,6 @@
 //! A YAML document as a tree whose every node remembers its line and column, so that every
 //! configuration error can point at the text that caused it. Reading is bounded: the text is
-//! checked first ([`text`]), then each parser event against [`Limits`] ([`bounds`]), so no file
+//! checked first (`text`), then each parser event against [`Limits`] (`bounds`), so no file
 //! can make the reader hang or allocate without end.
 
 mod bounds;

@@ -1,7 +1,7 @@
 //! What the gateway adds to each operation from its own configuration: the service's tag, the
 //! security the route's `auth` demands, the rate limits (`x-ratelimit`), the required roles and
 //! scopes, and the route parameters the service never sees. The answers the gateway can give
-//! itself are added once the components are merged ([`super::answers`]).
+//! itself are added once the components are merged (`answers`).
 
 use indexmap::IndexMap;
 use openapiv3::{

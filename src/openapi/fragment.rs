@@ -83,7 +83,7 @@ pub fn read_file(path: &Path) -> Result<Value, FragmentError> {
 }
 
 /// JSON first (the cheaper and stricter reading, at most 128 levels deep), then YAML, which
-/// also covers JSON, within [`YAML_LIMITS`].
+/// also covers JSON, within `YAML_LIMITS`.
 pub fn parse(text: &[u8]) -> Result<Value, FragmentError> {
     if let Ok(value @ Value::Object(_)) = serde_json::from_slice::<Value>(text) {
         return Ok(value);

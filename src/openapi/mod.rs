@@ -1,7 +1,7 @@
 //! One API document for the whole platform: each service's OpenAPI fragment ([`fragment`]),
 //! brought to 3.0.3 ([`convert`]), merged under the public paths the routes expose
 //! ([`merge`]), annotated with what the gateway enforces and answers itself ([`annotate`],
-//! [`answers`]), and published with Swagger UI and ReDoc ([`publish`], [`pages`]) in the
+//! `answers`), and published with Swagger UI and ReDoc ([`publish`], [`pages`]) in the
 //! rendering a request asks for ([`negotiate`]).
 
 use std::fmt;
