@@ -296,8 +296,24 @@ mod tests {
                 min_role,
                 scopes,
             };
-            let case = format!("{level:?} role>={min_role:?} scopes {scopes:?}");
-            let got = decide(&needs, &auth, found)
+            let case = format!("{level:?} role>={min_role:?} scopes {scopes:?} found {found:?}");
+            let verified = match &found {
+                Authentication::Verified(identity) => Some(identity.clone()),
+                _ => None,
+            };
+            let got = decide(&needs, &auth, found);
+            // A granted request goes on as the caller who was verified, whole (role, user,
+            // key, scopes), or as anonymous.
+            if let Ok(identity) = &got {
+                let passed_on = match identity.method {
+                    AuthMethod::Anonymous => Identity::anonymous(),
+                    _ => verified
+                        .clone()
+                        .expect("only a verified caller has a method"),
+                };
+                assert_eq!(identity, &passed_on, "{case}");
+            }
+            let got = got
                 .map(|identity| identity.method)
                 .map_err(|e| (e.status(), e.code()));
             assert_eq!(got, expected, "{case}");
