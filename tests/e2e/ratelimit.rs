@@ -49,10 +49,6 @@ fn config(upstream: &Upstream, store: &str, limits: &str) -> GatewayConfig {
     .file("routes/app.yaml", &routes(upstream))
 }
 
-async fn token(gateway: &Gateway, username: &str, password: &str) -> String {
-    gateway.access_token(username, password).await
-}
-
 /// Sends `n` GETs with `headers` and returns the statuses.
 async fn hammer(gateway: &Gateway, path: &str, headers: &[(&str, &str)], n: usize) -> Vec<u16> {
     let mut statuses = Vec::new();
@@ -74,10 +70,13 @@ fn passed(statuses: &[u16]) -> usize {
 async fn each_identity_class_has_its_own_limit_and_a_role_tier_replaces_the_user_tier() {
     let upstream = Upstream::start("app").await;
     let gateway = Gateway::start(config(&upstream, "", LIMITS)).await;
-    let student = format!("Bearer {}", token(&gateway, "demo", "demo-password").await);
+    let student = format!(
+        "Bearer {}",
+        gateway.access_token("demo", "demo-password").await
+    );
     let teacher = format!(
         "Bearer {}",
-        token(&gateway, "teacher", "teacher-password").await
+        gateway.access_token("teacher", "teacher-password").await
     );
 
     let anonymous = hammer(&gateway, "/api/public/", &[], 10).await;
@@ -111,7 +110,10 @@ async fn each_identity_class_has_its_own_limit_and_a_role_tier_replaces_the_user
 async fn a_route_limit_adds_to_the_tier_and_the_fields_count_down() {
     let upstream = Upstream::start("app").await;
     let gateway = Gateway::start(config(&upstream, "", LIMITS)).await;
-    let student = format!("Bearer {}", token(&gateway, "demo", "demo-password").await);
+    let student = format!(
+        "Bearer {}",
+        gateway.access_token("demo", "demo-password").await
+    );
     let get = |path: &'static str| {
         client()
             .get(gateway.url(path))
@@ -393,7 +395,10 @@ async fn with_on_store_error_deny_a_redis_outage_is_503() {
     let (_dir, path) = config(&upstream, &redis_store(&redis), limits).write();
     add_demo_user(&path);
     let gateway = Gateway::start_in(tempfile::tempdir().unwrap(), &path).await;
-    let bearer = format!("Bearer {}", token(&gateway, "demo", "demo-password").await);
+    let bearer = format!(
+        "Bearer {}",
+        gateway.access_token("demo", "demo-password").await
+    );
     assert_eq!(
         passed(&hammer(&gateway, "/api/any/", &[("authorization", &bearer)], 2).await),
         2

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::common::{client, raw_request, Gateway, GatewayConfig, Upstream};
+use crate::common::{client, raw_request, status_and_json, Gateway, GatewayConfig, Upstream};
 
 /// Two services: `public` owns `/api/` and `/api/public/`, `admin` owns `/api/admin/`.
 async fn two_services() -> (Gateway, Upstream, Upstream) {
@@ -52,9 +52,7 @@ routes:
 }
 
 async fn get_status_and_json(url: &str) -> (u16, Value) {
-    let response = client().get(url).send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON body"))
+    status_and_json(client().get(url).send().await.expect("request")).await
 }
 
 #[tokio::test]
