@@ -62,13 +62,6 @@ pub fn serve(
         config.upgrade_socket.as_deref(),
     )?);
     files.claim(upgrade)?;
-    if upgrade && files.upgrade_socket.is_none() {
-        return Err(
-            "--upgrade needs an upgrade socket: set `upgrade_socket:` (or `pid_file:`) \
-                    to a path in a directory only the gateway's user can write"
-                .to_string(),
-        );
-    }
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("cannot set up metrics: {e}"))?);
     let crate::store::Opened { store, redis } =
         crate::store::open(&config.auth).map_err(|e| e.to_string())?;

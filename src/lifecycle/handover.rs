@@ -54,8 +54,15 @@ impl RuntimeFiles {
 
     /// Whether this process may use the pid file: a plain `serve` must not take over the pid
     /// file (and the upgrade socket beside it) of another running gateway, and `--upgrade`
-    /// needs a running process there to take the listeners over from.
+    /// needs an upgrade socket and a running process there to take the listeners over from.
     pub fn claim(&self, upgrade: bool) -> Result<(), String> {
+        if upgrade && self.upgrade_socket.is_none() {
+            return Err(
+                "--upgrade needs an upgrade socket: set `upgrade_socket:` (or `pid_file:`) to a \
+                 path in a directory only the gateway's user can write"
+                    .to_string(),
+            );
+        }
         let Some(path) = &self.pid_file else {
             return Ok(());
         };
@@ -66,7 +73,7 @@ impl RuntimeFiles {
                 path.display()
             ));
         }
-        if let (false, Some(pid)) = (upgrade, self.running_gateway()) {
+        if let Some(pid) = (!upgrade).then(|| self.running_gateway()).flatten() {
             return Err(format!(
                 "pid_file: {}: gateway {pid} is running with this pid file (and the upgrade \
                  socket beside it); give this one its own `pid_file:` (or --pid-file), or \
@@ -472,5 +479,20 @@ mod tests {
         let socket = files.upgrade_socket.unwrap();
         assert!(socket.is_absolute(), "{}", socket.display());
         assert!(socket.ends_with("target/test-run/upgrade.sock"));
+    }
+
+    #[test]
+    fn an_upgrade_without_a_usable_socket_is_refused_and_a_plain_start_goes_on() {
+        // What `prepare` leaves when the default runtime directory is not private.
+        let files = RuntimeFiles {
+            pid_file: None,
+            upgrade_socket: None,
+        };
+        let refused = files.claim(true).unwrap_err();
+        assert!(
+            refused.contains("--upgrade needs an upgrade socket"),
+            "{refused}"
+        );
+        assert_eq!(files.claim(false), Ok(()));
     }
 }
