@@ -53,12 +53,18 @@ impl GatewayConfig {
 
 /// Runs `guichet check` and returns its output.
 pub fn check(config: &Path) -> Output {
-    run_to_exit("check", config)
+    run_to_exit("check", config, &[])
 }
 
 /// Runs `guichet serve` on a config it is expected to refuse, and returns its output.
 pub fn serve_refused(config: &Path) -> Output {
-    run_to_exit("serve", config)
+    serve_to_exit(config, &[])
+}
+
+/// Runs `guichet serve --config <config> <args>`, which must exit (it is expected to refuse
+/// to start), and returns its output.
+pub fn serve_to_exit(config: &Path, args: &[&str]) -> Output {
+    run_to_exit("serve", config, args)
 }
 
 /// Runs `guichet <args> --config <config>` with `stdin` as its standard input.
@@ -104,13 +110,35 @@ pub fn add_demo_user(config: &Path) {
     );
 }
 
-fn run_to_exit(command: &str, config: &Path) -> Output {
-    Command::new(BINARY)
+/// Runs `guichet <command> --config <config> <args>` to its end. One that is still running
+/// after 20 s is killed and fails the test, rather than hanging the suite.
+fn run_to_exit(command: &str, config: &Path, args: &[&str]) -> Output {
+    let child = Command::new(BINARY)
         .arg(command)
         .arg("--config")
         .arg(config)
-        .output()
-        .unwrap_or_else(|e| panic!("run guichet {command}: {e}"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run guichet {command}: {e}"));
+    let pid = child.id().to_string();
+    let (exited, watched) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let overdue = watched.recv_timeout(Duration::from_secs(20)).is_err();
+        if overdue {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+        overdue
+    });
+    let output = child.wait_with_output().expect("guichet's output");
+    let _ = exited.send(());
+    let overdue = watchdog.join().expect("the watchdog");
+    assert!(
+        !overdue,
+        "guichet {command} {args:?} was still running after 20 s"
+    );
+    output
 }
 
 pub struct Gateway {

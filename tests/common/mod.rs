@@ -10,7 +10,9 @@ pub mod raw;
 pub mod redis;
 pub mod upstream;
 
-pub use gateway::{add_demo_user, check, cli, serve_refused, Gateway, GatewayConfig};
+pub use gateway::{
+    add_demo_user, check, cli, serve_refused, serve_to_exit, Gateway, GatewayConfig,
+};
 pub use haproxy::HaProxy;
 pub use load::Load;
 pub use raw::raw_request;

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::raw::RawConnection;
 use crate::common::{
-    check, client, eventually, free_port, get_json, raw_request, Gateway, GatewayConfig, Load,
-    Upstream,
+    check, client, eventually, free_port, get_json, raw_request, serve_to_exit, Gateway,
+    GatewayConfig, Load, Upstream,
 };
 
 const GET_COURSES: &[u8] = b"GET /api/courses/ HTTP/1.1\r\nHost: gateway\r\n\r\n";
@@ -220,8 +220,9 @@ async fn an_upgrade_socket_that_other_users_could_replace_is_refused() {
     let config = two_services(&fast, &slow, "upgrade_socket: /tmp/guichet-upgrade.sock\n");
     let (_dir, path) = config.write();
     let (port, admin) = (free_port().to_string(), free_port().to_string());
-    let (status, stderr) = serve_to_exit(&path, &["--listen", &port, "--admin-listen", &admin]);
-    assert!(!status.success());
+    let output = serve_to_exit(&path, &["--listen", &port, "--admin-listen", &admin]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
     let checked = check(&path);
     assert!(
         !checked.status.success(),
@@ -238,33 +239,6 @@ async fn an_upgrade_socket_that_other_users_could_replace_is_refused() {
     );
 }
 
-/// Runs `guichet serve --config <config> <args>`, which must exit within 20 s (it is killed
-/// otherwise), and returns its exit status and standard error.
-fn serve_to_exit(config: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
-    let mut child = std::process::Command::new(crate::common::gateway::BINARY)
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run guichet");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("guichet serve {args:?} is still running after 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().expect("output");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn a_second_gateway_on_the_same_pid_file_is_refused_and_an_upgrade_needs_a_running_one() {
     let fast = Upstream::start("courses").await;
@@ -276,11 +250,12 @@ async fn a_second_gateway_on_the_same_pid_file_is_refused_and_an_upgrade_needs_a
     let (port, admin) = (free_port().to_string(), free_port().to_string());
     let other_ports = ["--listen", &port, "--admin-listen", &admin];
 
-    let (status, stderr) = serve_to_exit(
+    let output = serve_to_exit(
         &path,
         &[&other_ports[..], &["--pid-file", &pid_file]].concat(),
     );
-    assert!(!status.success());
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!(
             "gateway {} is running with this pid file",
@@ -297,7 +272,7 @@ async fn a_second_gateway_on_the_same_pid_file_is_refused_and_an_upgrade_needs_a
     let (_empty, empty_path) = config.write();
     let unused = empty_path.with_file_name("run/guichet.pid");
     let started = Instant::now();
-    let (status, stderr) = serve_to_exit(
+    let output = serve_to_exit(
         &path,
         &[
             &other_ports[..],
@@ -305,7 +280,8 @@ async fn a_second_gateway_on_the_same_pid_file_is_refused_and_an_upgrade_needs_a
         ]
         .concat(),
     );
-    assert!(!status.success());
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("names no running process"), "{stderr}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
