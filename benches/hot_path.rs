@@ -150,7 +150,9 @@ fn rate_limiting(c: &mut Criterion) {
 
 fn metrics_recording(c: &mut Criterion) {
     let metrics = Metrics::new().expect("metrics");
-    let snapshot = Arc::new(Snapshot::new(platform(), &metrics, None, 1));
+    let config = platform();
+    let tls = guichet::tls::load(&config, &mut Vec::new()).expect("no TLS file to load");
+    let snapshot = Arc::new(Snapshot::new(config, tls, &metrics, None, 1));
     let in_flight = InFlight::new(metrics.in_flight.clone());
     let mut ctx = RequestCtx::new(&in_flight, snapshot.clone());
     ctx.route = snapshot.config.routes.get(3).cloned();

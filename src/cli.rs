@@ -82,6 +82,9 @@ struct ServeArgs {
     /// Admin listener address, instead of `admin_listen:`.
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// TLS listener address, instead of `tls.listen:` (gateway.yaml must have `tls:`).
+    #[arg(long)]
+    tls_listen: Option<SocketAddr>,
     /// Log lines as human-readable text or as one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -102,7 +105,8 @@ struct CheckArgs {
     /// The gateway configuration file.
     #[arg(long, default_value = "gateway.yaml")]
     config: PathBuf,
-    /// Fail (exit 1) on documentation drift and unmerged fragment parts too.
+    /// Fail (exit 1) on warnings too: TLS (a certificate expiring soon, an upstream not
+    /// verified), documentation drift and unmerged fragment parts.
     #[arg(long)]
     strict: bool,
 }
@@ -166,7 +170,7 @@ type Managed<'a> =
 
 /// Runs a store command on the configuration at `path` and prints its outcome.
 fn manage(path: &Path, command: impl for<'a> FnOnce(&'a Config) -> Managed<'a>) -> ExitCode {
-    let Some(config) = load_or_report(path) else {
+    let Some(Loaded { config, .. }) = load_or_report(path) else {
         return ExitCode::FAILURE;
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -197,10 +201,10 @@ fn print_line(text: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
-/// The configuration, its token keys checked (not created) and its store URL checked.
-fn load_or_report(path: &Path) -> Option<Config> {
+/// The configuration, its token keys checked (not created), its store URL and TLS files checked.
+fn load_or_report(path: &Path) -> Option<Loaded> {
     match render::load(path, KeyFiles::ReadOnly) {
-        Ok(loaded) => Some(loaded.config),
+        Ok(loaded) => Some(loaded),
         Err(errors) => {
             eprintln!("{errors}");
             None
@@ -209,9 +213,17 @@ fn load_or_report(path: &Path) -> Option<Config> {
 }
 
 fn check(path: &Path, strict: bool) -> ExitCode {
-    let Some(config) = load_or_report(path) else {
+    let Some(Loaded {
+        config,
+        warnings: tls_warnings,
+        ..
+    }) = load_or_report(path)
+    else {
         return ExitCode::FAILURE;
     };
+    for warning in &tls_warnings {
+        eprintln!("warning: {warning}");
+    }
     let unsafe_paths = crate::lifecycle::RuntimeFiles::inspect(
         config.pid_file.as_deref(),
         config.upgrade_socket.as_deref(),
@@ -246,7 +258,7 @@ fn check(path: &Path, strict: bool) -> ExitCode {
     for drift in &drift {
         eprintln!("warning: drift: {drift}");
     }
-    let warnings = problems.len() + drift.len();
+    let warnings = tls_warnings.len() + problems.len() + drift.len();
     print_line(&format!(
         "API document: {} problems, {} drift",
         problems.len(),
@@ -261,7 +273,12 @@ fn check(path: &Path, strict: bool) -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     logs::init(args.log_format);
-    let Loaded { mut config, tokens } = match render::load(&args.config, KeyFiles::CreateMissing) {
+    let Loaded {
+        mut config,
+        tokens,
+        tls,
+        warnings,
+    } = match render::load(&args.config, KeyFiles::CreateMissing) {
         Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("{errors}");
@@ -271,11 +288,15 @@ fn serve(args: ServeArgs) -> ExitCode {
     let overrides = Overrides {
         listen: args.listen,
         admin_listen: args.admin_listen,
+        tls_listen: args.tls_listen,
         pid_file: args.pid_file,
         upgrade_socket: args.upgrade_socket,
     };
     overrides.apply(&mut config);
-    match crate::server::serve(config, tokens, overrides, args.upgrade) {
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    match crate::server::serve(config, tokens, tls, overrides, args.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("{message}");

@@ -21,6 +21,8 @@ pub struct Origin {
     /// The `X-Forwarded-For` the upstream gets: the peer appended to a trusted proxy's list,
     /// else the peer alone.
     pub forwarded_for: String,
+    /// Whether the request came over the TLS listener.
+    pub tls: bool,
 }
 
 impl Origin {
@@ -48,6 +50,7 @@ impl Origin {
             client,
             peer_trusted,
             forwarded_for,
+            tls: false,
         }
     }
 }
@@ -98,7 +101,8 @@ pub fn rewrite_upstream_headers(
     let headers = &mut request.headers;
     // Values are cloned (a reference count, not a copy) to be set again on the same request.
     let trusted = |name: &HeaderName| headers.get(name).filter(|_| origin.peer_trusted).cloned();
-    let proto = trusted(&X_FORWARDED_PROTO).unwrap_or(HeaderValue::from_static("http"));
+    let own = if origin.tls { "https" } else { "http" };
+    let proto = trusted(&X_FORWARDED_PROTO).unwrap_or(HeaderValue::from_static(own));
     let client_host = trusted(&X_FORWARDED_HOST)
         .or_else(|| headers.get(header::HOST).cloned())
         .or_else(|| {

@@ -44,7 +44,7 @@ fn check_loops(upstreams: &Upstreams) -> tokio::task::JoinSet<()> {
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticks.tick().await;
-                    let result = probe(pool.target(index), &check).await;
+                    let result = probe(&pool, index, &check).await;
                     pool.record(index, result);
                 }
             });

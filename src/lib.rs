@@ -37,6 +37,7 @@ pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod tls;
 pub mod trace;
 pub mod upstream;
 pub mod wellformed;

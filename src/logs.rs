@@ -101,7 +101,11 @@ pub fn access_line(ctx: &RequestCtx, method: &str, path: &str, status: u16, byte
 
 /// The line for a 5xx the gateway made, with the cause: at most one every ten seconds per route
 /// and code, with the count left out (each request still has its access line with its code).
-pub fn gateway_error(ctx: &RequestCtx, error: &GatewayError, cause: Option<&pingora::Error>) {
+pub fn gateway_error(
+    ctx: &RequestCtx,
+    error: &GatewayError,
+    cause: Option<&dyn std::fmt::Display>,
+) {
     let Some(suppressed) = error_line_due(ctx.route_label(), error.code()) else {
         return;
     };

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     pub store_duration: HistogramVec,
     pub config_reloads: IntCounterVec,
+    /// When each certificate the gateway shows expires (`tls::Material::expiries`).
+    tls_certificate_expiry: IntGaugeVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -152,6 +154,13 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            tls_certificate_expiry: IntGaugeVec::new(
+                opts(
+                    "tls_certificate_expiry_timestamp_seconds",
+                    "When each certificate the gateway shows expires (the TLS listener's by name, client certificates as `<service> client`), in seconds since the Unix epoch.",
+                ),
+                &["name"],
+            )?,
             registry,
         };
         for result in ["ok", "error"] {
@@ -164,7 +173,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.duration.clone()),
             Box::new(metrics.upstream_duration.clone()),
@@ -178,12 +187,23 @@ impl Metrics {
             Box::new(metrics.store_errors.clone()),
             Box::new(metrics.store_duration.clone()),
             Box::new(metrics.config_reloads.clone()),
+            Box::new(metrics.tls_certificate_expiry.clone()),
             Box::new(build_info),
         ];
         for collector in collectors {
             metrics.registry.register(collector)?;
         }
         Ok(metrics)
+    }
+
+    /// Shows the certificates of the configuration just loaded, and only those.
+    pub fn set_certificate_expiries(&self, expiries: &[(String, i64)]) {
+        self.tls_certificate_expiry.reset();
+        for (name, at) in expiries {
+            self.tls_certificate_expiry
+                .with_label_values(&[name.as_str()])
+                .set(*at);
+        }
     }
 
     /// The Prometheus text exposition of every family.

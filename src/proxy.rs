@@ -70,11 +70,15 @@ impl Gateway {
             .and_then(|addr| addr.as_inet())
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
         let claimed = forwarded::forwarded_for_list(request);
-        ctx.origin = Some(Origin::new(
+        let mut origin = Origin::new(
             peer,
             claimed.as_deref(),
             &ctx.snapshot.config.trusted_proxies,
-        ));
+        );
+        origin.tls = session
+            .digest()
+            .is_some_and(|digest| digest.ssl_digest.is_some());
+        ctx.origin = Some(origin);
     }
 
     /// Normalises the path once and finds where it goes; the normalised path is what goes upstream.
@@ -175,6 +179,9 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Step, GatewayError> {
         wellformed::check(session.req_header_mut())?;
+        if let Some(location) = https_redirect(session, ctx) {
+            return Ok(Step::Answer(Reply::Redirect(location)));
+        }
         match self.route(session, ctx)? {
             Destination::Gateway(endpoint) => Ok(Step::Answer(
                 self.endpoints.answer(endpoint, session, ctx).await?,
@@ -223,6 +230,30 @@ fn check_declared_body(session: &Session, ctx: &RequestCtx) -> Result<(), Gatewa
     match wellformed::declared_length(session.req_header()) {
         Some(length) if length > limit => Err(GatewayError::PayloadTooLarge { limit }),
         _ => Ok(()),
+    }
+}
+
+/// Why the upstream's certificate failed verification, when that is what `error` is: pingora's
+/// error does not say, so the target's TLS settings diagnose it (`UpstreamMaterial::diagnose`).
+async fn untrusted_certificate(ctx: &RequestCtx, error: &Error) -> Option<Arc<str>> {
+    if error.etype() != &ErrorType::InvalidCert {
+        return None;
+    }
+    let (route, target) = (ctx.route.as_ref()?, ctx.target?);
+    let pool = ctx.snapshot.upstreams.pool(route.service);
+    pool.tls
+        .diagnose(pool.target(target), pool.service.connect_timeout)
+        .await
+}
+
+/// With `tls.redirect_http`, where a request on the plain listener goes instead.
+fn https_redirect(session: &Session, ctx: &RequestCtx) -> Option<HeaderValue> {
+    let config = &ctx.snapshot.config;
+    let plain = ctx.origin.as_ref().is_some_and(|origin| !origin.tls);
+    if plain && config.tls.as_ref().is_some_and(|tls| tls.redirect_http) {
+        crate::tls::redirect::https_location(session.req_header(), config)
+    } else {
+        None
     }
 }
 
@@ -485,7 +516,13 @@ impl ProxyHttp for Gateway {
             self.count_upstream_error(ctx, kind);
         }
         if status >= 500 {
-            logs::gateway_error(ctx, &gateway_error, Some(error));
+            match untrusted_certificate(ctx, error).await {
+                Some(why) => {
+                    let cause = format!("{error}; the certificate is not trusted: {why}");
+                    logs::gateway_error(ctx, &gateway_error, Some(&cause));
+                }
+                None => logs::gateway_error(ctx, &gateway_error, Some(error)),
+            }
         }
         ctx.error = Some(gateway_error.clone());
         if session.response_written().is_none() {

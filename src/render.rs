@@ -1,6 +1,7 @@
 //! The render step, as river has it: the configuration read from its files (plain data), and
 //! what the running gateway builds from it that plain data cannot hold: the token keys (key
-//! files, the HS256 secret's environment variable) and the store's URL (`GUICHET_REDIS_URL`).
+//! files, the HS256 secret's environment variable), the store's URL (`GUICHET_REDIS_URL`) and
+//! the TLS certificates.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,19 +9,25 @@ use std::sync::Arc;
 use crate::auth::jwt::Tokens;
 use crate::auth::keys::KeyFiles;
 use crate::config::{self, Config, ConfigErrors, StoreBackend};
+use crate::tls::Material;
 
-/// A configuration and the token keys built from it.
+/// A configuration and what is built from it.
 pub struct Loaded {
     pub config: Config,
     /// `None` without a `jwt` section.
     pub tokens: Option<Arc<Tokens>>,
+    pub tls: Material,
+    /// What works but deserves the operator's attention (a certificate expiring soon, an
+    /// upstream not verified), each naming its file and line.
+    pub warnings: Vec<String>,
 }
 
 /// Loads the configuration and builds what authentication needs beyond its plain data: the
-/// token keys, and the store's URL (checked here, taken again where the store is opened).
-/// `check`, `serve` and a reload report the errors of both in one list.
+/// token keys, the store's URL (checked here, taken again where the store is opened) and the
+/// TLS files. `check`, `serve` and a reload report the errors of all in one list.
 pub fn load(path: &Path, key_files: KeyFiles) -> Result<Loaded, ConfigErrors> {
-    let (config, tokens) = config::load_with(path, |config| {
+    let mut warnings = Vec::new();
+    let (config, (tokens, tls)) = config::load_with(path, |config| {
         let mut errors = ConfigErrors::default();
         if let StoreBackend::Redis(settings) = &config.auth.store {
             if let Err(e) = crate::store::redis_url(settings) {
@@ -32,11 +39,18 @@ pub fn load(path: &Path, key_files: KeyFiles) -> Result<Loaded, ConfigErrors> {
                 .map_err(|more| errors.0.extend(more.0))
                 .ok()
         });
-        if errors.is_empty() {
-            Ok(tokens.map(Arc::new))
-        } else {
-            Err(errors)
+        let tls = crate::tls::load(config, &mut warnings)
+            .map_err(|more| errors.0.extend(more.0))
+            .ok();
+        match tls {
+            Some(tls) if errors.is_empty() => Ok((tokens.map(Arc::new), tls)),
+            _ => Err(errors),
         }
     })?;
-    Ok(Loaded { config, tokens })
+    Ok(Loaded {
+        config,
+        tokens,
+        tls,
+        warnings,
+    })
 }

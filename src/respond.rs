@@ -23,14 +23,22 @@ pub enum Reply {
     Page(Page),
     /// An error, in the gateway's JSON error shape.
     Error(GatewayError),
+    /// 308 to the same URL on https (`tls.redirect_http`).
+    Redirect(HeaderValue),
 }
 
 /// The fields the gateway's own answers and the upstreams' share, set on `headers`: the request
-/// id, and the rate limit fields of a limited route.
+/// id, the rate limit fields of a limited route, and `Strict-Transport-Security` on the TLS
+/// listener when `tls.hsts` is set.
 pub fn stamp(headers: &mut HeaderMap, ctx: &RequestCtx) -> Result<(), InvalidHeaderValue> {
     headers.insert(&crate::request_id::HEADER, ctx.request_id.header());
     for (name, value) in &ctx.rate_limit_fields {
         headers.insert(*name, HeaderValue::from_str(value)?);
+    }
+    if let Some(hsts) = &ctx.snapshot.hsts {
+        if ctx.origin.as_ref().is_some_and(|origin| origin.tls) {
+            headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
     }
     Ok(())
 }
@@ -63,6 +71,11 @@ impl Reply {
                 let status = StatusCode::from_u16(error.status())
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 (status, body)
+            }
+            Reply::Redirect(location) => {
+                headers.insert(header::LOCATION, location);
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                (StatusCode::PERMANENT_REDIRECT, Bytes::new())
             }
         };
         stamp(&mut headers, ctx)?;

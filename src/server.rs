@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::ListenerConfig;
+use pingora::protocols::http::v2::server::H2Options;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -20,7 +22,7 @@ use crate::analytics::Usage;
 use crate::auth::api_key::{self, ApiKeys};
 use crate::auth::jwt::Tokens;
 use crate::auth::Auth;
-use crate::config::{Config, Listen, Overrides};
+use crate::config::{ClientLimits, Config, Listen, Overrides};
 use crate::connection::{ClientConnections, Refusals};
 use crate::context::InFlight;
 use crate::endpoints::tokens::TokenService;
@@ -35,6 +37,7 @@ use crate::reload::watcher::{Timing, WatchFiles};
 use crate::reload::{ReloadOnHangup, Reloader};
 use crate::snapshot::{Current, Snapshot};
 use crate::store::{Instrumented, Store};
+use crate::tls::Material;
 
 /// The read buffer each client connection keeps for its life. pingora's default, 64 KiB, is paid
 /// by every idle keep-alive connection too; request heads need a few reads past 4 KiB, and body
@@ -49,11 +52,16 @@ const DOWNSTREAM_WRITE_BUFFER: usize = 1460;
 pub fn serve(
     config: Config,
     tokens: Option<Arc<Tokens>>,
+    tls: Material,
     overrides: Overrides,
     upgrade: bool,
 ) -> Result<(), String> {
     if !upgrade {
-        for listen in [&config.listen, &config.admin_listen] {
+        let tls_listen = config.tls.as_ref().map(|tls| &tls.listen);
+        for listen in [&config.listen, &config.admin_listen]
+            .into_iter()
+            .chain(tls_listen)
+        {
             ensure_bindable(listen)?;
         }
     }
@@ -85,7 +93,7 @@ pub fn serve(
         &config.rate_limits,
     );
     let auth = Arc::new(Auth::new(&config.auth, tokens, store, redis));
-    let snapshot = Snapshot::new(config, &metrics, None, 1);
+    let snapshot = Snapshot::new(config, tls, &metrics, None, 1);
     let docs = Arc::new(ApiDocs::new(&snapshot.config, &snapshot.router));
     let config = snapshot.config.clone();
     let current: Current = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -152,11 +160,12 @@ pub fn serve(
         usage: usage.clone(),
         in_flight: in_flight.clone(),
     };
-    let connections = ClientConnections::new(
-        pingora::proxy::http_proxy(&server.configuration, gateway),
-        current.clone(),
-        refusals,
-    );
+    let mut http_proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut server_options = HttpServerOptions::default();
+    server_options.h2_idle_timeout = Some(config.client.keepalive_timeout);
+    http_proxy.server_options = Some(server_options);
+    http_proxy.h2_options = Some(h2_options(&config.client));
+    let connections = ClientConnections::new(http_proxy, current.clone(), refusals);
     let mut proxy = Service::new("guichet proxy".to_string(), connections);
     proxy.add_listener(
         ListenerConfig::tcp(config.listen.addr.to_string()).l4_buffer(L4BufferSettings::new(
@@ -164,6 +173,10 @@ pub fn serve(
             DOWNSTREAM_WRITE_BUFFER,
         )),
     );
+    if let Some(tls) = &config.tls {
+        let settings = crate::tls::listener::settings(tls, current.clone())?;
+        proxy.add_tls_with_settings(&tls.listen.addr.to_string(), None, settings);
+    }
 
     let mut admin = Service::new(
         "guichet admin".to_string(),
@@ -216,6 +229,7 @@ pub fn serve(
     let open_files = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     tracing::info!(
         listen = %config.listen.addr,
+        tls_listen = config.tls.as_ref().map(|tls| tls.listen.addr.to_string()),
         admin_listen = %config.admin_listen.addr,
         open_files,
         services = config.services.len(),
@@ -238,6 +252,17 @@ pub fn serve(
     });
     files.remove_pid_file();
     Ok(())
+}
+
+/// HTTP/2's bounds on what a client may send, from the same `client:` limits as HTTP/1: the
+/// size of a request's header block, and at most 128 requests at once on one connection
+/// (nginx's `http2_max_concurrent_streams`).
+fn h2_options(client: &ClientLimits) -> H2Options {
+    let mut options = H2Options::new();
+    options
+        .max_header_list_size(u32::try_from(client.max_header_size).unwrap_or(u32::MAX))
+        .max_concurrent_streams(128);
+    options
 }
 
 /// Keeps the API key index current (new keys and revocations, announced on Redis when it is the
@@ -279,9 +304,10 @@ fn ensure_bindable(listen: &Listen) -> Result<(), String> {
     match TcpListener::bind(listen.addr) {
         Ok(_) => Ok(()),
         Err(e) => {
+            let flag = format!("--{}", listen.field.replace(['_', '.'], "-"));
             let place = match &listen.at {
                 Some(at) => format!("{at}: {}", listen.field),
-                None => format!("--{}", listen.field.replace('_', "-")),
+                None => flag.clone(),
             };
             let why = if e.kind() == std::io::ErrorKind::AddrInUse {
                 "is already in use".to_string()
@@ -289,10 +315,9 @@ fn ensure_bindable(listen: &Listen) -> Result<(), String> {
                 format!("cannot be bound: {e}")
             };
             Err(format!(
-                "{place}: {} {why} (stop the other process, or choose another address with `{}:` or --{})",
+                "{place}: {} {why} (stop the other process, or choose another address with `{}:` or {flag})",
                 listen.addr,
                 listen.field,
-                listen.field.replace('_', "-")
             ))
         }
     }

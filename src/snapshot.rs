@@ -7,16 +7,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::HeaderValue;
 use pingora::server::ShutdownWatch;
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::metrics::{Metrics, Series};
 use crate::router::Router;
+use crate::tls::Material;
 use crate::upstream::Upstreams;
 
 pub struct Snapshot {
     pub config: Arc<Config>,
+    /// The certificates and upstream TLS settings loaded with `config`.
+    pub tls: Material,
+    /// `Strict-Transport-Security` for answers on the TLS listener, when `tls.hsts` is set.
+    pub hsts: Option<HeaderValue>,
     pub router: Router,
     pub upstreams: Arc<Upstreams>,
     pub series: Series,
@@ -31,16 +37,26 @@ impl Snapshot {
     /// Builds what `config` serves with; `previous` lends its upstream health state.
     pub fn new(
         config: Config,
+        tls: Material,
         metrics: &Metrics,
         previous: Option<&Snapshot>,
         generation: u64,
     ) -> Snapshot {
         let upstreams = Upstreams::new(
             &config.services,
+            &tls.upstreams,
             &metrics.upstream_healthy,
             previous.map(|p| &*p.upstreams),
         );
+        metrics.set_certificate_expiries(&tls.expiries(&config));
+        let hsts = config
+            .tls
+            .as_ref()
+            .filter(|tls| !tls.hsts.is_zero())
+            .and_then(|tls| HeaderValue::try_from(format!("max-age={}", tls.hsts.as_secs())).ok());
         Snapshot {
+            tls,
+            hsts,
             router: Router::new(&config.routes),
             upstreams: Arc::new(upstreams),
             series: Series::new(&config),

@@ -3,18 +3,19 @@
 //! and back (run on a schedule by `health`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
+use pingora::connectors::TransportConnector;
 use pingora::upstreams::peer::HttpPeer;
 use prometheus::{IntGauge, IntGaugeVec};
-use tokio::net::TcpStream;
 
 use crate::config::{HealthCheck, Service, Target};
 use crate::logs::WithCauses;
+use crate::tls::upstream::UpstreamMaterial;
 
 /// How long a keep-alive connection to a target waits in the pool for its next request before
 /// the gateway closes it. An upstream that closes an idle connection itself may do so just as a
@@ -35,15 +36,17 @@ impl Upstreams {
     /// it, so a reload neither sends traffic to a dead target nor waits for a live one.
     pub fn new(
         services: &[Arc<Service>],
+        tls: &[Arc<UpstreamMaterial>],
         healthy: &IntGaugeVec,
         previous: Option<&Upstreams>,
     ) -> Upstreams {
         Upstreams {
             pools: services
                 .iter()
-                .map(|service| {
+                .zip(tls)
+                .map(|(service, tls)| {
                     let before = previous.and_then(|p| p.by_name(&service.name));
-                    Arc::new(Pool::new(service.clone(), healthy, before))
+                    Arc::new(Pool::new(service.clone(), tls.clone(), healthy, before))
                 })
                 .collect(),
         }
@@ -82,6 +85,8 @@ impl Upstreams {
 /// The targets of one service and what the health checks last saw of them.
 pub struct Pool {
     pub service: Arc<Service>,
+    /// How its https targets are verified.
+    pub tls: Arc<UpstreamMaterial>,
     peers: Vec<HttpPeer>,
     healthy: Vec<AtomicBool>,
     next: AtomicUsize,
@@ -92,12 +97,17 @@ pub struct Pool {
 }
 
 impl Pool {
-    fn new(service: Arc<Service>, healthy: &IntGaugeVec, before: Option<&Pool>) -> Pool {
+    fn new(
+        service: Arc<Service>,
+        tls: Arc<UpstreamMaterial>,
+        healthy: &IntGaugeVec,
+        before: Option<&Pool>,
+    ) -> Pool {
         let peers = service
             .targets
             .iter()
             .map(|target| {
-                let mut peer = HttpPeer::new(target.addr, false, String::new());
+                let mut peer = tls.peer(target);
                 peer.options.connection_timeout = Some(service.connect_timeout);
                 peer.options.read_timeout = Some(service.read_timeout);
                 peer.options.write_timeout = Some(service.read_timeout);
@@ -138,6 +148,7 @@ impl Pool {
             next: AtomicUsize::new(0),
             checked: states.iter().map(|s| AtomicBool::new(s.1)).collect(),
             service,
+            tls,
         }
     }
 
@@ -222,6 +233,10 @@ impl Pool {
 pub enum GetError {
     #[error("connect: {0}")]
     Connect(#[source] std::io::Error),
+    #[error("connect: {0}")]
+    Upstream(#[source] Box<pingora::Error>),
+    #[error("TLS: the certificate is not trusted: {0}")]
+    Untrusted(Arc<str>),
     #[error("handshake: {0}")]
     Handshake(#[source] hyper::Error),
     #[error("request: {0}")]
@@ -238,11 +253,14 @@ pub enum GetError {
 }
 
 /// One `GET` on a new HTTP/1.1 connection over `stream`: health checks, fetched fragments.
-pub async fn get_once(
-    stream: TcpStream,
+pub async fn get_once<S>(
+    stream: S,
     path: &str,
     headers: &[(http::header::HeaderName, &str)],
-) -> Result<http::Response<hyper::body::Incoming>, GetError> {
+) -> Result<http::Response<hyper::body::Incoming>, GetError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(GetError::Handshake)?;
@@ -257,12 +275,29 @@ pub async fn get_once(
     sender.send_request(request).await.map_err(GetError::Send)
 }
 
-/// One health check: `GET <path>` within the timeout, answered with a 2xx or 3xx.
-pub async fn probe(target: &Target, check: &HealthCheck) -> Result<(), GetError> {
+/// Connects the way requests do: TLS with the service's settings for an https target.
+fn connector() -> &'static TransportConnector {
+    static CONNECTOR: OnceLock<TransportConnector> = OnceLock::new();
+    CONNECTOR.get_or_init(|| TransportConnector::new(None))
+}
+
+/// One health check: `GET <path>` within the timeout, answered with a 2xx or 3xx, on a new
+/// connection made with the same peer settings as requests (TLS, verification, client
+/// certificate).
+pub async fn probe(pool: &Pool, index: usize, check: &HealthCheck) -> Result<(), GetError> {
+    let target = pool.target(index);
     let attempt = async {
-        let stream = TcpStream::connect(target.addr)
-            .await
-            .map_err(GetError::Connect)?;
+        let stream = match connector().new_stream(&pool.peers[index]).await {
+            Ok(stream) => stream,
+            Err(error) if error.etype() == &pingora::ErrorType::InvalidCert => {
+                let why = pool.tls.diagnose(target, check.timeout).await;
+                return Err(match why {
+                    Some(why) => GetError::Untrusted(why),
+                    None => GetError::Upstream(error),
+                });
+            }
+            Err(error) => return Err(GetError::Upstream(error)),
+        };
         let headers = [
             (http::header::HOST, target.host.as_str()),
             (http::header::USER_AGENT, "guichet-health-check"),
@@ -288,25 +323,41 @@ mod tests {
     use prometheus::{IntGaugeVec, Opts};
 
     use super::*;
+    use crate::config::UpstreamTls;
 
-    fn pool(targets: usize) -> Pool {
+    fn plain_target(addr: std::net::SocketAddr) -> Target {
+        Target {
+            url: format!("http://{addr}"),
+            addr,
+            host: addr.to_string(),
+            tls: false,
+            sni: addr.ip().to_string(),
+        }
+    }
+
+    fn pool_of(targets: Vec<Target>) -> Pool {
         let service = Service {
             name: "courses".to_string(),
-            targets: (0..targets)
-                .map(|i| Target {
-                    url: format!("http://127.0.0.1:{}", 8001 + i),
-                    addr: ([127, 0, 0, 1], 8001 + i as u16).into(),
-                    host: "127.0.0.1".to_string(),
-                })
-                .collect(),
+            targets,
             health_check: None,
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
             openapi: None,
+            tls: UpstreamTls::default(),
         };
+        let tls = UpstreamMaterial::load(&service.tls, "courses", 0, &mut Vec::new())
+            .unwrap_or_else(|_| panic!("the default settings name no file"));
         let gauges = IntGaugeVec::new(Opts::new("healthy", "healthy"), &["service", "target"])
             .expect("gauges");
-        Pool::new(Arc::new(service), &gauges, None)
+        Pool::new(Arc::new(service), Arc::new(tls), &gauges, None)
+    }
+
+    fn pool(targets: usize) -> Pool {
+        pool_of(
+            (0..targets)
+                .map(|i| plain_target(([127, 0, 0, 1], 8001 + i as u16).into()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -327,19 +378,16 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = closed.local_addr().expect("address");
         drop(closed);
-        let target = Target {
-            url: format!("http://{addr}"),
-            addr,
-            host: addr.to_string(),
-        };
+        let pool = pool_of(vec![plain_target(addr)]);
         let check = HealthCheck {
             path: "/health".to_string(),
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(2),
         };
-        let error = probe(&target, &check).await.expect_err("nothing listens");
-        let cause = std::error::Error::source(&error).expect("a cause");
-        assert!(cause.is::<std::io::Error>(), "{error:?}");
+        let error = probe(&pool, 0, &check).await.expect_err("nothing listens");
+        assert!(std::error::Error::source(&error).is_some(), "{error:?}");
+        let causes = WithCauses(&error).to_string();
+        assert!(causes.contains("Connection refused"), "{causes}");
         assert!(error.to_string().starts_with("connect: "), "{error}");
     }
 

@@ -288,6 +288,7 @@ fn build(
             super::DEFAULT_ADMIN_LISTEN,
             "admin_listen",
         ),
+        tls: gateway.tls,
         public_url: gateway
             .public_url
             .unwrap_or_else(|| "http://localhost:8080".to_string()),
@@ -323,6 +324,22 @@ fn build(
         );
     }
 
+    if let Some(tls) = &config.tls {
+        for other in [&config.listen, &config.admin_listen] {
+            if tls.listen.addr == other.addr {
+                errors.push(
+                    tls.listen.at.clone().unwrap_or_else(|| Location {
+                        file: gateway_file.clone(),
+                        mark: None,
+                    }),
+                    "tls.listen",
+                    format!("{} is also `{}`", other.addr, other.field),
+                    Some("give the TLS listener its own port, such as 0.0.0.0:8443".to_string()),
+                );
+            }
+        }
+    }
+
     let mut service_files: HashMap<String, Location> = HashMap::new();
     // Every route with where it was written, for the checks across files.
     let mut placed: Vec<(Location, String, Arc<Route>)> = Vec::new();
@@ -334,16 +351,35 @@ fn build(
         };
         if let Some(first) = service_files.get(&name.value) {
             errors.push(
-                name_at,
+                name_at.clone(),
                 "service",
                 format!("service `{}` is already defined at {first}", name.value),
                 Some("keep each service in one routes file, or rename this one".to_string()),
             );
         } else {
-            service_files.insert(name.value.clone(), name_at);
+            service_files.insert(name.value.clone(), name_at.clone());
         }
         let index = config.services.len();
         let read_timeout = spec.read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT);
+        let tls = spec.tls.map(|tls| tls.resolved(&base)).unwrap_or_default();
+        let server_name = tls.server_name.clone();
+        for upstream in spec.upstreams.iter().filter(|u| u.tls) {
+            let by_address = upstream.sni.parse::<std::net::IpAddr>().is_ok();
+            if by_address && server_name.is_none() && tls.verify {
+                errors.push(
+                    name_at.clone(),
+                    "upstreams",
+                    format!(
+                        "`{}` names an IP address, but an https upstream is verified by the host name its certificate holds",
+                        upstream.url
+                    ),
+                    Some(
+                        "add `tls: { server_name: <the name in its certificate> }`, or use that name in the URL"
+                            .to_string(),
+                    ),
+                );
+            }
+        }
         config.services.push(Arc::new(Service {
             name: name.value.clone(),
             targets: spec
@@ -353,6 +389,8 @@ fn build(
                     url: u.url,
                     addr: u.addr,
                     host: u.host,
+                    tls: u.tls,
+                    sni: server_name.clone().unwrap_or(u.sni),
                 })
                 .collect(),
             health_check: spec.health_check.map(|h| HealthCheck {
@@ -367,6 +405,7 @@ fn build(
                 .openapi
                 .and_then(|written| spec_source(written, &base, &file, errors)),
             read_timeout,
+            tls,
         }));
         for route in spec.routes {
             let at = Location {

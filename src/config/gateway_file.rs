@@ -11,13 +11,14 @@ use ipnet::IpNet;
 use super::auth::AuthSections;
 use super::decode::{Reader, Spanned};
 use super::yaml::Node;
-use super::{AuthConfig, ClientLimits, Docs, EncodedSlashes};
+use super::{AuthConfig, ClientLimits, Docs, EncodedSlashes, TlsListener};
 use crate::ratelimit::RatePolicy;
 
 /// `gateway.yaml`.
 pub struct GatewayFile {
     pub listen: Option<Spanned<SocketAddr>>,
     pub admin_listen: Option<Spanned<SocketAddr>>,
+    pub tls: Option<TlsListener>,
     pub public_url: Option<String>,
     pub trusted_proxies: Vec<IpNet>,
     pub include: Vec<Spanned<String>>,
@@ -45,6 +46,7 @@ const PATH_MAX: usize = 4095;
 const GATEWAY_KEYS: &[&str] = &[
     "listen",
     "admin_listen",
+    "tls",
     "public_url",
     "trusted_proxies",
     "include",
@@ -87,6 +89,7 @@ impl GatewayFile {
         let mut file = GatewayFile {
             listen: None,
             admin_listen: None,
+            tls: None,
             public_url: None,
             trusted_proxies: Vec::new(),
             include: Vec::new(),
@@ -128,6 +131,9 @@ impl GatewayFile {
         }
         if let Some((node, field)) = fields.get("admin_listen") {
             file.admin_listen = r.socket_addr(node, &field);
+        }
+        if let Some((node, field)) = fields.get("tls") {
+            file.tls = super::tls::read_listener(node, &field, r, base);
         }
         if let Some((node, field)) = fields.get("public_url") {
             file.public_url = r.parsed(

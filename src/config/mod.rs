@@ -16,6 +16,7 @@ mod limits;
 mod overrides;
 mod routes_file;
 pub mod source;
+mod tls;
 pub mod yaml;
 
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ use jsonwebtoken::Algorithm;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use gateway_file::MAX_SOCKET_PATH;
 pub use overrides::Overrides;
+pub use tls::{CertificateFiles, TlsListener, TlsVersion, UpstreamTls};
 
 use crate::ratelimit::{Rate, RatePolicy};
 use crate::router::{MethodSet, PathPattern, PathTemplate};
@@ -45,6 +47,8 @@ pub struct Config {
     pub watch: bool,
     pub listen: Listen,
     pub admin_listen: Listen,
+    /// `tls:`: the TLS listener, if any.
+    pub tls: Option<TlsListener>,
     pub public_url: String,
     pub trusted_proxies: Vec<IpNet>,
     /// Worker threads of the proxy service.
@@ -297,6 +301,8 @@ pub struct Service {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub openapi: Option<SpecSource>,
+    /// How its https targets are verified; the defaults when the routes file has no `tls:`.
+    pub tls: UpstreamTls,
 }
 
 /// One upstream address of a service.
@@ -307,6 +313,10 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The `Host` header sent to this target.
     pub host: String,
+    /// `https://`: the connection is TLS, its certificate verified against `sni`.
+    pub tls: bool,
+    /// The host name without port: the name sent in the TLS handshake and verified.
+    pub sni: String,
 }
 
 #[derive(Clone, Debug)]
@@ -375,9 +385,11 @@ impl Config {
         &self.services[route.service]
     }
 
-    /// The files this configuration is made of as the folder holds them now: `gateway.yaml` and
+    /// The files this configuration is made of as the folder holds them now: `gateway.yaml`,
     /// what each `include` pattern matches (globbed again on each call, so files added or
-    /// removed since the load show). Key files and OpenAPI fragments are not among them.
+    /// removed since the load show), and the TLS certificates, keys and authorities it names
+    /// (a renewed certificate is a change). Token key files and OpenAPI fragments are not
+    /// among them.
     pub fn files(&self) -> Vec<PathBuf> {
         let base = self.source.parent().unwrap_or(Path::new(""));
         let mut files = vec![self.source.clone()];
@@ -387,6 +399,16 @@ impl Config {
                 files.extend(matches);
             }
         }
+        let listener = self.tls.iter().flat_map(|tls| &tls.certificates);
+        let clients = self.services.iter().filter_map(|s| s.tls.client.as_ref());
+        for pair in listener.chain(clients) {
+            files.extend([pair.cert.value.clone(), pair.key.value.clone()]);
+        }
+        let authorities = self.services.iter().filter_map(|s| s.tls.ca.as_ref());
+        files.extend(authorities.map(|ca| ca.value.clone()));
+        // Services sharing an authority name it once.
+        let mut seen = std::collections::HashSet::new();
+        files.retain(|file| seen.insert(file.clone()));
         files
     }
 }

@@ -11,6 +11,7 @@ use super::Config;
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
+    pub tls_listen: Option<SocketAddr>,
     pub pid_file: Option<PathBuf>,
     pub upgrade_socket: Option<PathBuf>,
 }
@@ -30,6 +31,10 @@ impl Overrides {
         if let Some(addr) = self.admin_listen {
             config.admin_listen.addr = addr;
             config.admin_listen.at = None;
+        }
+        if let (Some(addr), Some(tls)) = (self.tls_listen, &mut config.tls) {
+            tls.listen.addr = addr;
+            tls.listen.at = None;
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::decode::{Reader, Spanned};
 use super::gateway_file::read_encoded_slashes;
 use super::yaml::Node;
-use super::{AuthLevel, EncodedSlashes};
+use super::{AuthLevel, EncodedSlashes, UpstreamTls};
 use crate::ratelimit::Rate;
 use crate::router::{MethodSet, PathPattern, PathTemplate};
 
@@ -22,6 +22,8 @@ pub struct ServiceFile {
     pub routes: Vec<RouteSpec>,
     /// `openapi:` as written: a file (resolved against gateway.yaml's folder later) or a URL.
     pub openapi: Option<Spanned<SpecWritten>>,
+    /// `tls:`, its paths as written.
+    pub tls: Option<UpstreamTls>,
 }
 
 pub enum SpecWritten {
@@ -33,6 +35,8 @@ pub struct UpstreamSpec {
     pub url: String,
     pub addr: SocketAddr,
     pub host: String,
+    pub tls: bool,
+    pub sni: String,
 }
 
 pub struct HealthCheckSpec {
@@ -65,6 +69,7 @@ const SERVICE_KEYS: &[&str] = &[
     "timeouts",
     "routes",
     "openapi",
+    "tls",
 ];
 const HEALTH_CHECK_KEYS: &[&str] = &["path", "interval", "timeout"];
 const TIMEOUT_KEYS: &[&str] = &["connect", "read"];
@@ -143,6 +148,9 @@ impl ServiceFile {
         let openapi = fields
             .get("openapi")
             .and_then(|(node, field)| read_spec_source(node, &field, r));
+        let tls = fields
+            .get("tls")
+            .and_then(|(node, field)| super::tls::read_upstream(node, &field, r));
         Some(ServiceFile {
             service,
             upstreams,
@@ -151,6 +159,7 @@ impl ServiceFile {
             read_timeout,
             routes,
             openapi,
+            tls,
         })
     }
 }
@@ -215,20 +224,16 @@ fn read_upstream(r: &mut Reader, node: &Node, field: &str) -> Option<UpstreamSpe
         node,
         field,
         "a URL",
-        "write the service's base URL such as http://127.0.0.1:8001 or http://courses:8000",
+        "write the service's base URL such as http://127.0.0.1:8001 or https://courses.internal:8443",
         |text| {
             let uri: http::Uri = text
                 .parse()
                 .map_err(|_| format!("`{text}` is not a URL"))?;
-            match uri.scheme_str() {
-                Some("http") => {}
-                Some("https") => {
-                    return Err(format!(
-                        "`{text}`: https upstreams are not supported yet; use http:// inside the cluster"
-                    ))
-                }
-                _ => return Err(format!("`{text}` is not an absolute http:// URL")),
-            }
+            let tls = match uri.scheme_str() {
+                Some("http") => false,
+                Some("https") => true,
+                _ => return Err(format!("`{text}` is not an absolute http:// or https:// URL")),
+            };
             let authority = uri
                 .authority()
                 .ok_or_else(|| format!("`{text}` has no host"))?;
@@ -238,7 +243,9 @@ fn read_upstream(r: &mut Reader, node: &Node, field: &str) -> Option<UpstreamSpe
                 ));
             }
             let host = authority.host();
-            let port = authority.port_u16().unwrap_or(80);
+            let port = authority
+                .port_u16()
+                .unwrap_or(if tls { 443 } else { 80 });
             let bare_host = host.trim_start_matches('[').trim_end_matches(']');
             let addr = (bare_host, port)
                 .to_socket_addrs()
@@ -249,6 +256,8 @@ fn read_upstream(r: &mut Reader, node: &Node, field: &str) -> Option<UpstreamSpe
                 url: text.trim_end_matches('/').to_string(),
                 addr,
                 host: authority.as_str().to_string(),
+                tls,
+                sni: bare_host.to_ascii_lowercase(),
             })
         },
     )

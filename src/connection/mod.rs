@@ -3,6 +3,8 @@
 //! idle keep-alive time, and served request after request as pingora's own keep-alive loop
 //! does, with pipelining on (requests sent back to back in one write are all answered, in
 //! order). Heads refused before the gateway sees them are answered, logged and counted here.
+//! HTTP/2 connections (negotiated by ALPN on the TLS listener) go to pingora's own HTTP/2
+//! loop, each stream a request of the same proxy.
 
 mod guard;
 mod head;
@@ -15,7 +17,7 @@ use bytes::Bytes;
 use http::Method;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::{HttpProxy, Session};
 use pingora::server::ShutdownWatch;
 
@@ -53,6 +55,11 @@ impl ServerApp for ClientConnections {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            // HTTP/2 (TLS only): pingora's own connection loop serves each stream as a request
+            // of the same proxy; HTTP/2's settings bound the heads (see `server`).
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
         // Limits are read once per connection: a reload applies to the connections after it.
         let limits = self.current.load().config.client;
         let phase = Arc::new(Phase::default());

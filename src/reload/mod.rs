@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::render;
 use crate::snapshot::{Current, Snapshot};
 use crate::store::redis_url;
+use crate::tls::Material;
 
 /// A reload that took effect.
 #[derive(Debug)]
@@ -70,7 +71,7 @@ impl Reloader {
         let path = running.config.source.clone();
         let outcome = read(path.clone())
             .await
-            .map(|config| self.swap(config, &running));
+            .map(|(config, tls)| self.swap(config, tls, &running));
         let result = if outcome.is_ok() { "ok" } else { "error" };
         self.metrics
             .config_reloads
@@ -109,11 +110,12 @@ impl Reloader {
     }
 
     /// Replaces the running snapshot with one for `next`, keeping the settings only a restart applies.
-    fn swap(&self, mut next: Config, running: &Snapshot) -> Reloaded {
+    fn swap(&self, mut next: Config, mut tls: Material, running: &Snapshot) -> Reloaded {
         self.overrides.apply(&mut next);
-        let restart_required = keep_restart_only(&mut next, &running.config);
+        let mut restart_required = keep_restart_only(&mut next, &running.config);
+        restart_required.extend(keep_tls_listener(&mut next, &mut tls, running));
         let generation = running.generation + 1;
-        let snapshot = Snapshot::new(next, &self.metrics, Some(running), generation);
+        let snapshot = Snapshot::new(next, tls, &self.metrics, Some(running), generation);
         running
             .upstreams
             .forget_targets_gone(&snapshot.upstreams, &self.metrics.upstream_healthy);
@@ -145,10 +147,15 @@ impl Reloader {
 
 /// Loads and checks the files, off the async threads (seed passwords may be hashed). The token
 /// keys are built to check them, then dropped: the running ones, read at start, stay.
-async fn read(path: PathBuf) -> Result<Config, Vec<String>> {
+async fn read(path: PathBuf) -> Result<(Config, Material), Vec<String>> {
     let shown = path.display().to_string();
     match tokio::task::spawn_blocking(move || render::load(&path, KeyFiles::CreateMissing)).await {
-        Ok(Ok(loaded)) => Ok(loaded.config),
+        Ok(Ok(loaded)) => {
+            for warning in &loaded.warnings {
+                tracing::warn!("{warning}");
+            }
+            Ok((loaded.config, loaded.tls))
+        }
         Ok(Err(errors)) => Err(errors.lines()),
         Err(e) => Err(vec![format!("{shown}: could not be loaded: {e}")]),
     }
@@ -193,6 +200,40 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
     next.auth.store = running.auth.store.clone();
     next.rate_limits.max_tracked_keys = running.rate_limits.max_tracked_keys;
     next.watch = running.watch;
+    changed
+}
+
+/// The TLS listener is bound at start with its address, lowest version and ALPN: those keep
+/// their running values, and so does the listener's presence (with the running certificates
+/// when the files drop it). Its certificates, `redirect_http` and `hsts` take effect.
+fn keep_tls_listener(
+    next: &mut Config,
+    tls: &mut Material,
+    running: &Snapshot,
+) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    match (&mut next.tls, &running.config.tls) {
+        (Some(next), Some(running)) => {
+            for (setting, differs) in [
+                ("tls.listen", next.listen.addr != running.listen.addr),
+                ("tls.min_version", next.min_version != running.min_version),
+                ("tls.http2", next.http2 != running.http2),
+            ] {
+                if differs {
+                    changed.push(setting);
+                }
+            }
+            next.listen = running.listen.clone();
+            next.min_version = running.min_version;
+            next.http2 = running.http2;
+        }
+        (None, None) => {}
+        (_, kept) => {
+            changed.push("tls");
+            next.tls.clone_from(kept);
+            tls.listener.clone_from(&running.tls.listener);
+        }
+    }
     changed
 }
 

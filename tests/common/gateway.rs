@@ -15,6 +15,7 @@ use super::{eventually, free_port};
 pub const BINARY: &str = env!("CARGO_BIN_EXE_guichet");
 
 /// A configuration folder: `gateway.yaml` and any other files, written to a temporary folder.
+#[derive(Clone)]
 pub struct GatewayConfig {
     files: Vec<(String, Vec<u8>)>,
 }

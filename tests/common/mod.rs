@@ -8,6 +8,7 @@ pub mod haproxy;
 pub mod load;
 pub mod raw;
 pub mod redis;
+pub mod tls;
 pub mod upstream;
 
 pub use gateway::{

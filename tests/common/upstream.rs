@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use openssl::ssl::SslAcceptor;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -38,10 +39,20 @@ pub struct Upstream {
     pub addr: SocketAddr,
     state: Arc<State>,
     task: Mutex<Option<JoinHandle<()>>>,
+    tls: Option<Arc<SslAcceptor>>,
 }
 
 impl Upstream {
     pub async fn start(name: &str) -> Upstream {
+        Upstream::serve(name, None).await
+    }
+
+    /// The same upstream over TLS (HTTP/1.1), with `acceptor`'s certificate and client checks.
+    pub async fn start_tls(name: &str, acceptor: SslAcceptor) -> Upstream {
+        Upstream::serve(name, Some(Arc::new(acceptor))).await
+    }
+
+    async fn serve(name: &str, tls: Option<Arc<SslAcceptor>>) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(State {
@@ -54,11 +65,12 @@ impl Upstream {
             connections: AtomicUsize::new(0),
             spec: Mutex::new(None),
         });
-        let task = tokio::spawn(accept_loop(listener, state.clone()));
+        let task = tokio::spawn(accept_loop(listener, state.clone(), tls.clone()));
         Upstream {
             addr,
             state,
             task: Mutex::new(Some(task)),
+            tls,
         }
     }
 
@@ -115,7 +127,7 @@ impl Upstream {
     /// Listens again on the same address.
     pub async fn revive(&self) {
         let listener = TcpListener::bind(self.addr).await.expect("rebind");
-        let task = tokio::spawn(accept_loop(listener, self.state.clone()));
+        let task = tokio::spawn(accept_loop(listener, self.state.clone(), self.tls.clone()));
         *self.task.lock().expect("lock") = Some(task);
     }
 }
@@ -126,7 +138,7 @@ impl Drop for Upstream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+async fn accept_loop(listener: TcpListener, state: Arc<State>, tls: Option<Arc<SslAcceptor>>) {
     // Connections live in this set, so aborting the loop closes them too.
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -135,11 +147,28 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
         };
         state.connections.fetch_add(1, Ordering::SeqCst);
         let state = state.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |request| answer(state.clone(), request));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+                Some(acceptor) => {
+                    let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else {
+                        return;
+                    };
+                    let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, stream) else {
+                        return;
+                    };
+                    // A client the acceptor refuses (no client certificate) is dropped here.
+                    if Pin::new(&mut stream).accept().await.is_err() {
+                        return;
+                    }
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+            }
         });
     }
 }

@@ -71,7 +71,7 @@ upstreams: [http://127.0.0.1:8002]
         format!("{}:2:1: admin_lisen: unknown key `admin_lisen` (did you mean `admin_listen`?", at("gateway.yaml")),
         format!("{}:3:26: include[1]: `missing/*.yaml` matches no file", at("gateway.yaml")),
         format!("{}:4:24: shutdown_grace_period: `forever` is not a duration (write a duration such as", at("gateway.yaml")),
-        format!("{}:2:36: upstreams[1]: `htp://oops` is not an absolute http:// URL (write the service's base URL", at("routes/courses.yaml")),
+        format!("{}:2:36: upstreams[1]: `htp://oops` is not an absolute http:// or https:// URL (write the service's base URL", at("routes/courses.yaml")),
         format!("{}:3:32: timeouts.read: `30 seconds please` is not a duration", at("routes/courses.yaml")),
         format!("{}:11:15: routes[4].max_body: `10 MiBs` is not a size (write a size such as", at("routes/courses.yaml")),
         format!("{}:6:11: routes[1].path: duplicate route: `/api/courses/` for GET, HEAD is already routed to service `courses` at {}:5:11", at("routes/courses.yaml"), at("routes/courses.yaml")),

@@ -26,5 +26,6 @@ mod retries;
 mod rollout;
 mod routing;
 mod store;
+mod tls;
 mod usage;
 mod watch;
