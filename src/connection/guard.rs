@@ -194,7 +194,8 @@ impl GuardedStream {
             .inner
             .get_socket_digest()
             .and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let bytes = self.refusals.answer(peer, line, error);
+        let tls = self.inner.get_ssl_digest().is_some();
+        let bytes = self.refusals.answer(peer, tls, line, error);
         self.answer = Some(Answer {
             bytes,
             flushed: false,

@@ -112,16 +112,21 @@ pub struct Refusals {
 const LOGGED_TARGET: usize = 256;
 
 impl Refusals {
-    /// The whole answer to a refused head (the connection is closed after it), recorded.
+    /// The whole answer to a refused head (the connection is closed after it), recorded; `tls`
+    /// says whether it came over the TLS listener.
     pub fn answer(
         &self,
         peer: Option<IpAddr>,
+        tls: bool,
         request_line: Option<&[u8]>,
         error: &GatewayError,
     ) -> Bytes {
         let mut ctx = RequestCtx::new(&self.in_flight, self.current.load_full());
         ctx.request_id = crate::request_id::from_client_or_new(None);
-        ctx.origin = peer.map(|ip| Origin::new(ip, None, &[]));
+        ctx.origin = peer.map(|ip| Origin {
+            tls,
+            ..Origin::new(ip, None, &[])
+        });
         let (method, target) = head::method_and_target(request_line.unwrap_or(b""));
         let head_only = method == b"HEAD";
         let method = Method::from_bytes(method).unwrap_or(Method::GET);

@@ -134,6 +134,16 @@ async fn curl_reaches_routes_over_http2_and_http11_with_the_same_answers() {
         assert_eq!(error["code"], "not_found", "{flag}");
     }
 
+    // A head refused before routing carries it too.
+    let long = format!("/api/courses/{}", "a".repeat(20_000));
+    let refused = curl(&gateway, tls, &["--http1.1"], &long).await;
+    let (status, _) = status_line_and_body(&refused);
+    assert!(status.contains(" 414"), "{status}");
+    assert_eq!(
+        header(&refused, "strict-transport-security").as_deref(),
+        Some("max-age=86400")
+    );
+
     // The plain listener answers as before, without HSTS.
     let plain = reqwest::get(gateway.url("/api/courses/")).await.unwrap();
     assert_eq!(plain.status(), 200);
@@ -517,6 +527,61 @@ async fn https_upstreams_are_verified_and_a_refusal_names_its_cause() {
 }
 
 #[tokio::test]
+async fn health_checks_verify_https_targets_as_requests_do() {
+    let ca = TestCa::new("Guichet test CA");
+    let stranger = TestCa::new("Someone else's CA");
+    let trusted = tls_upstream(
+        "trusted",
+        &ca.issue(&["courses.internal"], Validity::NOW),
+        None,
+    )
+    .await;
+    let impostor = tls_upstream(
+        "impostor",
+        &stranger.issue(&["courses.internal"], Validity::NOW),
+        None,
+    )
+    .await;
+    let url = |upstream: &Upstream| format!("https://127.0.0.1:{}", upstream.addr.port());
+    let routes = format!(
+        "service: courses\nupstreams: [{}, {}]\ntls: {{ ca: certs/ca.pem, server_name: courses.internal }}\n\
+         health_check: {{ path: /healthz, interval: 1s }}\nroutes:\n  - path: /api/courses/\n    auth: none\n",
+        url(&trusted),
+        url(&impostor)
+    );
+    let tls = free_port();
+    let config = config_with(
+        &ca,
+        &gateway_yaml(tls, &[], ""),
+        &[("routes/courses.yaml", routes)],
+    );
+    let gateway = Gateway::start(config).await;
+
+    let line = gateway
+        .wait_for_log(|l| {
+            l["message"] == "upstream target failed its health check; out of rotation"
+        })
+        .await;
+    let cause = line["cause"].as_str().unwrap_or_default();
+    assert!(
+        cause.contains("unable to get local issuer certificate"),
+        "{line}"
+    );
+    crate::common::eventually("readyz shows the trusted target healthy", || async {
+        let ready = crate::common::get_json(gateway.admin_url("/readyz")).await;
+        let targets = &ready["services"]["courses"]["targets"];
+        targets[0]["healthy"] == true && targets[1]["healthy"] == false
+    })
+    .await;
+    for _ in 0..4 {
+        let response = reqwest::get(gateway.url("/api/courses/")).await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(trusted.hits(), 4);
+    assert_eq!(impostor.hits(), 0);
+}
+
+#[tokio::test]
 async fn an_mtls_upstream_refuses_the_gateway_without_its_client_certificate() {
     let ca = TestCa::new("Guichet test CA");
     let upstream_certificate = ca.issue(&["courses.internal"], Validity::NOW);
@@ -740,4 +805,49 @@ async fn logins_tokens_limits_docs_and_metrics_work_over_http2() {
         counted("200") && counted("401") && counted("429"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn with_watch_a_renewed_certificate_is_served_without_a_signal() {
+    let ca = TestCa::new("Guichet test CA");
+    let tls = free_port();
+    let routes = public_routes("courses", "http://127.0.0.1:9", "", "/api/courses/");
+    let gateway_text = format!("watch: true\n{}", gateway_yaml(tls, &[], ""));
+    let config = config_with(&ca, &gateway_text, &[("routes/courses.yaml", routes)]);
+    let gateway = Gateway::start(config).await;
+    let before = served_serial(tls);
+
+    let renewed = ca.issue(&[API], Validity::NOW);
+    let certs = gateway.config_path().parent().unwrap().join("certs");
+    renewed.write(&certs, "api");
+    let line = gateway
+        .wait_for_log(|l| l["message"] == "configuration reloaded")
+        .await;
+    assert_ne!(line["trigger"], "SIGHUP");
+    let after = served_serial(tls);
+    assert_ne!(after, before);
+    assert_eq!(after, renewed.serial().to_lowercase());
+}
+
+#[tokio::test]
+async fn an_upgrade_hands_the_tls_listener_over_while_an_h2_connection_is_open() {
+    let ca = TestCa::new("Guichet test CA");
+    let courses = Upstream::start("courses").await;
+    let tls = free_port();
+    let config = config_with(
+        &ca,
+        &gateway_yaml(tls, &[], ""),
+        &[(
+            "routes/courses.yaml",
+            public_routes("courses", &courses.url(), "", "/api/courses/"),
+        )],
+    );
+    let old = Gateway::start(config).await;
+    let mut open = h2_connection(&ca, tls).await;
+    assert_eq!(h2_get(&mut open, tls, "/api/courses/").await, 200);
+
+    let new = old.upgrade().await;
+    let output = curl(&new, tls, &["--http2"], "/api/courses/").await;
+    assert!(status_line_and_body(&output).0.starts_with("HTTP/2 200"));
+    assert!(served_subject(tls, Some(API)).ends_with("CN = api.test"));
 }
