@@ -24,7 +24,7 @@ base=$(guichet_base_image)
 # What the build and the tests call, checked inside the container after setup.sh.
 verify='set -e
 for tool in cmake redis-server promtool prometheus chromium node npm python3 podman runc mmdebstrap \
-  haproxy openssl kubernetes-validate; do
+  haproxy openssl curl perl make kubernetes-validate; do
   command -v $tool >/dev/null || { echo "missing: $tool"; exit 1; }
 done
 python3 -c "import jwt, jwt.algorithms, openapi_spec_validator, schemathesis"

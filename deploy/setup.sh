@@ -5,13 +5,15 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# cmake: pingora's zlib-ng build; redis-server: the tests start their own; procps: `kill`;
+# cmake: pingora's zlib-ng build; perl and make: the OpenSSL that the openssl crate builds
+# (vendored, for TLS); redis-server: the tests start their own; procps: `kill`;
 # prometheus: promtool and the server (the metrics and monitoring tests); chromium: the docs
 # pages' browser test; podman, runc and mmdebstrap: the container image and its test
 # (deploy/container/); haproxy: the load balancer of the rollout test; openssl: the Kubernetes
-# test's signing key.
-apt-get install -y -qq cmake redis-server procps prometheus chromium podman runc mmdebstrap \
-  haproxy openssl >/dev/null
+# test's signing key and `s_client` in the TLS tests; curl: HTTP/2 and HTTP/1.1 over TLS in the
+# TLS tests.
+apt-get install -y -qq cmake perl make redis-server procps prometheus chromium podman runc mmdebstrap \
+  haproxy openssl curl >/dev/null
 
 # Node.js and npm: build.rs bundles Swagger UI and ReDoc, the browser test runs playwright-core.
 # A Node.js from NodeSource, nvm or a tarball brings its own npm, and Debian's `npm` package

@@ -57,7 +57,7 @@ pub fn read_pair(
                 files.key.value.display(),
                 files.cert.value.display()
             ),
-            "name the private key the certificate was issued for (its public key must match)",
+            "name the private key the certificate was issued for: its public key is the one in the certificate",
         )]);
     }
     let not_before = unix_time(leaf.not_before());

@@ -144,6 +144,19 @@ async fn curl_reaches_routes_over_http2_and_http11_with_the_same_answers() {
         Some("max-age=86400")
     );
 
+    // No h2c: HTTP/2 with prior knowledge on the plain listener is not served as HTTP/2.
+    let prior = tokio::process::Command::new("curl")
+        .args(["--silent", "--include", "--max-time", "10", "--http2-prior-knowledge"])
+        .arg(gateway.url("/api/courses/"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&prior.stdout).starts_with("HTTP/2"),
+        "{}",
+        String::from_utf8_lossy(&prior.stdout)
+    );
+
     // The plain listener answers as before, without HSTS.
     let plain = reqwest::get(gateway.url("/api/courses/")).await.unwrap();
     assert_eq!(plain.status(), 200);
@@ -595,6 +608,7 @@ async fn an_mtls_upstream_refuses_the_gateway_without_its_client_certificate() {
             "ca: certs/ca.pem, client_cert: certs/gw.pem, client_key: certs/gw.key",
         ),
         https_service("without", &strict, "ca: certs/ca.pem"),
+        https_service("blind", &strict, "verify: false"),
     ];
     let routes: Vec<(&str, String)> = routes
         .iter()
@@ -612,6 +626,12 @@ async fn an_mtls_upstream_refuses_the_gateway_without_its_client_certificate() {
     assert_eq!(with.status(), 200);
     let without = reqwest::get(gateway.url("/api/without/1")).await.unwrap();
     assert_eq!(without.status(), 502);
+    let blind = reqwest::get(gateway.url("/api/blind/1")).await.unwrap();
+    assert_eq!(blind.status(), 502, "no verification does not make up for no client certificate");
+    let warning = gateway
+        .wait_for_log(|l| l["level"] == "WARN" && l["message"].as_str().is_some_and(|m| m.contains("tls.verify: false")))
+        .await;
+    assert!(warning["message"].as_str().unwrap().contains("routes/blind.yaml"), "{warning}");
     assert_eq!(
         strict.hits(),
         1,
