@@ -146,7 +146,13 @@ async fn curl_reaches_routes_over_http2_and_http11_with_the_same_answers() {
 
     // No h2c: HTTP/2 with prior knowledge on the plain listener is not served as HTTP/2.
     let prior = tokio::process::Command::new("curl")
-        .args(["--silent", "--include", "--max-time", "10", "--http2-prior-knowledge"])
+        .args([
+            "--silent",
+            "--include",
+            "--max-time",
+            "10",
+            "--http2-prior-knowledge",
+        ])
         .arg(gateway.url("/api/courses/"))
         .output()
         .await
@@ -627,11 +633,26 @@ async fn an_mtls_upstream_refuses_the_gateway_without_its_client_certificate() {
     let without = reqwest::get(gateway.url("/api/without/1")).await.unwrap();
     assert_eq!(without.status(), 502);
     let blind = reqwest::get(gateway.url("/api/blind/1")).await.unwrap();
-    assert_eq!(blind.status(), 502, "no verification does not make up for no client certificate");
+    assert_eq!(
+        blind.status(),
+        502,
+        "no verification does not make up for no client certificate"
+    );
     let warning = gateway
-        .wait_for_log(|l| l["level"] == "WARN" && l["message"].as_str().is_some_and(|m| m.contains("tls.verify: false")))
+        .wait_for_log(|l| {
+            l["level"] == "WARN"
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("tls.verify: false"))
+        })
         .await;
-    assert!(warning["message"].as_str().unwrap().contains("routes/blind.yaml"), "{warning}");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("routes/blind.yaml"),
+        "{warning}"
+    );
     assert_eq!(
         strict.hits(),
         1,
