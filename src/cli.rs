@@ -292,6 +292,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         pid_file: args.pid_file,
         upgrade_socket: args.upgrade_socket,
     };
+    if overrides.tls_listen.is_some() && config.tls.is_none() {
+        eprintln!(
+            "--tls-listen: {} has no `tls:` section, so there is no TLS listener to move (add one with its certificates)",
+            args.config.display()
+        );
+        return ExitCode::FAILURE;
+    }
     overrides.apply(&mut config);
     for warning in &warnings {
         tracing::warn!("{warning}");

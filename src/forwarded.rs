@@ -81,6 +81,15 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Whether a trusted proxy in front says the client's connection to it was https.
+pub fn came_over_https(request: &RequestHeader, origin: &Origin) -> bool {
+    origin.peer_trusted
+        && request
+            .headers
+            .get(&X_FORWARDED_PROTO)
+            .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
 /// Every `X-Forwarded-For` value of a request, joined as one list.
 pub fn forwarded_for_list(request: &RequestHeader) -> Option<String> {
     let values: Vec<&str> = request

@@ -4,7 +4,8 @@
 
 use http::Method;
 use pingora::proxy::Session;
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -54,6 +55,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// When each certificate the gateway shows expires (`tls::Material::expiries`).
     tls_certificate_expiry: IntGaugeVec,
+    /// The names `tls_certificate_expiry` shows now.
+    certificate_names: Mutex<Vec<String>>,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -161,6 +164,7 @@ impl Metrics {
                 ),
                 &["name"],
             )?,
+            certificate_names: Mutex::default(),
             registry,
         };
         for result in ["ok", "error"] {
@@ -196,14 +200,33 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// Shows the certificates of the configuration just loaded, and only those.
+    /// Shows the certificates of the configuration just loaded, and only those: the series of
+    /// names gone are removed, the others set in place (a scrape never sees them missing). Of
+    /// two certificates with one name, the one expiring first counts.
     pub fn set_certificate_expiries(&self, expiries: &[(String, i64)]) {
-        self.tls_certificate_expiry.reset();
+        let mut earliest: HashMap<&str, i64> = HashMap::new();
         for (name, at) in expiries {
+            let entry = earliest.entry(name.as_str()).or_insert(*at);
+            *entry = (*entry).min(*at);
+        }
+        let mut shown = self
+            .certificate_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for gone in shown
+            .iter()
+            .filter(|name| !earliest.contains_key(name.as_str()))
+        {
+            let _ = self
+                .tls_certificate_expiry
+                .remove_label_values(&[gone.as_str()]);
+        }
+        for (name, at) in &earliest {
             self.tls_certificate_expiry
-                .with_label_values(&[name.as_str()])
+                .with_label_values(&[*name])
                 .set(*at);
         }
+        *shown = earliest.keys().map(|name| name.to_string()).collect();
     }
 
     /// The Prometheus text exposition of every family.

@@ -36,7 +36,9 @@ use crate::snapshot::Current;
 use crate::trace::{TraceContext, TRACEPARENT};
 use crate::{authz, logs, path, wellformed};
 
-use self::failure::{classify, may_resend, retry_elsewhere, upstream_error_kind};
+use self::failure::{
+    classify, may_resend, retry_elsewhere, untrusted_certificate, upstream_error_kind,
+};
 use self::parts::{edit_as_parts, edit_response_as_parts};
 
 /// The proxy service: the current configuration and everything shared between requests.
@@ -179,7 +181,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Step, GatewayError> {
         wellformed::check(session.req_header_mut())?;
-        if let Some(location) = https_redirect(session, ctx) {
+        if let Some(location) = https_redirect(session, ctx)? {
             return Ok(Step::Answer(Reply::Redirect(location)));
         }
         match self.route(session, ctx)? {
@@ -233,28 +235,38 @@ fn check_declared_body(session: &Session, ctx: &RequestCtx) -> Result<(), Gatewa
     }
 }
 
-/// Why the upstream's certificate failed verification, when that is what `error` is: pingora's
-/// error does not say, so the target's TLS settings diagnose it (`UpstreamMaterial::diagnose`).
-async fn untrusted_certificate(ctx: &RequestCtx, error: &Error) -> Option<Arc<str>> {
-    if error.etype() != &ErrorType::InvalidCert {
-        return None;
+/// With `tls.redirect_http`, where a request on the plain listener goes instead: not one that
+/// came over TLS, to the gateway or to a trusted proxy in front of it.
+fn https_redirect(
+    session: &Session,
+    ctx: &RequestCtx,
+) -> Result<Option<HeaderValue>, GatewayError> {
+    let (snapshot, request) = (&ctx.snapshot, session.req_header());
+    let redirect = snapshot
+        .config
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.redirect_http);
+    let secure = ctx
+        .origin
+        .as_ref()
+        .is_none_or(|origin| origin.tls || forwarded::came_over_https(request, origin));
+    if !redirect || secure {
+        return Ok(None);
     }
-    let (route, target) = (ctx.route.as_ref()?, ctx.target?);
-    let pool = ctx.snapshot.upstreams.pool(route.service);
-    pool.tls
-        .diagnose(pool.target(target), pool.service.connect_timeout)
-        .await
-}
-
-/// With `tls.redirect_http`, where a request on the plain listener goes instead.
-fn https_redirect(session: &Session, ctx: &RequestCtx) -> Option<HeaderValue> {
-    let config = &ctx.snapshot.config;
-    let plain = ctx.origin.as_ref().is_some_and(|origin| !origin.tls);
-    if plain && config.tls.as_ref().is_some_and(|tls| tls.redirect_http) {
-        crate::tls::redirect::https_location(session.req_header(), config)
-    } else {
-        None
-    }
+    let default_name = snapshot
+        .tls
+        .listener
+        .as_ref()
+        .map(|certificates| certificates.select(None).name.as_str());
+    crate::tls::redirect::https_location(request, &snapshot.config, default_name)
+        .map(Some)
+        .ok_or_else(|| {
+            GatewayError::BadRequest(
+                "This address answers over https only; the request names no host to send it to."
+                    .to_string(),
+            )
+        })
 }
 
 /// Where a request stands once the gateway's own checks are done.

@@ -165,7 +165,8 @@ pub fn serve(
     server_options.h2_idle_timeout = Some(config.client.keepalive_timeout);
     http_proxy.server_options = Some(server_options);
     http_proxy.h2_options = Some(h2_options(&config.client));
-    let connections = ClientConnections::new(http_proxy, current.clone(), refusals);
+    let connections =
+        ClientConnections::new(http_proxy, current.clone(), refusals, lifecycle.clone());
     let mut proxy = Service::new("guichet proxy".to_string(), connections);
     proxy.add_listener(
         ListenerConfig::tcp(config.listen.addr.to_string()).l4_buffer(L4BufferSettings::new(

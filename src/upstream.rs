@@ -232,9 +232,7 @@ impl Pool {
 #[derive(Debug, thiserror::Error)]
 pub enum GetError {
     #[error("connect: {0}")]
-    Connect(#[source] std::io::Error),
-    #[error("connect: {0}")]
-    Upstream(#[source] Box<pingora::Error>),
+    Connect(#[source] Box<pingora::Error>),
     #[error("TLS: the certificate is not trusted: {0}")]
     Untrusted(Arc<str>),
     #[error("handshake: {0}")]
@@ -293,10 +291,10 @@ pub async fn probe(pool: &Pool, index: usize, check: &HealthCheck) -> Result<(),
                 let why = pool.tls.diagnose(target, check.timeout).await;
                 return Err(match why {
                     Some(why) => GetError::Untrusted(why),
-                    None => GetError::Upstream(error),
+                    None => GetError::Connect(error),
                 });
             }
-            Err(error) => return Err(GetError::Upstream(error)),
+            Err(error) => return Err(GetError::Connect(error)),
         };
         let headers = [
             (http::header::HOST, target.host.as_str()),
@@ -345,7 +343,7 @@ mod tests {
             openapi: None,
             tls: UpstreamTls::default(),
         };
-        let tls = UpstreamMaterial::load(&service.tls, "courses", 0, &mut Vec::new())
+        let tls = UpstreamMaterial::load(&service.tls, "courses", false, 0, &mut Vec::new())
             .unwrap_or_else(|_| panic!("the default settings name no file"));
         let gauges = IntGaugeVec::new(Opts::new("healthy", "healthy"), &["service", "target"])
             .expect("gauges");

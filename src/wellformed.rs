@@ -1,5 +1,6 @@
 //! What a parsed request head must be for the gateway to serve it, checked once, before
-//! routing: a valid `Host` (required by HTTP/1.1, RFC 9112 §3.2), at most one credential
+//! routing: a valid `Host` (required by HTTP/1.1, RFC 9112 §3.2) and authority (HTTP/2's
+//! `:authority`, or an absolute-form target), at most one credential
 //! header of each kind, a transfer coding the gateway can frame (`chunked` only), and no
 //! header the gateway vouches for named in `Connection` (such a nomination is dropped: the
 //! gateway sets those headers itself).
@@ -51,6 +52,14 @@ pub fn check(request: &mut RequestHeader) -> Result<(), GatewayError> {
     }
     if hosts > 1 {
         return Err(bad("The request has more than one Host header."));
+    }
+    // HTTP/2 names the host in `:authority`, which no Host header check sees.
+    if let Some(authority) = request.uri.authority() {
+        if !is_valid_host(authority.as_str().as_bytes()) {
+            return Err(bad(
+                "The request's authority is not a valid host name and port.",
+            ));
+        }
     }
     if hosts == 0 && request.version == Version::HTTP_11 && request.uri.authority().is_none() {
         return Err(bad("An HTTP/1.1 request needs a Host header."));

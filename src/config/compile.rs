@@ -364,6 +364,18 @@ fn build(
         let tls = spec.tls.map(|tls| tls.resolved(&base)).unwrap_or_default();
         let server_name = tls.server_name.clone();
         for upstream in spec.upstreams.iter().filter(|u| u.tls) {
+            if upstream.sni.is_empty() && server_name.is_none() {
+                // pingora does not verify a peer without a name: never let that happen.
+                errors.push(
+                    name_at.clone(),
+                    "upstreams",
+                    format!("`{}` has no host name to verify", upstream.url),
+                    Some(
+                        "write the host name in the URL, or add `tls: { server_name: … }`"
+                            .to_string(),
+                    ),
+                );
+            }
             let by_address = upstream.sni.parse::<std::net::IpAddr>().is_ok();
             if by_address && server_name.is_none() && tls.verify {
                 errors.push(

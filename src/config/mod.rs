@@ -315,7 +315,8 @@ pub struct Target {
     pub host: String,
     /// `https://`: the connection is TLS, its certificate verified against `sni`.
     pub tls: bool,
-    /// The host name without port: the name sent in the TLS handshake and verified.
+    /// The name sent in the TLS handshake and verified: `tls.server_name`, else the URL's host
+    /// without its port (which `compile` refuses for an IP address while `verify` is on).
     pub sni: String,
 }
 

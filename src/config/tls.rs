@@ -161,7 +161,7 @@ pub fn read_listener(node: &Node, field: &str, r: &mut Reader, base: &Path) -> O
     let http2 = flag(r, "http2", true);
     let redirect_http = flag(r, "redirect_http", false);
     let hsts = match fields.get("hsts") {
-        Some((node, field)) => r.duration_or_zero(node, &field),
+        Some((node, field)) => read_hsts(node, &field, r),
         None => Some(Duration::ZERO),
     };
     Some(TlsListener {
@@ -239,6 +239,22 @@ pub fn read_upstream(node: &Node, field: &str, r: &mut Reader) -> Option<Upstrea
         server_name: server_name?,
         at: r.at(fields.mark),
     })
+}
+
+/// `hsts:` — a duration up to two years (`1y` and `2y` are the usual values); `0s`: none.
+fn read_hsts(node: &Node, field: &str, r: &mut Reader) -> Option<Duration> {
+    const MOST: Duration = Duration::from_secs(2 * 366 * 24 * 3600);
+    r.parsed(
+        node,
+        field,
+        "a duration",
+        "write a duration such as 180d or 1y, or 0s for no Strict-Transport-Security",
+        |text| match humantime::parse_duration(text) {
+            Ok(duration) if duration <= MOST => Ok(duration),
+            Ok(_) => Err(format!("`{text}` is longer than two years")),
+            Err(_) => Err(format!("`{text}` is not a duration")),
+        },
+    )
 }
 
 fn read_pair(node: &Node, field: &str, r: &mut Reader, base: &Path) -> Option<CertificateFiles> {

@@ -26,6 +26,7 @@ use crate::analytics::{Observation, Usage};
 use crate::context::{InFlight, RequestCtx, UNMATCHED};
 use crate::errors::GatewayError;
 use crate::forwarded::Origin;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::respond;
@@ -36,14 +37,21 @@ pub struct ClientConnections {
     proxy: Arc<HttpProxy<Gateway>>,
     current: Current,
     refusals: Arc<Refusals>,
+    lifecycle: Lifecycle,
 }
 
 impl ClientConnections {
-    pub fn new(proxy: HttpProxy<Gateway>, current: Current, refusals: Refusals) -> Self {
+    pub fn new(
+        proxy: HttpProxy<Gateway>,
+        current: Current,
+        refusals: Refusals,
+        lifecycle: Lifecycle,
+    ) -> Self {
         ClientConnections {
             proxy: Arc::new(proxy),
             current,
             refusals: Arc::new(refusals),
+            lifecycle,
         }
     }
 }
@@ -57,8 +65,10 @@ impl ServerApp for ClientConnections {
     ) -> Option<Stream> {
         if stream.selected_alpn_proto() == Some(ALPN::H2) {
             // HTTP/2 (TLS only): pingora's own connection loop serves each stream as a request
-            // of the same proxy; HTTP/2's settings bound the heads (see `server`).
-            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+            // of the same proxy; HTTP/2's settings bound the heads (see `server`). It sends
+            // GOAWAY when told to stop: as soon as the gateway starts closing connections.
+            let stop = self.stop_when_leaving(shutdown);
+            return ServerApp::process_new(&self.proxy, stream, &stop).await;
         }
         // Limits are read once per connection: a reload applies to the connections after it.
         let limits = self.current.load().config.client;
@@ -84,6 +94,25 @@ impl ServerApp for ClientConnections {
 
     async fn cleanup(&self) {
         self.proxy.http_cleanup().await;
+    }
+}
+
+impl ClientConnections {
+    /// A shutdown signal that turns when pingora's does or when the gateway starts closing
+    /// connections (a drain or a hand-over), whichever comes first; it lives as long as the
+    /// connection that holds it.
+    fn stop_when_leaving(&self, shutdown: &ShutdownWatch) -> ShutdownWatch {
+        let (stop, stopped) = tokio::sync::watch::channel(*shutdown.borrow());
+        let (mut shutdown, mut leaving) = (shutdown.clone(), self.lifecycle.leaving());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.wait_for(|stopping| *stopping) => {}
+                _ = leaving.wait_for(|leaving| *leaving) => {}
+                () = stop.closed() => return,
+            }
+            let _ = stop.send(true);
+        });
+        stopped
     }
 }
 

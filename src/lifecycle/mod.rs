@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 pub use self::admin::AdminListener;
 pub use self::handover::{RuntimeFiles, UPGRADE_WAIT};
@@ -24,8 +24,22 @@ use crate::snapshot::Current;
 
 /// Where the process is in its life, shared by the proxy (which closes connections once it is
 /// leaving) and the admin listener (which reports a drain).
-#[derive(Clone, Default)]
-pub struct Lifecycle(Arc<AtomicU8>);
+#[derive(Clone)]
+pub struct Lifecycle {
+    state: Arc<AtomicU8>,
+    /// Turns true when connections start closing: HTTP/2 connections, which pingora serves
+    /// until its own shutdown, are sent GOAWAY then.
+    leaving: watch::Sender<bool>,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Lifecycle {
+        Lifecycle {
+            state: Arc::default(),
+            leaving: watch::Sender::new(false),
+        }
+    }
+}
 
 const SERVING: u8 = 0;
 const DRAINING: u8 = 1;
@@ -34,22 +48,28 @@ const HANDING_OVER: u8 = 2;
 impl Lifecycle {
     /// SIGTERM arrived: the replica is leaving, load balancers must take it out.
     pub fn draining(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == DRAINING
+        self.state.load(Ordering::Relaxed) == DRAINING
     }
 
     /// SIGQUIT handed the listeners over: the address keeps serving from the new process.
     pub fn handing_over(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == HANDING_OVER
+        self.state.load(Ordering::Relaxed) == HANDING_OVER
     }
 
     /// Every answer from now on closes its connection (`Connection: close`), so clients and
     /// load balancers open their next one where the traffic now goes.
     pub fn closing_connections(&self) -> bool {
-        self.0.load(Ordering::Relaxed) != SERVING
+        self.state.load(Ordering::Relaxed) != SERVING
+    }
+
+    /// Hears when connections start closing (see [`Lifecycle::closing_connections`]).
+    pub fn leaving(&self) -> watch::Receiver<bool> {
+        self.leaving.subscribe()
     }
 
     fn enter(&self, state: u8) {
-        self.0.store(state, Ordering::Relaxed);
+        self.state.store(state, Ordering::Relaxed);
+        self.leaving.send_replace(state != SERVING);
     }
 }
 

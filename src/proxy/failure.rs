@@ -1,5 +1,8 @@
 //! What a failed attempt means: the answer the client gets, the `kind` counted in
-//! `guichet_upstream_errors_total`, and whether the request may go to another target.
+//! `guichet_upstream_errors_total`, whether the request may go to another target, and why an
+//! upstream's certificate was refused.
+
+use std::sync::Arc;
 
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, RetryType};
@@ -96,4 +99,17 @@ pub(super) fn retry_elsewhere(ctx: &mut RequestCtx, error: &Error) -> bool {
         }
     }
     retry
+}
+
+/// Why the upstream's certificate failed verification, when that is what `error` is: pingora's
+/// error does not say, so the target's TLS settings diagnose it (`UpstreamMaterial::diagnose`).
+pub(super) async fn untrusted_certificate(ctx: &RequestCtx, error: &Error) -> Option<Arc<str>> {
+    if error.etype() != &ErrorType::InvalidCert {
+        return None;
+    }
+    let (route, target) = (ctx.route.as_ref()?, ctx.target?);
+    let pool = ctx.snapshot.upstreams.pool(route.service);
+    pool.tls
+        .diagnose(pool.target(target), pool.service.connect_timeout)
+        .await
 }

@@ -3,9 +3,10 @@
 //!
 //! The files are polled, not followed with inotify: a ConfigMap update swaps a `..data` symlink
 //! over the folder, which leaves the watched names in place while everything under them changes,
-//! and the files are read through their links anyway. Each poll stats `gateway.yaml` and what the
+//! and the files are read through their links anyway. Each poll stats `gateway.yaml`, what the
 //! running configuration's `include` patterns match now (so routes files added or removed count
-//! as changes), each through its links: device, inode, size, mtime and ctime. A change is applied
+//! as changes) and the TLS files it names, each through its links: device, inode, size, mtime
+//! and ctime. A change is applied
 //! once the files have settled (unchanged for [`Timing::settle`]), so a save in several steps or
 //! a file still being written gives one reload, through [`Reloader::reload`] as SIGHUP does.
 

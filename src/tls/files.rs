@@ -60,9 +60,15 @@ pub fn read_pair(
             "name the private key the certificate was issued for: its public key is the one in the certificate",
         )]);
     }
-    let not_before = unix_time(leaf.not_before());
-    let not_after = unix_time(leaf.not_after());
     let shown = files.cert.value.display();
+    let (Some(not_before), Some(not_after)) =
+        (unix_time(leaf.not_before()), unix_time(leaf.not_after()))
+    else {
+        return Err(vec![files.cert.error(
+            format!("the validity dates of the certificate in {shown} cannot be read"),
+            "name a certificate with well-formed dates",
+        )]);
+    };
     if not_after <= now {
         return Err(vec![files.cert.error(
             format!("the certificate in {shown} expired on {}", leaf.not_after()),
@@ -96,10 +102,12 @@ pub fn read_pair(
 
 fn read_key(file: &Setting<PathBuf>) -> Result<PKey<Private>, ConfigError> {
     let bytes = read(file)?;
-    PKey::private_key_from_pem(&bytes).map_err(|_| {
+    // A pass phrase is refused, not asked for: OpenSSL would prompt on the terminal.
+    let no_pass_phrase = |_: &mut [u8]| Err(openssl::error::ErrorStack::get());
+    PKey::private_key_from_pem_callback(&bytes, no_pass_phrase).map_err(|_| {
         file.error(
-            format!("{} holds no PEM private key", file.value.display()),
-            "name an unencrypted PEM key (RSA or ECDSA) that starts with -----BEGIN",
+            format!("{} holds no unencrypted PEM private key", file.value.display()),
+            "name an unencrypted PEM key (RSA or ECDSA) that starts with -----BEGIN; decrypt one with `openssl pkey -in KEY -out KEY.pem`",
         )
     })
 }
@@ -130,10 +138,9 @@ fn read(file: &Setting<PathBuf>) -> Result<Vec<u8>, ConfigError> {
 }
 
 /// Seconds since the Unix epoch of an ASN.1 time.
-pub fn unix_time(time: &Asn1TimeRef) -> i64 {
-    Asn1Time::from_unix(0)
+fn unix_time(time: &Asn1TimeRef) -> Option<i64> {
+    let diff = Asn1Time::from_unix(0)
         .and_then(|epoch| epoch.diff(time))
-        .map_or(0, |diff| {
-            i64::from(diff.days) * 86_400 + i64::from(diff.secs)
-        })
+        .ok()?;
+    Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
 }

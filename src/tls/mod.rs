@@ -2,6 +2,7 @@
 //! of https upstreams, loaded from the files the configuration names. What is loaded here is
 //! checked as the configuration is: a bad file fails `check`, start and reload alike.
 
+mod diagnosis;
 pub mod files;
 pub mod listener;
 pub mod redirect;
@@ -38,7 +39,8 @@ pub fn load(config: &Config, warnings: &mut Vec<String>) -> Result<Material, Con
     });
     let mut upstreams = Vec::new();
     for service in &config.services {
-        match UpstreamMaterial::load(&service.tls, &service.name, now, warnings) {
+        let has_https = service.targets.iter().any(|target| target.tls);
+        match UpstreamMaterial::load(&service.tls, &service.name, has_https, now, warnings) {
             Ok(material) => upstreams.push(Arc::new(material)),
             Err(more) => errors.0.extend(more),
         }

@@ -1,26 +1,19 @@
 //! https upstreams: the authorities a service's targets are verified against, the client
-//! certificate the gateway shows them, the pingora peer that carries both (never with an empty
-//! SNI: pingora would not verify at all), and the diagnosis that names why a verification
-//! failed, which pingora's error does not say.
+//! certificate the gateway shows them, and the pingora peer that carries both (never with an
+//! empty SNI: pingora would not verify at all).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use openssl::ssl::{HandshakeError, SslConnector, SslMethod, SslVerifyMode};
-use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::{X509VerifyResult, X509};
 use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::CertKey;
 
+use super::diagnosis::Diagnoses;
 use super::files;
 use crate::config::{ConfigError, Target, UpstreamTls};
-
-/// How long a diagnosis stands for a target before a new failure makes another handshake.
-const DIAGNOSIS_LIFETIME: Duration = Duration::from_secs(10);
 
 /// What a service's https targets are verified with, loaded from its `tls:` files.
 pub struct UpstreamMaterial {
@@ -28,20 +21,21 @@ pub struct UpstreamMaterial {
     ca: Option<Arc<CaType>>,
     client: Option<Arc<CertKey>>,
     verify: bool,
-    /// Keeps pooled connections of services that trust different authorities apart: pingora's
-    /// pool tells peers apart by address, SNI, client certificate and verification, not by CA.
+    /// Keeps pooled connections of services that trust different authorities, or show
+    /// different client certificates, apart (see `load`).
     group_key: u64,
     /// When the client certificate expires, in seconds since the Unix epoch.
     pub client_not_after: Option<i64>,
-    /// The last diagnosis of each target (by URL), and when it was made.
-    diagnoses: Mutex<Vec<(String, Instant, Arc<str>)>>,
+    diagnoses: Diagnoses,
 }
 
 impl UpstreamMaterial {
-    /// Loads the files `settings` names; warns when verification is off or a certificate expires soon.
+    /// Loads the files `settings` names; warns when verification is off for the service's
+    /// https targets (`has_https`) or a certificate expires soon.
     pub fn load(
         settings: &UpstreamTls,
         service: &str,
+        has_https: bool,
         now: i64,
         warnings: &mut Vec<String>,
     ) -> Result<UpstreamMaterial, Vec<ConfigError>> {
@@ -69,14 +63,17 @@ impl UpstreamMaterial {
         if !errors.is_empty() {
             return Err(errors);
         }
-        if !settings.verify {
+        if !settings.verify && has_https {
             warnings.push(format!(
                 "{}: tls.verify: false: the certificates of service `{service}`'s https upstreams are not verified; anyone on the path can pose as them",
                 settings.at
             ));
         }
+        // pingora's pool tells client certificates apart by serial number only, which two
+        // authorities may well repeat: the whole chains go into the key.
         let mut hasher = DefaultHasher::new();
-        for certificate in ca.iter().flatten() {
+        let client_chain = client.iter().flat_map(|pair| &pair.chain);
+        for certificate in ca.iter().flatten().chain(client_chain) {
             certificate.to_der().unwrap_or_default().hash(&mut hasher);
         }
         Ok(UpstreamMaterial {
@@ -85,7 +82,7 @@ impl UpstreamMaterial {
             client_not_after: client.as_ref().map(|pair| pair.not_after),
             client: client.map(|pair| Arc::new(CertKey::new(pair.chain, pair.key))),
             verify: settings.verify,
-            diagnoses: Mutex::default(),
+            diagnoses: Diagnoses::default(),
         })
     }
 
@@ -103,65 +100,10 @@ impl UpstreamMaterial {
         peer
     }
 
-    /// Why `target`'s certificate fails verification ("certificate has expired", "hostname
-    /// mismatch", "unable to get local issuer certificate"), found by a handshake of the
-    /// gateway's own; at most one such handshake per target every ten seconds.
+    /// Why `target`'s certificate fails verification (see [`Diagnoses::explain`]).
     pub async fn diagnose(&self, target: &Target, timeout: Duration) -> Option<Arc<str>> {
-        if let Some(recent) = self.recent_diagnosis(&target.url) {
-            return Some(recent);
-        }
-        let store = self.ca.clone();
-        let (addr, name) = (target.addr, target.sni.clone());
-        let found = tokio::task::spawn_blocking(move || {
-            verification_failure(addr, &name, store.as_deref().map(|ca| &ca[..]), timeout)
-        })
-        .await
-        .ok()
-        .flatten()?;
-        let found: Arc<str> = Arc::from(found);
-        let mut diagnoses = self.diagnoses.lock().unwrap_or_else(|e| e.into_inner());
-        diagnoses.retain(|(url, _, _)| url != &target.url);
-        diagnoses.push((target.url.clone(), Instant::now(), found.clone()));
-        Some(found)
-    }
-
-    fn recent_diagnosis(&self, url: &str) -> Option<Arc<str>> {
-        let diagnoses = self.diagnoses.lock().unwrap_or_else(|e| e.into_inner());
-        diagnoses
-            .iter()
-            .find(|(seen, at, _)| seen == url && at.elapsed() < DIAGNOSIS_LIFETIME)
-            .map(|(_, _, why)| why.clone())
-    }
-}
-
-/// A blocking handshake with `addr` that verifies its certificate for `name` against `ca` (or
-/// the system's bundle) and returns OpenSSL's reason when verification fails.
-fn verification_failure(
-    addr: SocketAddr,
-    name: &str,
-    ca: Option<&[X509]>,
-    timeout: Duration,
-) -> Option<String> {
-    let mut builder = SslConnector::builder(SslMethod::tls()).ok()?;
-    match ca {
-        Some(certificates) => {
-            let mut store = X509StoreBuilder::new().ok()?;
-            for certificate in certificates {
-                store.add_cert(certificate.clone()).ok()?;
-            }
-            builder.set_verify_cert_store(store.build()).ok()?;
-        }
-        None => builder.set_default_verify_paths().ok()?,
-    }
-    builder.set_verify(SslVerifyMode::PEER);
-    let stream = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
-    match builder.build().connect(name, stream) {
-        Err(HandshakeError::Failure(handshake)) => {
-            let result = handshake.ssl().verify_result();
-            (result != X509VerifyResult::OK).then(|| result.error_string().to_string())
-        }
-        _ => None,
+        self.diagnoses
+            .explain(target, self.ca.clone(), timeout)
+            .await
     }
 }

@@ -105,7 +105,7 @@ async fn curl_reaches_routes_over_http2_and_http11_with_the_same_answers() {
     let tls = free_port();
     let config = config_with(
         &ca,
-        &gateway_yaml(tls, &[], "  hsts: 1d\n"),
+        &gateway_yaml(tls, &[], "  hsts: 1y\n"),
         &[(
             "routes/courses.yaml",
             public_routes("courses", &courses.url(), "", "/api/courses/"),
@@ -123,7 +123,7 @@ async fn curl_reaches_routes_over_http2_and_http11_with_the_same_answers() {
         assert!(header(&output, "x-request-id").is_some(), "{flag}");
         assert_eq!(
             header(&output, "strict-transport-security").as_deref(),
-            Some("max-age=86400"),
+            Some("max-age=31557600"),
             "{flag}"
         );
 
@@ -134,6 +134,22 @@ async fn curl_reaches_routes_over_http2_and_http11_with_the_same_answers() {
         assert_eq!(error["code"], "not_found", "{flag}");
     }
 
+    // HTTP/2's `:authority` is checked as a Host header is.
+    let bad_host = curl(
+        &gateway,
+        tls,
+        &["--http2", "--header", "Host: api.test'();"],
+        "/api/courses/",
+    )
+    .await;
+    let (status, body) = status_line_and_body(&bad_host);
+    assert!(status.starts_with("HTTP/2 400"), "{status}: {body}");
+    assert_eq!(
+        courses.hits(),
+        2,
+        "only the two good requests went upstream"
+    );
+
     // A head refused before routing carries it too.
     let long = format!("/api/courses/{}", "a".repeat(20_000));
     let refused = curl(&gateway, tls, &["--http1.1"], &long).await;
@@ -141,7 +157,7 @@ async fn curl_reaches_routes_over_http2_and_http11_with_the_same_answers() {
     assert!(status.contains(" 414"), "{status}");
     assert_eq!(
         header(&refused, "strict-transport-security").as_deref(),
-        Some("max-age=86400")
+        Some("max-age=31557600")
     );
 
     // No h2c: HTTP/2 with prior knowledge on the plain listener is not served as HTTP/2.
@@ -256,6 +272,14 @@ async fn the_plain_listener_redirects_to_https_when_told() {
         format!("https://api.test:{}/api/courses/7?page=2", tls.port()).as_str()
     );
     assert_eq!(courses.hits(), 0, "nothing went upstream over plain HTTP");
+    // A proxy the gateway does not trust cannot claim https for its client.
+    let claimed = no_redirects
+        .get(gateway.url("/api/courses/"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(claimed.status(), 308);
     let output = curl(&gateway, tls, &["--http2"], "/api/courses/").await;
     assert_eq!(status_line_and_body(&output).0.trim(), "HTTP/2 200");
 }
@@ -329,6 +353,14 @@ async fn each_name_gets_its_certificate_and_an_unknown_name_the_first() {
 
 /// An HTTP/2 connection to the TLS listener that trusts `ca`.
 async fn h2_connection(ca: &TestCa, tls: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    h2_connection_and_its_task(ca, tls).await.0
+}
+
+/// The same, with the task that runs the connection: it ends when the connection does.
+async fn h2_connection_and_its_task(
+    ca: &TestCa,
+    tls: SocketAddr,
+) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
     let tcp = tokio::net::TcpStream::connect(tls).await.unwrap();
     let ssl = connector(ca, b"\x02h2")
         .configure()
@@ -339,8 +371,10 @@ async fn h2_connection(ca: &TestCa, tls: SocketAddr) -> h2::client::SendRequest<
     Pin::new(&mut stream).connect().await.unwrap();
     assert_eq!(stream.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
     let (send, connection) = h2::client::handshake(stream).await.unwrap();
-    tokio::spawn(connection);
-    send
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (send, task)
 }
 
 async fn h2_get(send: &mut h2::client::SendRequest<Bytes>, tls: SocketAddr, path: &str) -> u16 {
@@ -709,6 +743,17 @@ fn check_names_the_file_and_line_of_a_bad_certificate_and_warns_of_risks() {
         "{errors}"
     );
 
+    let encrypted = other
+        .key
+        .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"a pass phrase")
+        .unwrap();
+    let (ok, errors) = check_output(&base.clone().file_bytes("certs/api.key", &encrypted));
+    assert!(!ok, "an encrypted key is refused, not asked for");
+    assert!(
+        errors.contains("holds no unencrypted PEM private key"),
+        "{errors}"
+    );
+
     let missing = GatewayConfig::new(&gateway_yaml(tls, &[], ""));
     let (ok, errors) = check_output(&missing);
     assert!(!ok);
@@ -891,4 +936,71 @@ async fn an_upgrade_hands_the_tls_listener_over_while_an_h2_connection_is_open()
     let output = curl(&new, tls, &["--http2"], "/api/courses/").await;
     assert!(status_line_and_body(&output).0.starts_with("HTTP/2 200"));
     assert!(served_subject(tls, Some(API)).ends_with("CN = api.test"));
+}
+
+#[tokio::test]
+async fn a_drain_tells_http2_clients_to_go_at_once() {
+    let ca = TestCa::new("Guichet test CA");
+    let courses = Upstream::start("courses").await;
+    let tls = free_port();
+    let config = config_with(
+        &ca,
+        &format!("shutdown_delay: 5s\n{}", gateway_yaml(tls, &[], "")),
+        &[(
+            "routes/courses.yaml",
+            public_routes("courses", &courses.url(), "", "/api/courses/"),
+        )],
+    );
+    let gateway = Gateway::start(config).await;
+    let (mut open, task) = h2_connection_and_its_task(&ca, tls).await;
+    assert_eq!(h2_get(&mut open, tls, "/api/courses/").await, 200);
+
+    gateway.signal("TERM");
+    tokio::time::timeout(std::time::Duration::from_secs(3), task)
+        .await
+        .expect("GOAWAY closes the HTTP/2 connection well before the 5 s delay ends")
+        .unwrap();
+    // The listener still accepts during the delay: a new client is answered.
+    let output = curl(&gateway, tls, &["--http2"], "/api/courses/").await;
+    assert!(status_line_and_body(&output).0.starts_with("HTTP/2 200"));
+}
+
+#[tokio::test]
+async fn no_redirect_for_what_a_trusted_proxy_received_over_https() {
+    let ca = TestCa::new("Guichet test CA");
+    let courses = Upstream::start("courses").await;
+    let tls = free_port();
+    let config = config_with(
+        &ca,
+        &format!(
+            "trusted_proxies: [127.0.0.1]\n{}",
+            gateway_yaml(tls, &[], "  redirect_http: true\n")
+        ),
+        &[(
+            "routes/courses.yaml",
+            public_routes("courses", &courses.url(), "", "/api/courses/"),
+        )],
+    );
+    let gateway = Gateway::start(config).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let terminated = client
+        .get(gateway.url("/api/courses/"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        terminated.status(),
+        200,
+        "a load balancer that terminated TLS is not sent round again"
+    );
+    let plain = client
+        .get(gateway.url("/api/courses/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 308);
 }
