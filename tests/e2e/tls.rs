@@ -134,6 +134,14 @@ async fn curl_reaches_routes_over_http2_and_http11_with_the_same_answers() {
         assert_eq!(error["code"], "not_found", "{flag}");
     }
 
+    // An HTTP/1.1 upstream's hop-by-hop fields do not reach an HTTP/2 client.
+    let teapot = curl(&gateway, tls, &["--http2"], "/api/courses/teapot").await;
+    let (status, body) = status_line_and_body(&teapot);
+    assert!(status.starts_with("HTTP/2 418"), "{status}");
+    assert_eq!(body, "tea");
+    assert_eq!(header(&teapot, "x-brewed-by").as_deref(), Some("teapot"));
+    assert!(header(&teapot, "keep-alive").is_none() && header(&teapot, "connection").is_none());
+
     // HTTP/2's `:authority` is checked as a Host header is.
     let bad_host = curl(
         &gateway,
