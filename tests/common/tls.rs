@@ -70,9 +70,23 @@ impl Validity {
     };
 }
 
-fn key() -> PKey<Private> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256");
-    PKey::from_ec_key(EcKey::generate(&group).expect("EC key")).expect("key")
+/// The kind of key a certificate is issued for.
+#[derive(Clone, Copy)]
+pub enum KeyKind {
+    EcdsaP256,
+    Rsa2048,
+}
+
+fn key(kind: KeyKind) -> PKey<Private> {
+    match kind {
+        KeyKind::EcdsaP256 => {
+            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256");
+            PKey::from_ec_key(EcKey::generate(&group).expect("EC key")).expect("key")
+        }
+        KeyKind::Rsa2048 => {
+            PKey::from_rsa(openssl::rsa::Rsa::generate(2048).expect("RSA key")).expect("key")
+        }
+    }
 }
 
 fn time(days: i64) -> Asn1Time {
@@ -100,7 +114,7 @@ fn serial() -> Asn1Integer {
 
 impl TestCa {
     pub fn new(common_name: &str) -> TestCa {
-        let key = key();
+        let key = key(KeyKind::EcdsaP256);
         let mut builder = X509::builder().expect("builder");
         builder.set_version(2).expect("v3");
         builder.set_serial_number(&serial()).expect("serial");
@@ -122,9 +136,43 @@ impl TestCa {
         }
     }
 
-    /// A certificate for `names` (DNS names; the first is also the common name).
+    /// A certificate for `names` (DNS names; the first is also the common name), ECDSA P-256.
     pub fn issue(&self, names: &[&str], validity: Validity) -> Issued {
-        let key = key();
+        self.issue_for(names, validity, KeyKind::EcdsaP256)
+    }
+
+    /// An intermediate authority signed by this one: what it issues chains to this one.
+    pub fn intermediate(&self, common_name: &str) -> TestCa {
+        let key = key(KeyKind::EcdsaP256);
+        let mut builder = X509::builder().expect("builder");
+        builder.set_version(2).expect("v3");
+        builder.set_serial_number(&serial()).expect("serial");
+        builder
+            .set_subject_name(&name(common_name))
+            .expect("subject");
+        builder
+            .set_issuer_name(self.root.cert.subject_name())
+            .expect("issuer");
+        builder.set_pubkey(&key).expect("public key");
+        builder.set_not_before(&time(-1)).expect("not before");
+        builder.set_not_after(&time(180)).expect("not after");
+        builder
+            .append_extension(BasicConstraints::new().critical().ca().build().expect("bc"))
+            .expect("extension");
+        builder
+            .sign(&self.root.key, MessageDigest::sha256())
+            .expect("sign");
+        TestCa {
+            root: Issued {
+                cert: builder.build(),
+                key,
+            },
+        }
+    }
+
+    /// A certificate for `names` with a key of `kind`.
+    pub fn issue_for(&self, names: &[&str], validity: Validity, kind: KeyKind) -> Issued {
+        let key = key(kind);
         let mut builder = X509::builder().expect("builder");
         builder.set_version(2).expect("v3");
         builder.set_serial_number(&serial()).expect("serial");

@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::common::tls::{acceptor, connector, Issued, TestCa, Validity};
+use crate::common::tls::{acceptor, connector, Issued, KeyKind, TestCa, Validity};
 use crate::common::{check, free_port, get_text, Gateway, GatewayConfig, Upstream};
 
 /// The name the gateway's certificate is for; clients reach it with curl's `--resolve`.
@@ -326,7 +326,12 @@ fn served_subject(tls: SocketAddr, name: Option<&str>) -> String {
 async fn each_name_gets_its_certificate_and_an_unknown_name_the_first() {
     let ca = TestCa::new("Guichet test CA");
     let tls = free_port();
-    let docs = ca.issue(&["docs.test", "*.docs.test"], Validity::NOW);
+    // An RSA certificate beside the ECDSA default.
+    let docs = ca.issue_for(
+        &["docs.test", "*.docs.test"],
+        Validity::NOW,
+        KeyKind::Rsa2048,
+    );
     let routes = public_routes("courses", "http://127.0.0.1:9", "", "/api/courses/");
     let config = config_with(
         &ca,
@@ -1011,4 +1016,32 @@ async fn no_redirect_for_what_a_trusted_proxy_received_over_https() {
         .await
         .unwrap();
     assert_eq!(plain.status(), 308);
+}
+
+#[tokio::test]
+async fn a_chain_file_sends_its_intermediates() {
+    let root = TestCa::new("Guichet test root");
+    let intermediate = root.intermediate("Guichet test intermediate");
+    let leaf = intermediate.issue(&[API], Validity::NOW);
+    let chain = format!("{}{}", leaf.cert_pem(), intermediate.root.cert_pem());
+    let courses = Upstream::start("courses").await;
+    let tls = free_port();
+    // The client trusts the root only: the handshake works when the intermediate comes with it.
+    let config = config_with(
+        &root,
+        &gateway_yaml(tls, &[], ""),
+        &[(
+            "routes/courses.yaml",
+            public_routes("courses", &courses.url(), "", "/api/courses/"),
+        )],
+    )
+    .file("certs/api.pem", &chain)
+    .file_bytes(
+        "certs/api.key",
+        &leaf.key.private_key_to_pem_pkcs8().unwrap(),
+    );
+    let gateway = Gateway::start(config).await;
+    let output = curl(&gateway, tls, &["--http2"], "/api/courses/").await;
+    let (status, _) = status_line_and_body(&output);
+    assert!(status.starts_with("HTTP/2 200"), "{status}");
 }
