@@ -81,13 +81,18 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Whether a trusted proxy in front says the client's connection to it was https.
+/// Whether a trusted proxy in front says the client's connection was https: the first value
+/// of `X-Forwarded-Proto`, which proxies that append leave as the client's.
 pub fn came_over_https(request: &RequestHeader, origin: &Origin) -> bool {
-    origin.peer_trusted
-        && request
-            .headers
-            .get(&X_FORWARDED_PROTO)
-            .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"))
+    let first = |proto: &HeaderValue| {
+        let client_side = proto
+            .as_bytes()
+            .split(|b| *b == b',')
+            .next()
+            .unwrap_or_default();
+        client_side.trim_ascii().eq_ignore_ascii_case(b"https")
+    };
+    origin.peer_trusted && request.headers.get(&X_FORWARDED_PROTO).is_some_and(first)
 }
 
 /// Every `X-Forwarded-For` value of a request, joined as one list.

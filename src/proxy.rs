@@ -258,7 +258,7 @@ fn https_redirect(
         .tls
         .listener
         .as_ref()
-        .map(|certificates| certificates.select(None).name.as_str());
+        .and_then(|certificates| certificates.select(None).host.as_deref());
     crate::tls::redirect::https_location(request, &snapshot.config, default_name)
         .map(Some)
         .ok_or_else(|| {

@@ -18,10 +18,11 @@ use crate::config::Target;
 /// How long a diagnosis (or one under way) stands for a target.
 const LIFETIME: Duration = Duration::from_secs(10);
 
-/// One target's last diagnosis: when it started, and what it found (`None` while it runs, or
-/// when the handshake found nothing to blame on the certificate).
+/// One target's last diagnosis: when it started, whether it still runs, and what it found
+/// (`None` while it runs, or when the handshake found nothing to blame on the certificate).
 struct Diagnosis {
     started: Instant,
+    running: bool,
     found: Option<Arc<str>>,
 }
 
@@ -31,30 +32,29 @@ pub struct Diagnoses(Mutex<HashMap<String, Diagnosis>>);
 
 impl Diagnoses {
     /// The reason `target`'s certificate fails verification against `ca` (or the system's
-    /// bundle). A diagnosis younger than ten seconds, finished or not, is answered from memory
-    /// (`None` while it runs); otherwise this request makes the handshake, on a blocking
-    /// thread, within `timeout` for each step.
+    /// bundle). A diagnosis that runs, or ended less than ten seconds after it started, is
+    /// answered from memory (`None` while it runs); otherwise this request makes the handshake,
+    /// on a blocking thread, within `timeout` for each step.
     pub async fn explain(
         &self,
         target: &Target,
         ca: Option<Arc<CaType>>,
         timeout: Duration,
     ) -> Option<Arc<str>> {
+        let started = Instant::now();
         {
             let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(last) = known.get(&target.url) {
-                if last.started.elapsed() < LIFETIME {
+                if last.running || last.started.elapsed() < LIFETIME {
                     return last.found.clone();
                 }
             }
-            let started = Instant::now();
-            known.insert(
-                target.url.clone(),
-                Diagnosis {
-                    started,
-                    found: None,
-                },
-            );
+            let diagnosis = Diagnosis {
+                started,
+                running: true,
+                found: None,
+            };
+            known.insert(target.url.clone(), diagnosis);
         }
         let (addr, name) = (target.addr, target.sni.clone());
         let found = tokio::task::spawn_blocking(move || {
@@ -66,6 +66,7 @@ impl Diagnoses {
         .map(Arc::<str>::from);
         let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(last) = known.get_mut(&target.url) {
+            last.running = false;
             last.found.clone_from(&found);
         }
         found

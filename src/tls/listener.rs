@@ -24,6 +24,9 @@ use crate::snapshot::Current;
 pub struct Served {
     /// Its first name (DNS name, else common name): the metrics label.
     pub name: String,
+    /// Its first name that is a host name a URL can hold (not a wildcard): where a request
+    /// without a host is redirected.
+    pub host: Option<String>,
     pub chain: Vec<X509>,
     pub key: PKey<Private>,
     pub not_after: i64,
@@ -54,7 +57,14 @@ impl ServerCertificates {
                         None => exact.entry(name.clone()).or_insert(index),
                     };
                 }
+                let host = names
+                    .iter()
+                    .find(|name| {
+                        !name.starts_with("*.") && crate::wellformed::is_valid_host(name.as_bytes())
+                    })
+                    .cloned();
                 Served {
+                    host,
                     name: names.into_iter().next().unwrap_or_default(),
                     chain: pair.chain,
                     key: pair.key,

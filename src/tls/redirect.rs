@@ -7,7 +7,7 @@ use crate::config::Config;
 
 /// Where a plain-HTTP request goes on https: the authority of an `https://` `public_url` (the
 /// URL clients use, whatever port the TLS listener binds behind a load balancer), else the
-/// request's host (or, without one, `default_name`: the default certificate's) on the TLS
+/// request's host (or, without one, `default_name`: the default certificate's first host name) on the TLS
 /// listener's port (left out when 443); then the same path and query.
 pub fn https_location(
     request: &RequestHeader,
@@ -27,7 +27,7 @@ pub fn https_location(
                 .get(header::HOST)
                 .and_then(|value| value.to_str().ok())
                 .or_else(|| request.uri.host())
-                .or(default_name.filter(|name| !name.is_empty() && !name.starts_with('*')))?;
+                .or(default_name)?;
             on_port(host, tls.listen.addr.port())?
         }
     };

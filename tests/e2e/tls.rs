@@ -152,6 +152,10 @@ async fn curl_reaches_routes_over_http2_and_http11_with_the_same_answers() {
     .await;
     let (status, body) = status_line_and_body(&bad_host);
     assert!(status.starts_with("HTTP/2 400"), "{status}: {body}");
+    assert!(
+        body.contains("authority is not a valid host name"),
+        "{body}"
+    );
     assert_eq!(
         courses.hits(),
         2,
@@ -280,6 +284,14 @@ async fn the_plain_listener_redirects_to_https_when_told() {
         format!("https://api.test:{}/api/courses/7?page=2", tls.port()).as_str()
     );
     assert_eq!(courses.hits(), 0, "nothing went upstream over plain HTTP");
+    // HTTP/1.0 without a host goes to the default certificate's name.
+    let bare =
+        crate::common::raw_request(gateway.addr, "GET /api/courses/ HTTP/1.0\r\n\r\n", b"").await;
+    assert_eq!(bare.status, 308);
+    assert_eq!(
+        bare.headers.get("location").map(String::as_str),
+        Some(format!("https://api.test:{}/api/courses/", tls.port()).as_str())
+    );
     // A proxy the gateway does not trust cannot claim https for its client.
     let claimed = no_redirects
         .get(gateway.url("/api/courses/"))
@@ -373,7 +385,10 @@ async fn h2_connection(ca: &TestCa, tls: SocketAddr) -> h2::client::SendRequest<
 async fn h2_connection_and_its_task(
     ca: &TestCa,
     tls: SocketAddr,
-) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
     let tcp = tokio::net::TcpStream::connect(tls).await.unwrap();
     let ssl = connector(ca, b"\x02h2")
         .configure()
@@ -384,9 +399,7 @@ async fn h2_connection_and_its_task(
     Pin::new(&mut stream).connect().await.unwrap();
     assert_eq!(stream.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
     let (send, connection) = h2::client::handshake(stream).await.unwrap();
-    let task = tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let task = tokio::spawn(connection);
     (send, task)
 }
 
@@ -425,7 +438,12 @@ async fn a_renewed_certificate_serves_the_next_handshake_while_an_open_h2_connec
     assert_eq!(h2_get(&mut open, tls, "/api/courses/").await, 200);
     let before = served_serial(tls);
 
-    let renewed: Issued = ca.issue(&[API], Validity::NOW);
+    // Valid ten days longer than the first, so the gauge tells them apart.
+    let longer = Validity {
+        from_days: -1,
+        to_days: 40,
+    };
+    let renewed: Issued = ca.issue(&[API], longer);
     let folder = gateway.config_path().parent().unwrap().to_path_buf();
     renewed.write(&folder.join("certs"), "api");
     gateway.signal("HUP");
@@ -767,6 +785,17 @@ fn check_names_the_file_and_line_of_a_bad_certificate_and_warns_of_risks() {
         "{errors}"
     );
 
+    let (ok, errors) = check_output(
+        &base
+            .clone()
+            .file("gateway.yaml", &gateway_yaml(tls, &[], "  hsts: 3y\n")),
+    );
+    assert!(!ok);
+    assert!(
+        errors.contains("tls.hsts: `3y` is longer than two years"),
+        "{errors}"
+    );
+
     let missing = GatewayConfig::new(&gateway_yaml(tls, &[], ""));
     let (ok, errors) = check_output(&missing);
     assert!(!ok);
@@ -969,10 +998,11 @@ async fn a_drain_tells_http2_clients_to_go_at_once() {
     assert_eq!(h2_get(&mut open, tls, "/api/courses/").await, 200);
 
     gateway.signal("TERM");
-    tokio::time::timeout(std::time::Duration::from_secs(3), task)
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(3), task)
         .await
-        .expect("GOAWAY closes the HTTP/2 connection well before the 5 s delay ends")
+        .expect("the HTTP/2 connection ends well before the 5 s delay does")
         .unwrap();
+    assert!(ended.is_ok(), "closed by GOAWAY, not cut: {ended:?}");
     // The listener still accepts during the delay: a new client is answered.
     let output = curl(&gateway, tls, &["--http2"], "/api/courses/").await;
     assert!(status_line_and_body(&output).0.starts_with("HTTP/2 200"));
@@ -1044,4 +1074,21 @@ async fn a_chain_file_sends_its_intermediates() {
     let output = curl(&gateway, tls, &["--http2"], "/api/courses/").await;
     let (status, _) = status_line_and_body(&output);
     assert!(status.starts_with("HTTP/2 200"), "{status}");
+}
+
+#[test]
+fn tls_listen_on_the_command_line_needs_a_tls_section() {
+    let config = GatewayConfig::new("include: [routes/*.yaml]\n").file(
+        "routes/courses.yaml",
+        &public_routes("courses", "http://127.0.0.1:9", "", "/api/courses/"),
+    );
+    let (_dir, path) = config.write();
+    let tls = free_port().to_string();
+    let output = crate::common::serve_to_exit(&path, &["--tls-listen", &tls]);
+    assert!(!output.status.success());
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        errors.contains("--tls-listen") && errors.contains("no `tls:` section"),
+        "{errors}"
+    );
 }
