@@ -33,13 +33,16 @@ impl Issued {
         String::from_utf8(self.cert.to_pem().expect("PEM")).expect("text")
     }
 
-    /// The serial number, as hex: tells two certificates for the same name apart.
+    /// The serial number, as lower-case hex without leading zeros (as `served_serial` reads
+    /// it): tells two certificates for the same name apart.
     pub fn serial(&self) -> String {
-        self.cert
+        let hex = self
+            .cert
             .serial_number()
             .to_bn()
             .and_then(|bn| bn.to_hex_str().map(|hex| hex.to_string()))
-            .expect("serial")
+            .expect("serial");
+        hex.trim_start_matches('0').to_lowercase()
     }
 }
 
