@@ -300,6 +300,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     overrides.apply(&mut config);
+    if let Err(message) = crate::config::distinct_listeners(&config) {
+        eprintln!("{message}");
+        return ExitCode::FAILURE;
+    }
     for warning in &warnings {
         tracing::warn!("{warning}");
     }

@@ -29,7 +29,7 @@ use jsonwebtoken::Algorithm;
 
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use gateway_file::MAX_SOCKET_PATH;
-pub use overrides::Overrides;
+pub use overrides::{distinct_listeners, Overrides};
 pub use tls::{CertificateFiles, TlsListener, TlsVersion, UpstreamTls};
 
 use crate::ratelimit::{Rate, RatePolicy};

@@ -38,3 +38,22 @@ impl Overrides {
         }
     }
 }
+
+/// The listeners' addresses once the flags are applied are all different: a port given to two
+/// of them would be bound twice (pingora binds with SO_REUSEPORT) and split their traffic.
+pub fn distinct_listeners(config: &Config) -> Result<(), String> {
+    let tls = config.tls.as_ref().map(|tls| &tls.listen);
+    let listeners: Vec<&super::Listen> = [&config.listen, &config.admin_listen]
+        .into_iter()
+        .chain(tls)
+        .collect();
+    for (index, first) in listeners.iter().enumerate() {
+        if let Some(second) = listeners[index + 1..].iter().find(|l| l.addr == first.addr) {
+            return Err(format!(
+                "`{}` and `{}` are both {}: give each listener its own address",
+                first.field, second.field, first.addr
+            ));
+        }
+    }
+    Ok(())
+}

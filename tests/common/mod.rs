@@ -24,11 +24,21 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-/// A loopback port nothing listens on right now.
+/// A loopback port nothing listens on right now, and never handed out before in this test
+/// process: the kernel may give a released port again at once, and two listeners of one
+/// gateway on the same port would each get half the connections.
 pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("an ephemeral port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// A reqwest client that keeps no connection pool between tests.

@@ -1105,3 +1105,24 @@ fn tls_listen_on_the_command_line_needs_a_tls_section() {
         "{errors}"
     );
 }
+
+#[test]
+fn two_listeners_on_one_address_are_refused() {
+    let ca = TestCa::new("Guichet test CA");
+    let tls = free_port();
+    let routes = public_routes("courses", "http://127.0.0.1:9", "", "/api/courses/");
+    let config = config_with(
+        &ca,
+        &gateway_yaml(tls, &[], ""),
+        &[("routes/courses.yaml", routes)],
+    );
+    let (_dir, path) = config.write();
+    let plain = free_port().to_string();
+    let output = crate::common::serve_to_exit(&path, &["--listen", &plain, "--tls-listen", &plain]);
+    assert!(!output.status.success());
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        errors.contains("`listen` and `tls.listen` are both") && errors.contains("its own address"),
+        "{errors}"
+    );
+}
