@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use prometheus::IntGauge;
 
 use crate::auth::identity::Identity;
 use crate::config::Route;
+use crate::cors::CorsPolicy;
 use crate::endpoints::Endpoint;
 use crate::errors::GatewayError;
 use crate::forwarded::Origin;
@@ -49,6 +50,8 @@ pub struct RequestCtx {
     pub throttled_by: Option<String>,
     /// The response the gateway made or is about to make itself.
     pub error: Option<GatewayError>,
+    /// `Access-Control-Allow-Origin` for the request's origin, when CORS allows it.
+    pub cors_origin: Option<HeaderValue>,
     _in_flight: InFlightGuard,
 }
 
@@ -59,6 +62,14 @@ impl RequestCtx {
             (Some(route), _) => &route.id,
             (None, Some(endpoint)) => endpoint.id(),
             (None, None) => UNMATCHED,
+        }
+    }
+
+    /// The CORS policy the request is answered with: its route's, else gateway.yaml's.
+    pub fn cors_policy(&self) -> Option<&CorsPolicy> {
+        match &self.route {
+            Some(route) => route.cors.as_deref(),
+            None => self.snapshot.config.cors.as_deref(),
         }
     }
 
@@ -81,6 +92,7 @@ impl RequestCtx {
             upstream_time: None,
             throttled_by: None,
             error: None,
+            cors_origin: None,
             _in_flight: in_flight.enter(),
         }
     }

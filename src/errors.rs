@@ -18,6 +18,10 @@ pub enum GatewayError {
         challenge: String,
     },
     PermissionDenied,
+    /// 403: a preflight for an origin, method or request field that CORS does not allow.
+    CorsRejected(String),
+    /// 400: an upgrade to WebSocket on a route without `websocket: true`.
+    WebSocketNotAllowed,
     NotFound,
     MethodNotAllowed {
         method: String,
@@ -68,7 +72,8 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest(_) => 400,
             GatewayError::Unauthorized { .. } => 401,
-            GatewayError::PermissionDenied => 403,
+            GatewayError::PermissionDenied | GatewayError::CorsRejected(_) => 403,
+            GatewayError::WebSocketNotAllowed => 400,
             GatewayError::NotFound => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::PayloadTooLarge { .. } => 413,
@@ -103,6 +108,8 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::Unauthorized { code, .. } => code,
             GatewayError::PermissionDenied => "permission_denied",
+            GatewayError::CorsRejected(_) => "cors_rejected",
+            GatewayError::WebSocketNotAllowed => "websocket_not_allowed",
             GatewayError::NotFound => "not_found",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
@@ -130,6 +137,10 @@ impl GatewayError {
             GatewayError::Unauthorized { detail, .. } => (*detail).to_string(),
             GatewayError::PermissionDenied => {
                 "You do not have permission to perform this action.".to_string()
+            }
+            GatewayError::CorsRejected(detail) => detail.clone(),
+            GatewayError::WebSocketNotAllowed => {
+                "This route does not take WebSocket connections.".to_string()
             }
             GatewayError::NotFound => "Not found.".to_string(),
             GatewayError::MethodNotAllowed { method, .. } => {

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod context;
+pub mod cors;
 pub mod credentials;
 pub mod endpoints;
 pub mod errors;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
+use http::{header, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -23,6 +23,7 @@ use crate::auth::Auth;
 use crate::auth::{identity, jwt};
 use crate::config::{EncodedSlashes, Route};
 use crate::context::{InFlight, RequestCtx};
+use crate::cors;
 use crate::endpoints::{Endpoint, Endpoints};
 use crate::errors::GatewayError;
 use crate::forwarded::{self, Origin};
@@ -84,7 +85,12 @@ impl Gateway {
     }
 
     /// Normalises the path once and finds where it goes; the normalised path is what goes upstream.
-    fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Destination, GatewayError> {
+    fn route(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        method: &http::Method,
+    ) -> Result<Destination, GatewayError> {
         let request = session.req_header();
         let path = path::normalize(request.uri.path())
             .map_err(|bad| GatewayError::BadRequest(bad.detail().to_string()))?;
@@ -102,15 +108,15 @@ impl Gateway {
             separator_refused(None)?;
             ctx.endpoint = Some(endpoint);
             let allowed = endpoint.allowed_methods();
-            if !allowed.contains(&request.method) {
+            if !allowed.contains(method) {
                 return Err(GatewayError::MethodNotAllowed {
-                    method: request.method.to_string(),
+                    method: method.to_string(),
                     allowed,
                 });
             }
             return Ok(Destination::Gateway(endpoint));
         }
-        match ctx.snapshot.router.lookup(&path, &request.method) {
+        match ctx.snapshot.router.lookup(&path, method) {
             Lookup::Found(found) => {
                 separator_refused(Some(found.route))?;
                 let mut target = found.upstream_path();
@@ -125,7 +131,7 @@ impl Gateway {
             Lookup::MethodNotAllowed(allowed) => {
                 separator_refused(None)?;
                 Err(GatewayError::MethodNotAllowed {
-                    method: request.method.to_string(),
+                    method: method.to_string(),
                     allowed,
                 })
             }
@@ -173,6 +179,36 @@ impl Gateway {
         }
     }
 
+    /// A CORS preflight is answered here, before authentication and limits (it carries no
+    /// credentials), for the route that would take the method it asks about; where CORS is
+    /// off it is an ordinary OPTIONS request (`None`).
+    fn preflight(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        asked: &http::Method,
+    ) -> Result<Option<Reply>, GatewayError> {
+        let destination = self.route(session, ctx, asked);
+        let Some(cors) = ctx.cors_policy() else {
+            ctx.route = None;
+            ctx.endpoint = None;
+            return Ok(None);
+        };
+        let origin = cors.allow_origin(session.req_header().headers.get(header::ORIGIN));
+        let methods = match destination {
+            Ok(Destination::Gateway(endpoint)) => endpoint.allowed_methods(),
+            Ok(Destination::Upstream) => ctx.route.as_ref().ok_or(NO_ROUTE)?.methods,
+            Err(GatewayError::MethodNotAllowed { allowed, .. }) => allowed,
+            Err(other) => {
+                ctx.cors_origin = origin;
+                return Err(other);
+            }
+        };
+        let fields = cors.preflight(session.req_header(), asked, methods, origin.as_ref());
+        ctx.cors_origin = origin;
+        fields.map(|fields| Some(Reply::Preflight(fields)))
+    }
+
     /// The request's way up to forwarding: its destination, then either the answer of one of
     /// the gateway's own endpoints or the checks a proxied request must pass, in order.
     async fn pass(
@@ -184,7 +220,14 @@ impl Gateway {
         if let Some(location) = https_redirect(session, ctx)? {
             return Ok(Step::Answer(Reply::Redirect(location)));
         }
-        match self.route(session, ctx)? {
+        if let Some(asked) = cors::preflight_method(session.req_header()) {
+            if let Some(reply) = self.preflight(session, ctx, &asked)? {
+                return Ok(Step::Answer(reply));
+            }
+        }
+        let destination = self.route(session, ctx, &session.req_header().method);
+        ctx.cors_origin = allowed_origin(session, ctx);
+        match destination? {
             Destination::Gateway(endpoint) => Ok(Step::Answer(
                 self.endpoints.answer(endpoint, session, ctx).await?,
             )),
@@ -233,6 +276,12 @@ fn check_declared_body(session: &Session, ctx: &RequestCtx) -> Result<(), Gatewa
         Some(length) if length > limit => Err(GatewayError::PayloadTooLarge { limit }),
         _ => Ok(()),
     }
+}
+
+/// `Access-Control-Allow-Origin` for the request, where CORS is on and allows its origin.
+fn allowed_origin(session: &Session, ctx: &RequestCtx) -> Option<HeaderValue> {
+    let cors = ctx.cors_policy()?;
+    cors.allow_origin(session.req_header().headers.get(header::ORIGIN))
 }
 
 /// With `tls.redirect_http`, where a request on the plain listener goes instead: not one that

@@ -25,11 +25,13 @@ pub enum Reply {
     Error(GatewayError),
     /// 308 to the same URL on https (`tls.redirect_http`).
     Redirect(HeaderValue),
+    /// 204 to an allowed CORS preflight, with these fields.
+    Preflight(HeaderMap),
 }
 
 /// The fields the gateway's own answers and the upstreams' share, set on `headers`: the request
-/// id, the rate limit fields of a limited route, and `Strict-Transport-Security` on the TLS
-/// listener when `tls.hsts` is set.
+/// id, the rate limit fields of a limited route, `Strict-Transport-Security` on the TLS
+/// listener when `tls.hsts` is set, and the CORS fields where CORS is on.
 pub fn stamp(headers: &mut HeaderMap, ctx: &RequestCtx) -> Result<(), InvalidHeaderValue> {
     headers.insert(&crate::request_id::HEADER, ctx.request_id.header());
     for (name, value) in &ctx.rate_limit_fields {
@@ -40,11 +42,14 @@ pub fn stamp(headers: &mut HeaderMap, ctx: &RequestCtx) -> Result<(), InvalidHea
             headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
     }
+    if let Some(cors) = ctx.cors_policy() {
+        cors.stamp(headers, ctx.cors_origin.as_ref());
+    }
     Ok(())
 }
 
 /// Room for the most fields a reply has, the stamped ones included.
-const REPLY_FIELDS: usize = 9;
+const REPLY_FIELDS: usize = 14;
 
 impl Reply {
     /// The status, fields and body of the reply, stamped.
@@ -76,6 +81,10 @@ impl Reply {
                 headers.insert(header::LOCATION, location);
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
                 (StatusCode::PERMANENT_REDIRECT, Bytes::new())
+            }
+            Reply::Preflight(fields) => {
+                headers.extend(fields);
+                (StatusCode::NO_CONTENT, Bytes::new())
             }
         };
         stamp(&mut headers, ctx)?;

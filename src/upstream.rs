@@ -340,6 +340,7 @@ mod tests {
             health_check: None,
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
             openapi: None,
             tls: UpstreamTls::default(),
         };

@@ -18,6 +18,8 @@ use crate::router::{MethodSet, Segment};
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// An upgraded connection with nothing either way for this long is closed (`timeouts.idle`).
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// Long enough for a load balancer probing every second or two, and for Kubernetes to remove
@@ -304,6 +306,7 @@ fn build(
         upgrade_socket: gateway.upgrade_socket.map(|path| base.join(path.value)),
         client: gateway.client,
         encoded_slashes: gateway.encoded_slashes,
+        cors: gateway.cors,
         services: Vec::new(),
         routes: Vec::new(),
         auth: gateway.auth,
@@ -417,6 +420,7 @@ fn build(
                 .openapi
                 .and_then(|written| spec_source(written, &base, &file, errors)),
             read_timeout,
+            idle_timeout: spec.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
             tls,
         }));
         for route in spec.routes {
@@ -504,6 +508,8 @@ fn compile_route(
         forward_authorization: spec.forward_authorization,
         rate_limits: spec.rate_limits,
         encoded_slashes: spec.encoded_slashes.unwrap_or(config.encoded_slashes),
+        cors: spec.cors.unwrap_or_else(|| config.cors.clone()),
+        websocket: spec.websocket,
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -12,6 +13,7 @@ use super::auth::AuthSections;
 use super::decode::{Reader, Spanned};
 use super::yaml::Node;
 use super::{AuthConfig, ClientLimits, Docs, EncodedSlashes, TlsListener};
+use crate::cors::CorsPolicy;
 use crate::ratelimit::RatePolicy;
 
 /// `gateway.yaml`.
@@ -30,6 +32,7 @@ pub struct GatewayFile {
     pub upgrade_socket: Option<Spanned<String>>,
     pub client: ClientLimits,
     pub encoded_slashes: EncodedSlashes,
+    pub cors: Option<Arc<CorsPolicy>>,
     pub auth: AuthConfig,
     pub rate_limits: RatePolicy,
     pub record_metrics: bool,
@@ -58,6 +61,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "upgrade_socket",
     "client",
     "encoded_slashes",
+    "cors",
     "store",
     "jwt",
     "roles",
@@ -101,6 +105,7 @@ impl GatewayFile {
             upgrade_socket: None,
             client: ClientLimits::default(),
             encoded_slashes: EncodedSlashes::default(),
+            cors: None,
             auth: super::auth::compile(sections, r, base),
             rate_limits: RatePolicy::default(),
             record_metrics: true,
@@ -192,6 +197,9 @@ impl GatewayFile {
         }
         if let Some((node, field)) = fields.get("encoded_slashes") {
             file.encoded_slashes = read_encoded_slashes(node, &field, r).unwrap_or_default();
+        }
+        if let Some((node, field)) = fields.get("cors") {
+            file.cors = super::cors::read(node, &field, r).flatten();
         }
         file
     }

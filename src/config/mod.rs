@@ -9,6 +9,7 @@
 
 mod auth;
 mod compile;
+mod cors;
 mod decode;
 mod error;
 mod gateway_file;
@@ -32,6 +33,7 @@ pub use gateway_file::MAX_SOCKET_PATH;
 pub use overrides::{distinct_listeners, Overrides};
 pub use tls::{CertificateFiles, TlsListener, TlsVersion, UpstreamTls};
 
+use crate::cors::CorsPolicy;
 use crate::ratelimit::{Rate, RatePolicy};
 use crate::router::{MethodSet, PathPattern, PathTemplate};
 use crate::store::{ApiKey, User};
@@ -67,6 +69,8 @@ pub struct Config {
     pub client: ClientLimits,
     /// What routes do with encoded slashes unless they say otherwise.
     pub encoded_slashes: EncodedSlashes,
+    /// `cors:`: every route's unless it has its own, and the gateway's own endpoints'.
+    pub cors: Option<Arc<CorsPolicy>>,
     pub services: Vec<Arc<Service>>,
     pub routes: Vec<Arc<Route>>,
     pub auth: AuthConfig,
@@ -300,6 +304,8 @@ pub struct Service {
     pub health_check: Option<HealthCheck>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// How long an upgraded (WebSocket) connection may carry nothing either way.
+    pub idle_timeout: Duration,
     pub openapi: Option<SpecSource>,
     /// How its https targets are verified; the defaults when the routes file has no `tls:`.
     pub tls: UpstreamTls,
@@ -350,6 +356,10 @@ pub struct Route {
     pub rate_limits: Vec<Rate>,
     /// The route's `encoded_slashes`, or gateway.yaml's.
     pub encoded_slashes: EncodedSlashes,
+    /// The route's `cors:`, or gateway.yaml's; `None` when off.
+    pub cors: Option<Arc<CorsPolicy>>,
+    /// `websocket: true`: an upgrade to WebSocket is passed to the upstream.
+    pub websocket: bool,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

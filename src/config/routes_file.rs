@@ -3,12 +3,14 @@
 //! live in `compile`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::decode::{Reader, Spanned};
 use super::gateway_file::read_encoded_slashes;
 use super::yaml::Node;
 use super::{AuthLevel, EncodedSlashes, UpstreamTls};
+use crate::cors::CorsPolicy;
 use crate::ratelimit::Rate;
 use crate::router::{MethodSet, PathPattern, PathTemplate};
 
@@ -19,6 +21,7 @@ pub struct ServiceFile {
     pub health_check: Option<HealthCheckSpec>,
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
     pub routes: Vec<RouteSpec>,
     /// `openapi:` as written: a file (resolved against gateway.yaml's folder later) or a URL.
     pub openapi: Option<Spanned<SpecWritten>>,
@@ -60,6 +63,10 @@ pub struct RouteSpec {
     pub rate_limits: Vec<Rate>,
     /// `None` when not written: gateway.yaml's applies.
     pub encoded_slashes: Option<EncodedSlashes>,
+    /// `None` when not written: gateway.yaml's applies; `Some(None)` for `cors: off`.
+    pub cors: Option<Option<Arc<CorsPolicy>>>,
+    /// `websocket: true`: upgrades to WebSocket are passed to the upstream.
+    pub websocket: bool,
 }
 
 const SERVICE_KEYS: &[&str] = &[
@@ -72,7 +79,7 @@ const SERVICE_KEYS: &[&str] = &[
     "tls",
 ];
 const HEALTH_CHECK_KEYS: &[&str] = &["path", "interval", "timeout"];
-const TIMEOUT_KEYS: &[&str] = &["connect", "read"];
+const TIMEOUT_KEYS: &[&str] = &["connect", "read", "idle"];
 const ROUTE_KEYS: &[&str] = &[
     "id",
     "path",
@@ -85,6 +92,8 @@ const ROUTE_KEYS: &[&str] = &[
     "forward_authorization",
     "rate_limit",
     "encoded_slashes",
+    "cors",
+    "websocket",
 ];
 
 impl ServiceFile {
@@ -128,7 +137,7 @@ impl ServiceFile {
         let health_check = fields
             .get("health_check")
             .and_then(|(node, field)| read_health_check(node, &field, r));
-        let (mut connect_timeout, mut read_timeout) = (None, None);
+        let (mut connect_timeout, mut read_timeout, mut idle_timeout) = (None, None, None);
         if let Some((node, field)) = fields.get("timeouts") {
             if let Some(timeouts) = r.fields(node, &field, TIMEOUT_KEYS) {
                 if let Some((node, field)) = timeouts.get("connect") {
@@ -136,6 +145,9 @@ impl ServiceFile {
                 }
                 if let Some((node, field)) = timeouts.get("read") {
                     read_timeout = r.duration(node, &field);
+                }
+                if let Some((node, field)) = timeouts.get("idle") {
+                    idle_timeout = r.duration(node, &field);
                 }
             }
         }
@@ -157,6 +169,7 @@ impl ServiceFile {
             health_check,
             connect_timeout,
             read_timeout,
+            idle_timeout,
             routes,
             openapi,
             tls,
@@ -386,6 +399,14 @@ fn read_route(r: &mut Reader, node: &Node, field: &str) -> Option<RouteSpec> {
         Some((node, field)) => read_encoded_slashes(node, &field, r).map(Some),
         None => Some(None),
     };
+    let cors = match fields.get("cors") {
+        Some((node, field)) => super::cors::read(node, &field, r).map(Some),
+        None => Some(None),
+    };
+    let websocket = match fields.get("websocket") {
+        Some((node, field)) => r.boolean(node, &field),
+        None => Some(false),
+    };
     Some(RouteSpec {
         field: fields.path().to_string(),
         id: id?,
@@ -399,10 +420,12 @@ fn read_route(r: &mut Reader, node: &Node, field: &str) -> Option<RouteSpec> {
         forward_authorization: forward_authorization?,
         rate_limits: rate_limits?,
         encoded_slashes: encoded_slashes?,
+        cors: cors?,
+        websocket: websocket?,
     })
 }
 
-fn read_methods(node: &Node, field: &str, r: &mut Reader) -> Option<MethodSet> {
+pub(super) fn read_methods(node: &Node, field: &str, r: &mut Reader) -> Option<MethodSet> {
     let sets = r.list(node, field, "[GET, POST]", |r, node, field| {
         let name = r.scalar(node, field, "a method")?;
         MethodSet::parse([name])

@@ -27,6 +27,7 @@ use super::negotiate::{self, Rendering};
 use super::GATEWAY_TAG;
 use super::{fragment, pages, Problem};
 use crate::config::{Config, SpecSource};
+use crate::cors::CorsPolicy;
 use crate::endpoints::Endpoint;
 use crate::errors::GatewayError;
 use crate::logs::WithCauses;
@@ -316,6 +317,7 @@ pub fn root_view(config: &Config) -> Value {
                 "auth": if endpoint == Endpoint::Usage { "any" } else { "none" },
                 "roles": if endpoint == Endpoint::Usage { config.auth.roles.last().cloned().into_iter().collect() } else { Vec::new() },
                 "service": GATEWAY_TAG,
+                "cors_origins": cors_origins(config.cors.as_deref()),
             }));
         }
     }
@@ -334,6 +336,7 @@ pub fn root_view(config: &Config) -> Value {
                 "scopes": route.scopes,
                 "rate_limits": route.rate_limits.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "service": service,
+                "cors_origins": cors_origins(route.cors.as_deref()),
                 "docs": format!("{}/api/docs/#/{service}", config.public_url.trim_end_matches('/')),
             })
         })
@@ -346,6 +349,13 @@ pub fn root_view(config: &Config) -> Value {
         "redoc": "/api/redoc/",
         "endpoints": endpoints,
         "routes": routes,
+    })
+}
+
+/// The origins a browser may call from, as written; `null` where CORS is off.
+fn cors_origins(cors: Option<&CorsPolicy>) -> Value {
+    cors.map_or(Value::Null, |cors| {
+        cors.origins.iter().map(ToString::to_string).collect()
     })
 }
 

@@ -181,6 +181,8 @@ mod tests {
             forward_authorization: false,
             rate_limits: vec![Rate::parse("10/min").unwrap()],
             encoded_slashes: crate::config::EncodedSlashes::Reject,
+            cors: None,
+            websocket: false,
         }
     }
 

@@ -29,6 +29,8 @@ fn route(id: &str, path: &str, upstream_path: Option<&str>, methods: &[&str]) ->
         forward_authorization: false,
         rate_limits: Vec::new(),
         encoded_slashes: crate::config::EncodedSlashes::Reject,
+        cors: None,
+        websocket: false,
     })
 }
 
