@@ -41,4 +41,5 @@ pub mod store;
 pub mod tls;
 pub mod trace;
 pub mod upstream;
+pub mod websocket;
 pub mod wellformed;

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     pub store_duration: HistogramVec,
     pub config_reloads: IntCounterVec,
+    /// Upgraded (WebSocket) connections open now, by route.
+    pub websocket_connections: IntGaugeVec,
     /// When each certificate the gateway shows expires (`tls::Material::expiries`).
     tls_certificate_expiry: IntGaugeVec,
     /// The names `tls_certificate_expiry` shows now.
@@ -157,6 +159,13 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            websocket_connections: IntGaugeVec::new(
+                opts(
+                    "websocket_connections",
+                    "WebSocket connections open now, by route.",
+                ),
+                &["route"],
+            )?,
             tls_certificate_expiry: IntGaugeVec::new(
                 opts(
                     "tls_certificate_expiry_timestamp_seconds",
@@ -177,7 +186,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.duration.clone()),
             Box::new(metrics.upstream_duration.clone()),
@@ -191,6 +200,7 @@ impl Metrics {
             Box::new(metrics.store_errors.clone()),
             Box::new(metrics.store_duration.clone()),
             Box::new(metrics.config_reloads.clone()),
+            Box::new(metrics.websocket_connections.clone()),
             Box::new(metrics.tls_certificate_expiry.clone()),
             Box::new(build_info),
         ];

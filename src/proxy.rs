@@ -4,7 +4,7 @@
 //! `Ok(..)` to go on or the error to answer with.
 
 mod failure;
-mod parts;
+pub(crate) mod parts;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -35,7 +35,7 @@ use crate::respond::{self, Reply};
 use crate::router::Lookup;
 use crate::snapshot::Current;
 use crate::trace::{TraceContext, TRACEPARENT};
-use crate::{authz, logs, path, wellformed};
+use crate::{authz, logs, path, websocket, wellformed};
 
 use self::failure::{
     classify, may_resend, retry_elsewhere, untrusted_certificate, upstream_error_kind,
@@ -228,14 +228,32 @@ impl Gateway {
         let destination = self.route(session, ctx, &session.req_header().method);
         ctx.cors_origin = allowed_origin(session, ctx);
         match destination? {
-            Destination::Gateway(endpoint) => Ok(Step::Answer(
-                self.endpoints.answer(endpoint, session, ctx).await?,
-            )),
+            Destination::Gateway(endpoint) => {
+                if websocket::is_upgrade(session.req_header()) {
+                    return Err(GatewayError::WebSocketNotAllowed);
+                }
+                Ok(Step::Answer(
+                    self.endpoints.answer(endpoint, session, ctx).await?,
+                ))
+            }
             Destination::Upstream => {
+                let upgrade = websocket::is_upgrade(session.req_header());
+                if ctx.route.as_ref().is_some_and(|route| route.websocket) {
+                    websocket::take_access_token(
+                        session.req_header_mut(),
+                        &mut ctx.upstream_target,
+                    )?;
+                } else if upgrade {
+                    return Err(GatewayError::WebSocketNotAllowed);
+                }
                 check_declared_body(session, ctx)?;
                 self.admit(session, ctx).await?;
                 self.throttle(ctx).await?;
-                Ok(Step::Forward)
+                Ok(if upgrade {
+                    Step::Upgrade
+                } else {
+                    Step::Forward
+                })
             }
         }
     }
@@ -318,10 +336,51 @@ fn https_redirect(
         })
 }
 
+/// The request head as its upstream gets it: the route's path, the forwarding and identity
+/// headers, the request id and the trace.
+fn upstream_head(request: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+    let (Some(route), Some(target), Some(origin)) = (&ctx.route, ctx.target, &ctx.origin) else {
+        return Err(Gateway::fail(ctx, NO_TARGET));
+    };
+    let uri = ctx
+        .upstream_target
+        .parse::<http::Uri>()
+        .map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?;
+    let host = &ctx
+        .snapshot
+        .upstreams
+        .pool(route.service)
+        .target(target)
+        .host;
+    ctx.upstream_sent = Some(std::time::Instant::now());
+    let request_id = ctx.request_id.header();
+    let trace = match &ctx.trace {
+        Some(trace) => {
+            Some(HeaderValue::try_from(trace.header()).or_err(InvalidHTTPHeader, "trace")?)
+        }
+        None => None,
+    };
+    edit_as_parts(request, |parts| {
+        parts.uri = uri;
+        forwarded::rewrite_upstream_headers(parts, origin, host)?;
+        let headers = &mut parts.headers;
+        identity::set_upstream_headers(headers, &ctx.identity, route.forward_authorization)?;
+        headers.insert(&request_id::HEADER, request_id);
+        if let Some(trace) = trace {
+            headers.insert(&TRACEPARENT, trace);
+        }
+        Ok(())
+    })
+}
+
 /// Where a request stands once the gateway's own checks are done.
 enum Step {
     /// On to the upstream.
     Forward,
+    /// A WebSocket handshake on a `websocket: true` route, relayed by the gateway itself.
+    Upgrade,
+    /// The upgraded connection has ended; nothing is left to answer.
+    Relayed,
     /// Answered by one of the gateway's own endpoints.
     Answer(Reply),
 }
@@ -333,7 +392,8 @@ async fn conclude(
     step: Result<Step, GatewayError>,
 ) -> Result<bool> {
     match step {
-        Ok(Step::Forward) => Ok(false),
+        Ok(Step::Forward | Step::Upgrade) => Ok(false),
+        Ok(Step::Relayed) => Ok(true),
         Ok(Step::Answer(reply)) => {
             respond::send(session, ctx, reply).await?;
             Ok(true)
@@ -370,6 +430,48 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// A WebSocket handshake that passed the route's checks: a connection to a healthy target
+    /// (the next one when one cannot be reached), then the gateway's own relay.
+    async fn relay(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+        let snapshot = ctx.snapshot.clone();
+        let route = ctx.route.clone().ok_or(NO_ROUTE)?;
+        let pool = snapshot.upstreams.pool(route.service);
+        let stream = loop {
+            let Some(index) = pool.select(&ctx.failed_targets) else {
+                let error = if ctx.failed_targets.is_empty() {
+                    let service = pool.service.name.clone();
+                    GatewayError::NoHealthyUpstream { service }
+                } else {
+                    GatewayError::BadGateway
+                };
+                logs::gateway_error(ctx, &error, None);
+                return Err(error);
+            };
+            ctx.target = Some(index);
+            match crate::upstream::connect(pool, index).await {
+                Ok(stream) => break stream,
+                Err(_) => {
+                    self.count_upstream_error(ctx, "connect");
+                    ctx.failed_targets.push(index);
+                }
+            }
+        };
+        let mut head = session.req_header().clone();
+        upstream_head(&mut head, ctx).map_err(|_| NO_TARGET)?;
+        websocket::keep_upgrade_fields(&mut head);
+        let relay = websocket::Relay {
+            service: &pool.service,
+            lifecycle: &self.lifecycle,
+            metrics: &self.metrics,
+        };
+        let outcome = relay.run(session, ctx, stream, head).await;
+        if let Err(error) = &outcome {
+            self.count_upstream_error(ctx, upstream_error_kind(error).unwrap_or("broken"));
+            logs::gateway_error(ctx, error, None);
+        }
+        outcome
+    }
+
     /// Adds one to `guichet_upstream_errors_total` for the request's service.
     fn count_upstream_error(&self, ctx: &RequestCtx, kind: &str) {
         if let Some(route) = &ctx.route {
@@ -410,7 +512,10 @@ impl ProxyHttp for Gateway {
             Ok(())
         })?;
         self.identify(session, ctx);
-        let step = self.pass(session, ctx).await;
+        let step = match self.pass(session, ctx).await {
+            Ok(Step::Upgrade) => self.relay(session, ctx).await.map(|()| Step::Relayed),
+            other => other,
+        };
         conclude(session, ctx, step).await
     }
 
@@ -489,39 +594,7 @@ impl ProxyHttp for Gateway {
         request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let (Some(route), Some(target), Some(origin)) = (&ctx.route, ctx.target, &ctx.origin)
-        else {
-            return Err(Self::fail(ctx, NO_TARGET));
-        };
-        let uri = ctx
-            .upstream_target
-            .parse::<http::Uri>()
-            .map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?;
-        let host = &ctx
-            .snapshot
-            .upstreams
-            .pool(route.service)
-            .target(target)
-            .host;
-        ctx.upstream_sent = Some(std::time::Instant::now());
-        let request_id = ctx.request_id.header();
-        let trace = match &ctx.trace {
-            Some(trace) => {
-                Some(HeaderValue::try_from(trace.header()).or_err(InvalidHTTPHeader, "trace")?)
-            }
-            None => None,
-        };
-        edit_as_parts(request, |parts| {
-            parts.uri = uri;
-            forwarded::rewrite_upstream_headers(parts, origin, host)?;
-            let headers = &mut parts.headers;
-            identity::set_upstream_headers(headers, &ctx.identity, route.forward_authorization)?;
-            headers.insert(&request_id::HEADER, request_id);
-            if let Some(trace) = trace {
-                headers.insert(&TRACEPARENT, trace);
-            }
-            Ok(())
-        })
+        upstream_head(request, ctx)
     }
 
     /// Counts the body as it streams through and stops it at the route's `max_body`.

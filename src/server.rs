@@ -240,6 +240,7 @@ pub fn serve(
     lifecycle::exit_when_drained(
         server.watch_execution_phase(),
         in_flight,
+        lifecycle.clone(),
         grace,
         files.clone(),
     );

@@ -279,6 +279,12 @@ fn connector() -> &'static TransportConnector {
     CONNECTOR.get_or_init(|| TransportConnector::new(None))
 }
 
+/// A new connection to one target, made as requests' are (TLS, verification, client
+/// certificate, `timeouts.connect`): for the connections the gateway relays itself.
+pub async fn connect(pool: &Pool, index: usize) -> pingora::Result<pingora::protocols::Stream> {
+    connector().new_stream(&pool.peers[index]).await
+}
+
 /// One health check: `GET <path>` within the timeout, answered with a 2xx or 3xx, on a new
 /// connection made with the same peer settings as requests (TLS, verification, client
 /// certificate).

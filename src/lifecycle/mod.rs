@@ -30,6 +30,9 @@ pub struct Lifecycle {
     /// Turns true when connections start closing: HTTP/2 connections, which pingora serves
     /// until its own shutdown, are sent GOAWAY then.
     leaving: watch::Sender<bool>,
+    /// Turns true just before the grace period ends: upgraded connections, which never end by
+    /// themselves, close then.
+    farewell: watch::Sender<bool>,
 }
 
 impl Default for Lifecycle {
@@ -37,9 +40,14 @@ impl Default for Lifecycle {
         Lifecycle {
             state: Arc::default(),
             leaving: watch::Sender::new(false),
+            farewell: watch::Sender::new(false),
         }
     }
 }
+
+/// How long before the grace period's end upgraded connections are told to close, so that
+/// their close frames go out before the process exits.
+const FAREWELL: Duration = Duration::from_millis(500);
 
 const SERVING: u8 = 0;
 const DRAINING: u8 = 1;
@@ -65,6 +73,11 @@ impl Lifecycle {
     /// Hears when connections start closing (see [`Lifecycle::closing_connections`]).
     pub fn leaving(&self) -> watch::Receiver<bool> {
         self.leaving.subscribe()
+    }
+
+    /// Hears when upgraded connections must close: the grace period is about to end.
+    pub fn farewell(&self) -> watch::Receiver<bool> {
+        self.farewell.subscribe()
     }
 
     fn enter(&self, state: u8) {
@@ -170,11 +183,13 @@ fn signals_while_stopping(files: Arc<RuntimeFiles>) {
 /// Once pingora has stopped the listeners of a graceful shutdown (after SIGTERM's delay, or
 /// after SIGQUIT's hand-over), ends the process as soon as the last in-flight request has been
 /// answered, instead of waiting out the whole grace period as pingora does; at the end of the
-/// grace period it says how many requests it cuts. Pingora's own grace period is set a second
+/// grace period it says how many requests it cuts. Upgraded connections are told to close just
+/// before its end ([`Lifecycle::farewell`]). Pingora's own grace period is set a second
 /// longer, so that this is what ends the process.
 pub fn exit_when_drained(
     mut phases: broadcast::Receiver<ExecutionPhase>,
     in_flight: InFlight,
+    lifecycle: Lifecycle,
     grace: Duration,
     files: Arc<RuntimeFiles>,
 ) {
@@ -187,10 +202,14 @@ pub fn exit_when_drained(
             }
         }
         let deadline = Instant::now() + grace;
+        let farewell_at = deadline - FAREWELL.min(grace / 2);
         // Connections accepted just before the listener stopped have a moment to send their
         // request head.
         std::thread::sleep(Duration::from_millis(100));
         while Instant::now() < deadline && in_flight.count() > 0 {
+            if Instant::now() >= farewell_at {
+                lifecycle.farewell.send_replace(true);
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         match in_flight.count() {

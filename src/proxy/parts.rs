@@ -4,9 +4,9 @@
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 
-/// Headers added to an upstream response: `X-Request-Id`, the two rate limit fields, and the
-/// `Date` and `Connection` that pingora writes.
-const ADDED_DOWNSTREAM: usize = 5;
+/// Headers added to an upstream response: `X-Request-Id`, the two rate limit fields, the
+/// `Date` and `Connection` that pingora writes, and four of CORS.
+const ADDED_DOWNSTREAM: usize = 9;
 
 /// Edits a request as plain `http` parts. pingora's header keeps a second map of each name's
 /// original case, which each of its inserts and removes parses the name for and grows or
@@ -16,7 +16,7 @@ const ADDED_DOWNSTREAM: usize = 5;
 /// Upstreams receive header names in lower case, standard ones capitalised (names are
 /// case-insensitive; HAProxy sends them all in lower case). The raw request-target is not kept:
 /// routing and the upstream target use the normalised path, and upstreams are HTTP/1.
-pub(super) fn edit_as_parts(
+pub(crate) fn edit_as_parts(
     request: &mut RequestHeader,
     edit: impl FnOnce(&mut http::request::Parts) -> Result<()>,
 ) -> Result<()> {
@@ -34,7 +34,7 @@ pub(super) fn edit_as_parts(
 /// Edits an upstream's response as plain `http` parts, as `edit_as_parts` does requests, with
 /// room for the headers added to it; its reason phrase is kept. Clients receive header names in
 /// lower case, standard ones capitalised.
-pub(super) fn edit_response_as_parts(
+pub(crate) fn edit_response_as_parts(
     response: &mut ResponseHeader,
     edit: impl FnOnce(&mut http::HeaderMap) -> Result<()>,
 ) -> Result<()> {

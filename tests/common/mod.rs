@@ -5,6 +5,7 @@
 
 pub mod gateway;
 pub mod haproxy;
+pub mod live;
 pub mod load;
 pub mod raw;
 pub mod redis;

@@ -17,6 +17,7 @@ mod hostile;
 mod hostile_tokens;
 mod kubernetes;
 mod lifecycle;
+mod live;
 mod logins;
 mod metrics;
 mod monitoring;
