@@ -246,6 +246,9 @@ impl Gateway {
                 } else if upgrade {
                     return Err(GatewayError::WebSocketNotAllowed);
                 }
+                if upgrade {
+                    refuse_foreign_origin(session, ctx)?;
+                }
                 check_declared_body(session, ctx)?;
                 self.admit(session, ctx).await?;
                 self.throttle(ctx).await?;
@@ -300,6 +303,22 @@ fn check_declared_body(session: &Session, ctx: &RequestCtx) -> Result<(), Gatewa
 fn allowed_origin(session: &Session, ctx: &RequestCtx) -> Option<HeaderValue> {
     let cors = ctx.cors_policy()?;
     cors.allow_origin(session.req_header().headers.get(header::ORIGIN))
+}
+
+/// A browser opens a WebSocket from any page, without a preflight: where CORS is on, a
+/// handshake from an origin it does not allow is refused (cross-site WebSocket hijacking).
+/// Clients that are not browsers send no `Origin`.
+fn refuse_foreign_origin(session: &Session, ctx: &RequestCtx) -> Result<(), GatewayError> {
+    let origin = session.req_header().headers.get(header::ORIGIN);
+    match origin {
+        Some(origin) if ctx.cors_policy().is_some() && ctx.cors_origin.is_none() => {
+            Err(GatewayError::CorsRejected(format!(
+                "WebSocket connections from the origin `{}` are not allowed here.",
+                String::from_utf8_lossy(origin.as_bytes())
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// With `tls.redirect_http`, where a request on the plain listener goes instead: not one that

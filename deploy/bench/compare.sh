@@ -8,7 +8,8 @@
 # alternate between targets; the table gives medians, the spread of rounds, each proxy's own CPU
 # time per request and the kernel's part of it (from /proc, steadier than req/s on shared
 # cores) and Guichet's ratios to its peers. Then (a) again under a burst of 50 concurrent logins
-# (argon2id), and resident memory with 10,000 idle keep-alive connections.
+# (argon2id), (a) with CORS on and every request from an allowed browser origin, and resident
+# memory with 10,000 idle keep-alive connections.
 # Installs the Debian packages it needs; stops everything it started.
 #
 #   bash deploy/bench/compare.sh                 # ROUNDS=3 DURATION=8s by default
@@ -57,6 +58,9 @@ read -r b_port _ b_pid < <(start_guichet b "$redis_store" "$(bench_routes "$upst
 read -r c_port _ c_pid < <(start_guichet c "$bench_jwt
 $redis_store" "$(bench_routes "$upstream" jwt)")
 read -r d_port _ d_pid < <(start_guichet d "$scenario_d" "$(bench_routes "$upstream" none)")
+read -r cors_port _ cors_pid < <(start_guichet a-cors "$bench_jwt
+$bench_cors
+$(bench_seed "$hash")" "$(bench_routes "$upstream" jwt)")
 
 token=$(login "$a_port")
 key=$(target/release/guichet keys create --config "$work/b/gateway.yaml" --name bench --role student | sed -n 1p)
@@ -79,6 +83,11 @@ while read -r name _ url header; do
   : > "$work/r-$name"
 done <<< "$targets"
 : > "$work/r-guichet-a-burst"
+: > "$work/r-guichet-a-cors"
+cors_url="http://127.0.0.1:$cors_port/api/courses/1"
+curl -s -D - -o /dev/null -H "$bearer" -H "$bench_origin" "$cors_url" \
+  | grep -qi '^access-control-allow-origin: https://app.hackitech.example' \
+  || { echo "(a) with CORS does not allow the benchmark's origin" >&2; exit 1; }
 
 
 for round in $(seq "$ROUNDS"); do
@@ -90,6 +99,7 @@ for round in $(seq "$ROUNDS"); do
   logins=$!
   measure "http://127.0.0.1:$a_port/api/courses/1" "$bearer" "$a_pid" >> "$work/r-guichet-a-burst"
   wait "$logins"
+  measure "$cors_url" "$bearer" "$cors_pid" deploy/bench/origin.lua >> "$work/r-guichet-a-cors"
   echo "round $round of $ROUNDS done" >&2
 done
 
@@ -129,6 +139,7 @@ row() { # row LABEL NAME
 }
 while read -r name _; do row "$name" "$name"; done <<< "$targets"
 row "guichet-a + 50 logins" guichet-a-burst
+row "guichet-a + CORS" guichet-a-cors
 python3 - "$work" "$g_before" "$g_idle" "$n_before" "$n_idle" "$IDLE" <<'PY'
 import statistics, sys
 work = sys.argv[1]
@@ -148,6 +159,8 @@ print(f"(a) / HAProxy-JWT, CPU time per request:           {med('guichet-a-jwt',
 print(f"(d) / nginx, CPU time per request:                 {med('guichet-d-plain', 3) / med('nginx', 3):.3f}")
 print(f"pingora floor / nginx, CPU time per request:       {med('pingora-floor', 3) / med('nginx', 3):.3f}")
 print(f"(a) with 50 concurrent logins / without:           {med('guichet-a-burst', 0) / a:.3f}  (goal > 0.9)")
+print(f"(a) with CORS / without, throughput:           {med('guichet-a-cors', 0) / a:.3f}  (goal > 0.97)")
+print(f"(a) with CORS / without, CPU time per request:    {med('guichet-a-cors', 3) / med('guichet-a-jwt', 3):.3f}")
 print(f"(b) API key, Redis store / (a):                    {med('guichet-b-apikey-redis', 0) / a:.3f}")
 print(f"(c) Redis limiter / (a) local limiter:             {med('guichet-c-redis-limiter', 0) / a:.3f}")
 print()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request, counted by valgrind's callgrind: the same for the same binaries and
 # inputs whatever else the machine is doing, where req/s on shared cores is not. Each contender
-# (nginx, HAProxy-JWT, pingora's floor, Guichet (a) and (d), as in compare.sh) runs alone under
+# (nginx, HAProxy-JWT, pingora's floor, Guichet (a), (a) with CORS and (d), as in compare.sh) runs alone under
 # callgrind and serves two runs of sequential keep-alive requests of different lengths; the
 # difference between the two totals, divided by the difference in requests, is the cost of one
 # request in user space, start-up and shutdown cancelled out. Kernel time (about half of each
@@ -30,12 +30,14 @@ $(bench_seed "$hash")" "$(bench_routes "$upstream" jwt)")
 bearer="Authorization: Bearer $(login "$a_port")"
 kill "$a_pid"
 
-# requests PORT COUNT [HEADER]: COUNT sequential GETs on one keep-alive connection, each 200.
+# requests PORT COUNT [HEADERS]: COUNT sequential GETs on one keep-alive connection, each 200;
+# HEADERS is "Name: value" fields separated by " | ".
 requests() {
   python3 - "$@" <<'PY'
 import http.client, sys
 port, count = int(sys.argv[1]), int(sys.argv[2])
-headers = dict([sys.argv[3].split(": ", 1)]) if len(sys.argv) > 3 and sys.argv[3] else {}
+fields = sys.argv[3].split(" | ") if len(sys.argv) > 3 and sys.argv[3] else []
+headers = dict(field.split(": ", 1) for field in fields)
 connection = http.client.HTTPConnection("127.0.0.1", port)
 for _ in range(count):
     connection.request("GET", "/api/courses/1", headers=headers)
@@ -78,19 +80,24 @@ export RUST_LOG=warn
 config=$(guichet_config a "$port" "$(free_port)" "$bench_jwt
 $(bench_seed "$hash")" "$(bench_routes "$upstream" jwt)")
 a_i=$(per_request guichet-a "$bearer" target/release/guichet serve --config "$config")
+config=$(guichet_config a-cors "$port" "$(free_port)" "$bench_jwt
+$bench_cors
+$(bench_seed "$hash")" "$(bench_routes "$upstream" jwt)")
+cors_i=$(per_request guichet-a-cors "$bearer | $bench_origin" target/release/guichet serve --config "$config")
 config=$(guichet_config d "$port" "$(free_port)" "$scenario_d" "$(bench_routes "$upstream" none)")
 d_i=$(per_request guichet-d "" target/release/guichet serve --config "$config")
 
 echo
 echo "user-space instructions per request (callgrind; $SHORT and $LONG requests on one connection)"
 printf '%-28s %12s\n' "nginx" "$nginx_i" "haproxy-jwt" "$haproxy_i" "pingora-floor" "$floor_i" \
-  "guichet-a-jwt" "$a_i" "guichet-d-plain" "$d_i"
-python3 - "$nginx_i" "$haproxy_i" "$floor_i" "$a_i" "$d_i" <<'PY'
+  "guichet-a-jwt" "$a_i" "guichet-a-jwt + CORS" "$cors_i" "guichet-d-plain" "$d_i"
+python3 - "$nginx_i" "$haproxy_i" "$floor_i" "$a_i" "$d_i" "$cors_i" <<'PY'
 import sys
-n, h, f, a, d = map(int, sys.argv[1:])
+n, h, f, a, d, c = map(int, sys.argv[1:])
 print()
 print(f"(a) / HAProxy-JWT:       {a / h:.2f}")
 print(f"(d) / nginx:             {d / n:.2f}")
 print(f"pingora floor / nginx:   {f / n:.2f}")
 print(f"(d) / pingora floor:     {d / f:.2f}")
+print(f"(a) with CORS / (a):     {c / a:.3f}  (goal < 1.03)")
 PY

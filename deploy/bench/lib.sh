@@ -119,6 +119,9 @@ rate_limits: { user: 100000000/hour }"
 bench_seed() {
   echo "seed: { users: [ { id: 1, username: bench, email: bench@example.com, role: student, password_hash: \"$1\" } ] }"
 }
+# CORS on every route, for (a) with CORS: the requests come from an allowed browser origin.
+bench_cors='cors: { allow_origins: [https://app.hackitech.example, "https://*.hackitech.example"] }'
+bench_origin="Origin: https://app.hackitech.example"
 # Guichet's (d) settings: nothing recorded, like for like with a plain proxy.
 scenario_d="observability: { metrics: false, usage: false }"
 

@@ -492,6 +492,14 @@ fn compile_route(
             Some("remove `roles`/`scopes`, or set `auth: jwt`, `api_key` or `any`".to_string()),
         );
     }
+    if spec.websocket && !spec.methods.contains(&http::Method::GET) {
+        errors.push(
+            at(spec.path.mark),
+            format!("{}.websocket", spec.field),
+            "a WebSocket handshake is a GET, which this route's `methods` leave out",
+            Some("add GET to `methods`, or remove `websocket: true`".to_string()),
+        );
+    }
     Route {
         index: 0,
         id: spec

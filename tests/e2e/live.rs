@@ -13,11 +13,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::auth::{jwt_section, seed};
 use crate::common::live::{EchoSocket, EventSource, SOON};
-use crate::common::{client, get_text, status_and_json, Gateway, GatewayConfig, Upstream};
+use crate::common::{check, client, get_text, status_and_json, Gateway, GatewayConfig, Upstream};
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A gateway with a WebSocket route `/ws/lab/` (JWT), a WebSocket route with
+/// A gateway with a WebSocket route `/ws/lab/` (JWT, 250 handshakes a minute), a WebSocket route with
 /// `timeouts: { read: 1s, idle: 3s }` at `/ws/quiet/`, an ordinary route `/api/plain/`, and
 /// `extra` added to gateway.yaml.
 async fn gateway_with_sockets(extra: &str) -> (Gateway, EchoSocket, EchoSocket, Upstream) {
@@ -39,7 +39,7 @@ routes:
   - path: /ws/lab/
     upstream_path: /terminal/
     websocket: true
-    rate_limit: 100/min
+    rate_limit: 250/min
 ",
             echo.url()
         ),
@@ -66,6 +66,9 @@ upstreams: [{}]
 routes:
   - path: /api/plain/
     auth: none
+  - path: /ws/plain/
+    auth: none
+    websocket: true
 ",
             plain.url()
         ),
@@ -441,5 +444,142 @@ routes:
     assert_eq!(
         (status, body["code"].as_str()),
         (504, Some("upstream_timeout"))
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_sockets_at_once_each_get_their_own_frames_back() {
+    let (gateway, echo, _quiet, _plain) = gateway_with_sockets("").await;
+    let token = gateway.access_token("demo", "demo-password").await;
+    let url = ws_url(&gateway, "/ws/lab/");
+    let mut sockets = Vec::new();
+    for _ in 0..200 {
+        sockets.push(open(&url, Some(&token)).await.expect("upgraded"));
+    }
+    let exposition = get_text(gateway.admin_url("/metrics")).await;
+    assert_eq!(websocket_gauge(&exposition, "labs:/ws/lab/"), Some(200.0));
+    let talks = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut socket)| async move {
+            for m in 0..20 {
+                let text = format!("socket {n} message {m}");
+                socket
+                    .send(Message::text(text.clone()))
+                    .await
+                    .expect("sent");
+                assert_eq!(next_message(&mut socket).await, Message::text(text));
+            }
+            socket.close(None).await.expect("closed");
+        });
+    futures_util::future::join_all(talks).await;
+    assert_eq!(echo.handshakes().len(), 200);
+    crate::common::eventually("every socket is counted out", || async {
+        let exposition = get_text(gateway.admin_url("/metrics")).await;
+        websocket_gauge(&exposition, "labs:/ws/lab/") == Some(0.0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_handshake_counts_against_the_rate_limit_and_other_answers_pass_as_they_are() {
+    let (gateway, echo, _quiet, plain) = gateway_with_sockets("").await;
+    let token = gateway.access_token("demo", "demo-password").await;
+    let url = ws_url(&gateway, "/ws/lab/");
+    // 250 a minute with a burst of 250: the burst, and what refills while it is spent.
+    let mut allowed = 0;
+    let refused = loop {
+        match open(&url, Some(&token)).await {
+            Ok(mut socket) => {
+                allowed += 1;
+                socket.close(None).await.expect("closed");
+            }
+            Err(error) => break refusal(Err(error)),
+        }
+        assert!(allowed < 400, "the limit never refused a handshake");
+    };
+    assert_eq!(
+        (refused.0, refused.1["code"].as_str()),
+        (429, Some("throttled"))
+    );
+    assert!(allowed >= 250, "refused after {allowed}");
+    assert_eq!(
+        echo.handshakes().len(),
+        allowed,
+        "refused ones never reach the upstream"
+    );
+
+    // An upstream that does not upgrade: its answer reaches the client as it is.
+    match open(&ws_url(&gateway, "/ws/plain/"), None).await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status(), 200);
+            let body: serde_json::Value =
+                serde_json::from_slice(&response.body().clone().unwrap_or_default())
+                    .expect("the echo's JSON");
+            assert_eq!(body["headers"]["upgrade"][0], "websocket");
+            assert!(response.headers().contains_key("x-request-id"));
+        }
+        other => panic!("expected the upstream's 200, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(plain.hits(), 1);
+
+    // An upstream that is gone: 502 in the gateway's shape.
+    plain.kill();
+    let (status, body) = refusal(open(&ws_url(&gateway, "/ws/plain/"), None).await);
+    assert_eq!((status, body["code"].as_str()), (502, Some("bad_gateway")));
+}
+
+#[tokio::test]
+async fn where_cors_is_on_a_handshake_from_a_foreign_page_is_refused() {
+    let (gateway, echo, _quiet, _plain) =
+        gateway_with_sockets("cors: { allow_origins: [\"https://app.example\"] }\n").await;
+    let token = gateway.access_token("demo", "demo-password").await;
+    let from = |origin: &str| {
+        let mut request = ws_url(&gateway, "/ws/lab/")
+            .into_client_request()
+            .expect("a request");
+        let headers = request.headers_mut();
+        headers.insert("origin", origin.parse().expect("a value"));
+        headers.insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("a value"),
+        );
+        request
+    };
+    let foreign = tokio_tungstenite::connect_async(from("https://evil.example"))
+        .await
+        .map(|(socket, _)| socket);
+    let (status, body) = refusal(foreign);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("cors_rejected"))
+    );
+    assert!(echo.handshakes().is_empty());
+    let (mut socket, _) = tokio_tungstenite::connect_async(from("https://app.example"))
+        .await
+        .expect("the allowed page connects");
+    socket.send(Message::text("hi")).await.expect("sent");
+    assert_eq!(next_message(&mut socket).await, Message::text("hi"));
+    // A client that is not a browser sends no Origin and is let in as before.
+    open(&ws_url(&gateway, "/ws/lab/"), Some(&token))
+        .await
+        .expect("upgraded");
+}
+
+#[test]
+fn check_refuses_a_websocket_route_without_get() {
+    let config = GatewayConfig::new("include: [routes/*.yaml]\n").file(
+        "routes/labs.yaml",
+        "service: labs\nupstreams: [http://127.0.0.1:1]\nroutes:\n  - path: /ws/\n    auth: none\n    methods: [POST]\n    websocket: true\n",
+    );
+    let (_dir, path) = config.write();
+    let output = check(&path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("routes/labs.yaml:4:")
+            && stderr.contains("a WebSocket handshake is a GET")
+            && stderr.contains("add GET to `methods`"),
+        "{stderr}"
     );
 }
