@@ -50,6 +50,9 @@ pub struct RequestCtx {
     pub throttled_by: Option<String>,
     /// The response the gateway made or is about to make itself.
     pub error: Option<GatewayError>,
+    /// The CORS policy the request is answered with, once its path is known: its route's (or,
+    /// for a method no route there takes, the nearest route's), else gateway.yaml's.
+    pub cors: Option<Arc<CorsPolicy>>,
     /// `Access-Control-Allow-Origin` for the request's origin, when CORS allows it.
     pub cors_origin: Option<HeaderValue>,
     _in_flight: InFlightGuard,
@@ -62,14 +65,6 @@ impl RequestCtx {
             (Some(route), _) => &route.id,
             (None, Some(endpoint)) => endpoint.id(),
             (None, None) => UNMATCHED,
-        }
-    }
-
-    /// The CORS policy the request is answered with: its route's, else gateway.yaml's.
-    pub fn cors_policy(&self) -> Option<&CorsPolicy> {
-        match &self.route {
-            Some(route) => route.cors.as_deref(),
-            None => self.snapshot.config.cors.as_deref(),
         }
     }
 
@@ -92,6 +87,7 @@ impl RequestCtx {
             upstream_time: None,
             throttled_by: None,
             error: None,
+            cors: None,
             cors_origin: None,
             _in_flight: in_flight.enter(),
         }

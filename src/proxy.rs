@@ -92,6 +92,7 @@ impl Gateway {
         method: &http::Method,
     ) -> Result<Destination, GatewayError> {
         let request = session.req_header();
+        ctx.cors = ctx.snapshot.config.cors.clone();
         let path = path::normalize(request.uri.path())
             .map_err(|bad| GatewayError::BadRequest(bad.detail().to_string()))?;
         // Refused unless the route that takes the path keeps them (the gateway's own
@@ -118,6 +119,7 @@ impl Gateway {
         }
         match ctx.snapshot.router.lookup(&path, method) {
             Lookup::Found(found) => {
+                ctx.cors = found.route.cors.clone();
                 separator_refused(Some(found.route))?;
                 let mut target = found.upstream_path();
                 if let Some(query) = request.uri.query() {
@@ -128,7 +130,8 @@ impl Gateway {
                 ctx.route = Some(found.route.clone());
                 Ok(Destination::Upstream)
             }
-            Lookup::MethodNotAllowed(allowed) => {
+            Lookup::MethodNotAllowed(allowed, nearest) => {
+                ctx.cors = nearest.cors.clone();
                 separator_refused(None)?;
                 Err(GatewayError::MethodNotAllowed {
                     method: method.to_string(),
@@ -189,7 +192,7 @@ impl Gateway {
         asked: &http::Method,
     ) -> Result<Option<Reply>, GatewayError> {
         let destination = self.route(session, ctx, asked);
-        let Some(cors) = ctx.cors_policy() else {
+        let Some(cors) = ctx.cors.clone() else {
             ctx.route = None;
             ctx.endpoint = None;
             return Ok(None);
@@ -204,9 +207,9 @@ impl Gateway {
                 return Err(other);
             }
         };
-        let fields = cors.preflight(session.req_header(), asked, methods, origin.as_ref());
+        let fields = cors.preflight(session.req_header(), asked, methods, origin.as_ref())?;
         ctx.cors_origin = origin;
-        fields.map(|fields| Some(Reply::Preflight(fields)))
+        Ok(Some(Reply::Preflight(fields)))
     }
 
     /// The request's way up to forwarding: its destination, then either the answer of one of
@@ -301,7 +304,7 @@ fn check_declared_body(session: &Session, ctx: &RequestCtx) -> Result<(), Gatewa
 
 /// `Access-Control-Allow-Origin` for the request, where CORS is on and allows its origin.
 fn allowed_origin(session: &Session, ctx: &RequestCtx) -> Option<HeaderValue> {
-    let cors = ctx.cors_policy()?;
+    let cors = ctx.cors.as_deref()?;
     cors.allow_origin(session.req_header().headers.get(header::ORIGIN))
 }
 
@@ -311,7 +314,7 @@ fn allowed_origin(session: &Session, ctx: &RequestCtx) -> Option<HeaderValue> {
 fn refuse_foreign_origin(session: &Session, ctx: &RequestCtx) -> Result<(), GatewayError> {
     let origin = session.req_header().headers.get(header::ORIGIN);
     match origin {
-        Some(origin) if ctx.cors_policy().is_some() && ctx.cors_origin.is_none() => {
+        Some(origin) if ctx.cors.is_some() && ctx.cors_origin.is_none() => {
             Err(GatewayError::CorsRejected(format!(
                 "WebSocket connections from the origin `{}` are not allowed here.",
                 String::from_utf8_lossy(origin.as_bytes())

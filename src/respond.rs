@@ -42,7 +42,7 @@ pub fn stamp(headers: &mut HeaderMap, ctx: &RequestCtx) -> Result<(), InvalidHea
             headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
     }
-    if let Some(cors) = ctx.cors_policy() {
+    if let Some(cors) = &ctx.cors {
         cors.stamp(headers, ctx.cors_origin.as_ref());
     }
     Ok(())
@@ -58,6 +58,7 @@ impl Reply {
         ctx: &RequestCtx,
     ) -> Result<(StatusCode, HeaderMap, Bytes), InvalidHeaderValue> {
         let mut headers = HeaderMap::with_capacity(REPLY_FIELDS);
+        let mut preflight = None;
         let (status, body) = match self {
             Reply::Json(document) => {
                 let body = Bytes::from(document.to_string());
@@ -83,11 +84,15 @@ impl Reply {
                 (StatusCode::PERMANENT_REDIRECT, Bytes::new())
             }
             Reply::Preflight(fields) => {
-                headers.extend(fields);
+                preflight = Some(fields);
                 (StatusCode::NO_CONTENT, Bytes::new())
             }
         };
         stamp(&mut headers, ctx)?;
+        // After the stamp, which replaces the CORS fields an upstream sent.
+        for (name, value) in preflight.iter().flatten() {
+            headers.append(name, value.clone());
+        }
         Ok((status, headers, body))
     }
 }

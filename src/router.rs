@@ -256,8 +256,9 @@ fn bad_param(segment: &str) -> PatternError {
 /// The result of looking a request up in the table.
 pub enum Lookup<'a> {
     Found(RouteMatch<'a>),
-    /// Some route has this path but none accepts this method.
-    MethodNotAllowed(MethodSet),
+    /// Some route has this path but none accepts this method: the methods they accept, and
+    /// the most specific of them (whose CORS policy answers).
+    MethodNotAllowed(MethodSet, &'a Arc<Route>),
     NotFound,
 }
 
@@ -350,10 +351,9 @@ impl Router {
             }
             allowed = routes.iter().fold(allowed, |set, r| set.union(r.methods));
         }
-        if candidates.is_empty() {
-            Lookup::NotFound
-        } else {
-            Lookup::MethodNotAllowed(allowed)
+        match candidates.first().and_then(|(_, routes)| routes.first()) {
+            Some(nearest) => Lookup::MethodNotAllowed(allowed, nearest),
+            None => Lookup::NotFound,
         }
     }
 }

@@ -85,7 +85,7 @@ fn a_deeper_parameter_route_beats_a_shallower_literal_one() {
 fn method_mismatch_is_405_with_the_allowed_methods_unless_a_shorter_route_accepts() {
     let router = Router::new(&[route("read", "/api/courses/", None, &["GET"])]);
     match router.lookup("/api/courses/1", &Method::DELETE) {
-        Lookup::MethodNotAllowed(allowed) => assert_eq!(allowed.allow_header(), "GET, HEAD"),
+        Lookup::MethodNotAllowed(allowed, _) => assert_eq!(allowed.allow_header(), "GET, HEAD"),
         _ => panic!("expected 405"),
     }
     let router = Router::new(&[
@@ -111,7 +111,7 @@ fn same_path_with_disjoint_methods_goes_to_the_route_that_takes_the_method() {
     assert_eq!(id(Method::HEAD).as_deref(), Some("read"));
     assert_eq!(id(Method::PUT).as_deref(), Some("write"));
     match router.lookup("/api/grades/1", &Method::DELETE) {
-        Lookup::MethodNotAllowed(allowed) => {
+        Lookup::MethodNotAllowed(allowed, _) => {
             assert_eq!(allowed.allow_header(), "GET, HEAD, POST, PUT")
         }
         _ => panic!("expected 405"),
@@ -278,7 +278,7 @@ mod properties {
                     prop_assert_eq!(depth, deepest_accepting);
                     prop_assert!(found.route.methods.contains(&Method::POST));
                 }
-                Lookup::MethodNotAllowed(_) => {
+                Lookup::MethodNotAllowed(..) => {
                     prop_assert_eq!(deepest_accepting, None);
                     prop_assert!(routes.iter().any(|r| matches(&r.pattern, &path).is_some()));
                 }
