@@ -30,6 +30,8 @@ struct State {
     connections: AtomicUsize,
     /// The OpenAPI fragment served at `/api/schema/`, if any.
     spec: Mutex<Option<Value>>,
+    /// Fields added to every echo, such as the upstream's own CORS fields.
+    fields: Mutex<Vec<(String, String)>>,
 }
 
 /// A running upstream. `GET /healthz` answers 200 or 503 as told; `GET /download/<n>` streams
@@ -64,6 +66,7 @@ impl Upstream {
             hits: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             spec: Mutex::new(None),
+            fields: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(accept_loop(listener, state.clone(), tls.clone()));
         Upstream {
@@ -82,6 +85,16 @@ impl Upstream {
     /// (drf-spectacular's behaviour); the status set by [`Upstream::fail_with`] applies to it too.
     pub fn serve_spec(&self, spec: Value) {
         *self.state.spec.lock().expect("lock") = Some(spec);
+    }
+
+    /// Every echo carries the field `name: value` too (appended: a name given twice is sent
+    /// twice), as an upstream with its own CORS settings would.
+    pub fn add_field(&self, name: &str, value: &str) {
+        self.state
+            .fields
+            .lock()
+            .expect("lock")
+            .push((name.to_string(), value.to_string()));
     }
 
     /// Answers (other than health checks) wait this long first.
@@ -252,7 +265,7 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Reply, 
     if state.hang_up.load(Ordering::SeqCst) {
         return Err(HangUp);
     }
-    Ok(json_response(
+    let mut reply = json_response(
         state.status.load(Ordering::SeqCst) as u16,
         json!({
             "upstream": state.name,
@@ -262,7 +275,14 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Reply, 
             "body_bytes": body_bytes,
             "body": String::from_utf8_lossy(&kept),
         }),
-    ))
+    );
+    for (name, value) in state.fields.lock().expect("lock").iter() {
+        reply.headers_mut().append(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("a field name"),
+            hyper::header::HeaderValue::from_str(value).expect("a field value"),
+        );
+    }
+    Ok(reply)
 }
 
 fn spec_response(state: &State, request: &Request<Incoming>, spec: &Value) -> Reply {

@@ -512,7 +512,7 @@ async fn the_demo_configuration_merges_into_a_valid_document_without_drift() {
 }
 
 /// Installs playwright-core from tests/browser's lockfile once.
-async fn browser_driver() -> std::path::PathBuf {
+pub(crate) async fn browser_driver() -> std::path::PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     if !dir.join("node_modules/playwright-core").is_dir() {
         let status = tokio::process::Command::new("npm")

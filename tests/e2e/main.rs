@@ -9,6 +9,7 @@ mod check;
 mod config_limits;
 mod conformance;
 mod container;
+mod cors;
 mod docs;
 mod drain;
 mod forwarding;
