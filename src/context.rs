@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue};
 use prometheus::IntGauge;
 
 use crate::auth::identity::Identity;
-use crate::config::Route;
+use crate::config::{Config, Route};
 use crate::cors::CorsPolicy;
 use crate::endpoints::Endpoint;
 use crate::errors::GatewayError;
@@ -50,9 +50,9 @@ pub struct RequestCtx {
     pub throttled_by: Option<String>,
     /// The response the gateway made or is about to make itself.
     pub error: Option<GatewayError>,
-    /// The CORS policy the request is answered with, once its path is known: its route's (or,
+    /// Whose CORS policy the request is answered with: once its path is known its route's (or,
     /// for a method no route there takes, the nearest route's), else gateway.yaml's.
-    pub cors: Option<Arc<CorsPolicy>>,
+    pub cors_from: CorsFrom,
     /// `Access-Control-Allow-Origin` for the request's origin, when CORS allows it.
     pub cors_origin: Option<HeaderValue>,
     _in_flight: InFlightGuard,
@@ -66,6 +66,11 @@ impl RequestCtx {
             (None, Some(endpoint)) => endpoint.id(),
             (None, None) => UNMATCHED,
         }
+    }
+
+    /// The CORS policy the request is answered with, if CORS is on for it.
+    pub fn cors(&self) -> Option<&CorsPolicy> {
+        self.cors_from.policy(&self.snapshot.config)
     }
 
     pub fn new(in_flight: &InFlight, snapshot: Arc<Snapshot>) -> RequestCtx {
@@ -87,9 +92,28 @@ impl RequestCtx {
             upstream_time: None,
             throttled_by: None,
             error: None,
-            cors: None,
+            cors_from: CorsFrom::Gateway,
             cors_origin: None,
             _in_flight: in_flight.enter(),
+        }
+    }
+}
+
+/// Whose CORS policy answers a request: an index rather than a shared pointer, so that a
+/// request costs no reference count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CorsFrom {
+    /// gateway.yaml's `cors:`.
+    Gateway,
+    /// The `cors:` of the route at this index of `Config::routes`.
+    Route(usize),
+}
+
+impl CorsFrom {
+    pub fn policy(self, config: &Config) -> Option<&CorsPolicy> {
+        match self {
+            CorsFrom::Gateway => config.cors.as_deref(),
+            CorsFrom::Route(index) => config.routes.get(index)?.cors.as_deref(),
         }
     }
 }

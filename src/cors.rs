@@ -262,7 +262,15 @@ impl CorsPolicy {
         let headers = if self.allow_headers.iter().any(|a| a == "*") {
             echoed.join(", ")
         } else {
-            self.allow_headers.join(", ")
+            // A browser lists a safelisted field only when its value is not safe: it must be
+            // named in the answer too.
+            let safelisted = echoed
+                .iter()
+                .filter(|name| !self.allow_headers.contains(name))
+                .cloned();
+            let mut named = self.allow_headers.clone();
+            named.extend(safelisted);
+            named.join(", ")
         };
         if !headers.is_empty() {
             fields.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, field(&headers)?);
@@ -456,7 +464,7 @@ mod tests {
         let cors = policy(&["https://app.example"], false);
         let origin = HeaderValue::from_static("https://app.example");
         let methods = MethodSet::parse(["GET", "POST"]).expect("methods");
-        let request = preflight_request("POST", Some("Authorization, content-type, Accept"));
+        let request = preflight_request("POST", Some("Authorization, content-type"));
         assert_eq!(preflight_method(&request), Some(Method::POST));
         let fields = cors
             .preflight(&request, &Method::POST, methods, Some(&origin))
@@ -481,6 +489,14 @@ mod tests {
         assert!(detail.contains("https://app.example"), "{detail}");
         let detail = refused(&request, &Method::DELETE, Some(&origin));
         assert!(detail.contains("DELETE"), "{detail}");
+        let with_accept = preflight_request("GET", Some("accept"));
+        let fields = cors
+            .preflight(&with_accept, &Method::GET, methods, Some(&origin))
+            .expect("a safelisted field is allowed");
+        assert_eq!(
+            fields[header::ACCESS_CONTROL_ALLOW_HEADERS],
+            "authorization, content-type, accept"
+        );
         let detail = refused(
             &preflight_request("GET", Some("x-debug")),
             &Method::GET,

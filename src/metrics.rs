@@ -61,6 +61,9 @@ pub struct Metrics {
     certificate_names: Mutex<Vec<String>>,
 }
 
+/// The status of an upgraded connection's answer.
+const SWITCHING_PROTOCOLS: u16 = 101;
+
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace("guichet")
 }
@@ -263,15 +266,19 @@ impl Metrics {
         let series = &ctx.snapshot.series;
         let route = series.route(ctx);
         let method = method_slot(method);
+        let status_code = status;
         let status = status_slot(status);
         let auth = ctx.identity.method as usize;
         let role = series.role_slot(ctx.identity.role.as_deref());
         route
             .request_counter(&self.requests, &series.roles, [method, status, auth, role])
             .inc();
-        route
-            .duration(&self.duration, method)
-            .observe(ctx.started.elapsed().as_secs_f64());
+        // An upgraded connection's life (hours, for a WebSocket) is no request's latency.
+        if status_code != SWITCHING_PROTOCOLS {
+            route
+                .duration(&self.duration, method)
+                .observe(ctx.started.elapsed().as_secs_f64());
+        }
         self.request_size.observe(ctx.body_bytes as f64);
         self.response_size.observe(sent as f64);
         if let (Some(route), Some(time)) = (&ctx.route, ctx.upstream_time) {

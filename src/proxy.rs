@@ -22,7 +22,7 @@ use crate::analytics::{self, Usage};
 use crate::auth::Auth;
 use crate::auth::{identity, jwt};
 use crate::config::{EncodedSlashes, Route};
-use crate::context::{InFlight, RequestCtx};
+use crate::context::{CorsFrom, InFlight, RequestCtx};
 use crate::cors;
 use crate::endpoints::{Endpoint, Endpoints};
 use crate::errors::GatewayError;
@@ -82,6 +82,9 @@ impl Gateway {
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
         ctx.origin = Some(origin);
+        if let Some(cors) = &ctx.snapshot.config.cors {
+            ctx.cors_origin = cors.allow_origin(request.headers.get(header::ORIGIN));
+        }
     }
 
     /// Normalises the path once and finds where it goes; the normalised path is what goes upstream.
@@ -92,7 +95,7 @@ impl Gateway {
         method: &http::Method,
     ) -> Result<Destination, GatewayError> {
         let request = session.req_header();
-        ctx.cors = ctx.snapshot.config.cors.clone();
+        ctx.cors_from = CorsFrom::Gateway;
         let path = path::normalize(request.uri.path())
             .map_err(|bad| GatewayError::BadRequest(bad.detail().to_string()))?;
         // Refused unless the route that takes the path keeps them (the gateway's own
@@ -119,7 +122,7 @@ impl Gateway {
         }
         match ctx.snapshot.router.lookup(&path, method) {
             Lookup::Found(found) => {
-                ctx.cors = found.route.cors.clone();
+                ctx.cors_from = CorsFrom::Route(found.route.index);
                 separator_refused(Some(found.route))?;
                 let mut target = found.upstream_path();
                 if let Some(query) = request.uri.query() {
@@ -131,7 +134,7 @@ impl Gateway {
                 Ok(Destination::Upstream)
             }
             Lookup::MethodNotAllowed(allowed, nearest) => {
-                ctx.cors = nearest.cors.clone();
+                ctx.cors_from = CorsFrom::Route(nearest.index);
                 separator_refused(None)?;
                 Err(GatewayError::MethodNotAllowed {
                     method: method.to_string(),
@@ -192,9 +195,11 @@ impl Gateway {
         asked: &http::Method,
     ) -> Result<Option<Reply>, GatewayError> {
         let destination = self.route(session, ctx, asked);
-        let Some(cors) = ctx.cors.clone() else {
+        let snapshot = ctx.snapshot.clone();
+        let Some(cors) = ctx.cors_from.policy(&snapshot.config) else {
             ctx.route = None;
             ctx.endpoint = None;
+            ctx.cors_from = CorsFrom::Gateway;
             return Ok(None);
         };
         let origin = cors.allow_origin(session.req_header().headers.get(header::ORIGIN));
@@ -207,9 +212,17 @@ impl Gateway {
                 return Err(other);
             }
         };
-        let fields = cors.preflight(session.req_header(), asked, methods, origin.as_ref())?;
-        ctx.cors_origin = origin;
-        Ok(Some(Reply::Preflight(fields)))
+        match cors.preflight(session.req_header(), asked, methods, origin.as_ref()) {
+            Ok(fields) => {
+                ctx.cors_origin = origin;
+                Ok(Some(Reply::Preflight(fields)))
+            }
+            Err(refused) => {
+                // Refused without the allow fields.
+                ctx.cors_origin = None;
+                Err(refused)
+            }
+        }
     }
 
     /// The request's way up to forwarding: its destination, then either the answer of one of
@@ -229,7 +242,7 @@ impl Gateway {
             }
         }
         let destination = self.route(session, ctx, &session.req_header().method);
-        ctx.cors_origin = allowed_origin(session, ctx);
+        route_cors_origin(session, ctx);
         match destination? {
             Destination::Gateway(endpoint) => {
                 if websocket::is_upgrade(session.req_header()) {
@@ -245,11 +258,13 @@ impl Gateway {
                     websocket::take_access_token(
                         session.req_header_mut(),
                         &mut ctx.upstream_target,
+                        upgrade,
                     )?;
                 } else if upgrade {
                     return Err(GatewayError::WebSocketNotAllowed);
                 }
                 if upgrade {
+                    websocket::check_handshake(session.req_header())?;
                     refuse_foreign_origin(session, ctx)?;
                 }
                 check_declared_body(session, ctx)?;
@@ -302,10 +317,19 @@ fn check_declared_body(session: &Session, ctx: &RequestCtx) -> Result<(), Gatewa
     }
 }
 
-/// `Access-Control-Allow-Origin` for the request, where CORS is on and allows its origin.
-fn allowed_origin(session: &Session, ctx: &RequestCtx) -> Option<HeaderValue> {
-    let cors = ctx.cors.as_deref()?;
-    cors.allow_origin(session.req_header().headers.get(header::ORIGIN))
+/// `Access-Control-Allow-Origin` for the request once its route is known, asked again only
+/// when the route's policy is not gateway.yaml's (which `identify` asked).
+fn route_cors_origin(session: &Session, ctx: &mut RequestCtx) {
+    let config = &ctx.snapshot.config;
+    let policy = ctx.cors_from.policy(config);
+    let same = match (policy, config.cors.as_deref()) {
+        (Some(route), Some(gateway)) => std::ptr::eq(route, gateway),
+        (route, gateway) => route.is_none() && gateway.is_none(),
+    };
+    if !same {
+        let origin = session.req_header().headers.get(header::ORIGIN);
+        ctx.cors_origin = policy.and_then(|cors| cors.allow_origin(origin));
+    }
 }
 
 /// A browser opens a WebSocket from any page, without a preflight: where CORS is on, a
@@ -314,7 +338,7 @@ fn allowed_origin(session: &Session, ctx: &RequestCtx) -> Option<HeaderValue> {
 fn refuse_foreign_origin(session: &Session, ctx: &RequestCtx) -> Result<(), GatewayError> {
     let origin = session.req_header().headers.get(header::ORIGIN);
     match origin {
-        Some(origin) if ctx.cors.is_some() && ctx.cors_origin.is_none() => {
+        Some(origin) if ctx.cors().is_some() && ctx.cors_origin.is_none() => {
             Err(GatewayError::CorsRejected(format!(
                 "WebSocket connections from the origin `{}` are not allowed here.",
                 String::from_utf8_lossy(origin.as_bytes())
@@ -440,11 +464,19 @@ impl Gateway {
             (identity::AuthMethod::ApiKey, _, Some(name)) => format!("key:{name}"),
             _ => "anonymous".to_string(),
         };
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        // An upgraded connection's latency is its handshake's, not its life.
+        let latency = match ctx.upstream_sent {
+            Some(sent) if status == 101 => {
+                sent + ctx.upstream_time.unwrap_or_default() - ctx.started
+            }
+            _ => ctx.started.elapsed(),
+        };
         let observation = analytics::Observation {
             consumer: &consumer,
             route: ctx.route_label(),
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
-            latency: ctx.started.elapsed(),
+            status,
+            latency,
             throttled: ctx.throttled_by.is_some(),
         };
         self.usage.record(&observation, jwt::unix_now());
@@ -458,22 +490,20 @@ impl Gateway {
         let snapshot = ctx.snapshot.clone();
         let route = ctx.route.clone().ok_or(NO_ROUTE)?;
         let pool = snapshot.upstreams.pool(route.service);
+        let mut failure = None;
         let stream = loop {
             let Some(index) = pool.select(&ctx.failed_targets) else {
-                let error = if ctx.failed_targets.is_empty() {
-                    let service = pool.service.name.clone();
-                    GatewayError::NoHealthyUpstream { service }
-                } else {
-                    GatewayError::BadGateway
-                };
-                logs::gateway_error(ctx, &error, None);
-                return Err(error);
+                let error = failure.unwrap_or_else(|| GatewayError::NoHealthyUpstream {
+                    service: pool.service.name.clone(),
+                });
+                return Err(self.relay_failed(ctx, error));
             };
             ctx.target = Some(index);
             match crate::upstream::connect(pool, index).await {
                 Ok(stream) => break stream,
-                Err(_) => {
+                Err(error) => {
                     self.count_upstream_error(ctx, "connect");
+                    failure = Some(websocket::upstream_failure(&error));
                     ctx.failed_targets.push(index);
                 }
             }
@@ -486,12 +516,20 @@ impl Gateway {
             lifecycle: &self.lifecycle,
             metrics: &self.metrics,
         };
-        let outcome = relay.run(session, ctx, stream, head).await;
-        if let Err(error) = &outcome {
-            self.count_upstream_error(ctx, upstream_error_kind(error).unwrap_or("broken"));
-            logs::gateway_error(ctx, error, None);
+        relay
+            .run(session, ctx, stream, head)
+            .await
+            .map_err(|error| self.relay_failed(ctx, error))
+    }
+
+    /// Counts and logs a WebSocket handshake the upstream failed, as `fail_to_proxy` does
+    /// proxied requests.
+    fn relay_failed(&self, ctx: &RequestCtx, error: GatewayError) -> GatewayError {
+        if let Some(kind) = upstream_error_kind(&error) {
+            self.count_upstream_error(ctx, kind);
         }
-        outcome
+        logs::gateway_error(ctx, &error, None);
+        error
     }
 
     /// Adds one to `guichet_upstream_errors_total` for the request's service.

@@ -42,7 +42,7 @@ pub fn stamp(headers: &mut HeaderMap, ctx: &RequestCtx) -> Result<(), InvalidHea
             headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
     }
-    if let Some(cors) = &ctx.cors {
+    if let Some(cors) = ctx.cors() {
         cors.stamp(headers, ctx.cors_origin.as_ref());
     }
     Ok(())

@@ -7,10 +7,11 @@
 //! (1001, going away).
 
 mod frames;
+mod relay;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::{AUTHORIZATION, CONNECTION, UPGRADE};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
@@ -18,8 +19,8 @@ use pingora::protocols::http::v1::client::HttpSession;
 use pingora::protocols::Stream;
 use pingora::proxy::Session;
 use pingora::{ErrorType, OrErr};
+use prometheus::{IntGauge, IntGaugeVec};
 
-use self::frames::{going_away_from_client, going_away_from_server, FrameCursor};
 use crate::config::Service;
 use crate::context::RequestCtx;
 use crate::errors::GatewayError;
@@ -30,11 +31,12 @@ use crate::proxy::parts::edit_response_as_parts;
 /// The query parameter a browser's token may come in.
 const ACCESS_TOKEN: &str = "access_token";
 
-/// How long a closing connection waits for the client's answering close frame.
-const CLOSING: Duration = Duration::from_millis(250);
-
-/// Whether the request asks to become a WebSocket (`Upgrade: websocket`).
+/// Whether the request asks to become a WebSocket (`Upgrade: websocket` in HTTP/1.1; HTTP/1.0
+/// has no upgrade, and pingora forwards such a request without its `Upgrade`).
 pub fn is_upgrade(request: &RequestHeader) -> bool {
+    if request.version != http::Version::HTTP_11 {
+        return false;
+    }
     request.headers.get(UPGRADE).is_some_and(|value| {
         value.to_str().is_ok_and(|protocols| {
             protocols
@@ -44,12 +46,29 @@ pub fn is_upgrade(request: &RequestHeader) -> bool {
     })
 }
 
+/// A handshake carries no body: the upstream would wait for one the relay never sends.
+pub fn check_handshake(request: &RequestHeader) -> Result<(), GatewayError> {
+    let declared = crate::wellformed::declared_length(request).unwrap_or(0);
+    if declared > 0
+        || request
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return Err(GatewayError::BadRequest(
+            "A WebSocket handshake has no body.".to_string(),
+        ));
+    }
+    Ok(())
+}
+
 /// Takes `access_token` out of the query of the request and of `upstream_target` (it reaches
-/// neither the upstream nor the logs), and sends it as `Authorization: Bearer` when the request
-/// has no `Authorization` of its own.
+/// neither the upstream nor the logs) and, on a `handshake`, sends it as `Authorization:
+/// Bearer` when the request has no `Authorization` of its own: ordinary requests put tokens in
+/// `Authorization`, where they are never written down.
 pub fn take_access_token(
     request: &mut RequestHeader,
     upstream_target: &mut String,
+    handshake: bool,
 ) -> Result<(), GatewayError> {
     let Some(query) = request.uri.query().filter(|q| q.contains(ACCESS_TOKEN)) else {
         return Ok(());
@@ -73,7 +92,7 @@ pub fn take_access_token(
             format!("{path}?{rest}")
         };
     }
-    let Some(token) = token else {
+    let Some(token) = token.filter(|_| handshake) else {
         return Ok(());
     };
     if !request.headers.contains_key(AUTHORIZATION) {
@@ -103,25 +122,36 @@ fn split_token(query: &str) -> (Option<&str>, String) {
     (token.filter(|t| !t.is_empty()), rest.join("&"))
 }
 
-/// The handshake's own hop-by-hop fields, as the upstream must get them: `Connection: Upgrade`
-/// and the client's `Upgrade`, nothing of HTTP/1.0 keep-alive.
+/// The handshake as the upstream must get it, cleaned as pingora cleans the requests it
+/// forwards: `Connection: Upgrade` and `Upgrade: websocket`, no other hop-by-hop field, none
+/// the client's `Connection` names.
 pub fn keep_upgrade_fields(head: &mut RequestHeader) {
-    for name in ["keep-alive", "proxy-connection", "te", "trailer"] {
+    let named: Vec<String> = head
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty() && name != "upgrade")
+        .collect();
+    for name in named.iter().map(String::as_str).chain(HOP_BY_HOP) {
         head.remove_header(name);
     }
-    // A static value is always a valid field.
+    // Static values are always valid fields.
     let _ = head.insert_header(CONNECTION, "Upgrade");
+    let _ = head.insert_header(UPGRADE, "websocket");
 }
 
-/// Why a relayed connection ended.
-enum End {
-    /// One end closed or broke: the other is closed with it.
-    Closed,
-    /// `timeouts.idle` passed with nothing either way.
-    Idle,
-    /// The grace period of a drain is about to end.
-    Farewell,
-}
+/// Hop-by-hop fields a handshake never passes on (RFC 9110 §7.6.1, and HTTP/2's upgrade).
+const HOP_BY_HOP: [&str; 6] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "http2-settings",
+];
 
 /// What a relay needs besides the request: the service's timeouts, the process's lifecycle
 /// and the gauge of open connections.
@@ -133,7 +163,7 @@ pub struct Relay<'a> {
 
 impl Relay<'_> {
     /// Sends the handshake `head` upstream on `stream` and passes its answer on; a 101 turns
-    /// the connection into a relay of frames until one of the [`End`]s. An error is returned
+    /// the connection into a relay of frames until it ends (`relay`). An error is returned
     /// only while the client can still be answered with it.
     pub async fn run(
         &self,
@@ -149,117 +179,97 @@ impl Relay<'_> {
         upstream
             .write_request_header(Box::new(head))
             .await
-            .map_err(|_| GatewayError::BadGateway)?;
+            .map_err(|e| upstream_failure(&e))?;
         let mut answer = upstream
             .read_resp_header_parts()
             .await
-            .map_err(|e| match e.etype() {
-                ErrorType::ReadTimedout => GatewayError::UpstreamTimeout,
-                _ => GatewayError::BadGateway,
-            })?;
+            .map_err(|e| upstream_failure(&e))?;
         ctx.upstream_time = ctx.upstream_sent.map(|sent| sent.elapsed());
         edit_response_as_parts(&mut answer, |headers| {
             crate::respond::stamp(headers, ctx).or_err(ErrorType::InvalidHTTPHeader, "field")
         })
         .map_err(|_| GatewayError::Internal("stamped fields are valid"))?;
         if !upstream.was_upgraded() {
-            pass_answer(session, &mut upstream, answer).await;
+            pass_answer(session, ctx, &mut upstream, answer).await;
             return Ok(());
         }
-        upstream.maybe_upgrade_body_writer();
-        upstream.read_timeout = None;
-        upstream.write_timeout = None;
+        // Bytes the upstream sent right behind its 101, which its session holds.
+        let early = match upstream.read_body_bytes().now_or_never() {
+            Some(Ok(Some(bytes))) => Some(bytes),
+            Some(Ok(None) | Err(_)) => return Err(GatewayError::BadGateway),
+            None => None,
+        };
         session.set_read_timeout(None);
         if session.write_response_header(answer, false).await.is_err() {
             return Ok(());
         }
-        let gauge = self
-            .metrics
-            .websocket_connections
-            .with_label_values(&[ctx.route_label()]);
-        gauge.inc();
-        self.relay(session, ctx, &mut upstream).await;
-        gauge.dec();
+        let _open = OpenSocket::count(&self.metrics.websocket_connections, ctx.route_label());
+        let farewell = self.lifecycle.farewell();
+        let idle = self.service.idle_timeout;
+        relay::relay(session, ctx, upstream.into_inner(), early, idle, farewell).await;
         Ok(())
-    }
-
-    /// Frames both ways until the connection ends; at the idle timeout and at the drain's end
-    /// both ends get a close frame, each only between two frames.
-    async fn relay(&self, session: &mut Session, ctx: &mut RequestCtx, upstream: &mut HttpSession) {
-        let mut farewell = self.lifecycle.farewell();
-        let (mut from_client, mut from_upstream) = (FrameCursor::default(), FrameCursor::default());
-        let mut last = Instant::now();
-        let end = loop {
-            let quiet_until = tokio::time::Instant::from_std(last + self.service.idle_timeout);
-            tokio::select! {
-                read = session.read_request_body() => {
-                    let Ok(Some(bytes)) = read else { break End::Closed };
-                    from_client.advance(&bytes);
-                    ctx.body_bytes += bytes.len() as u64;
-                    last = Instant::now();
-                    if upstream.write_body(&bytes).await.is_err() {
-                        break End::Closed;
-                    }
-                }
-                read = upstream.read_body_bytes() => {
-                    let Ok(Some(bytes)) = read else { break End::Closed };
-                    from_upstream.advance(&bytes);
-                    last = Instant::now();
-                    if session.write_response_body(Some(bytes), false).await.is_err() {
-                        break End::Closed;
-                    }
-                }
-                () = tokio::time::sleep_until(quiet_until) => break End::Idle,
-                () = async { drop(farewell.wait_for(|leaving| *leaving).await) } => break End::Farewell,
-            }
-        };
-        if matches!(end, End::Idle | End::Farewell) {
-            if from_upstream.at_boundary() {
-                let close = Bytes::copy_from_slice(&going_away_from_server());
-                if session
-                    .write_response_body(Some(close), false)
-                    .await
-                    .is_ok()
-                {
-                    // The client's answering close frame, so that it sees a clean close.
-                    let _ = tokio::time::timeout(CLOSING, session.read_request_body()).await;
-                }
-            }
-            if from_client.at_boundary() {
-                let _ = upstream.write_body(&going_away_from_client(mask())).await;
-            }
-        }
     }
 }
 
-/// An answer other than 101 to the handshake, passed on as it is.
+/// What the client is answered when the upstream fails the handshake.
+pub fn upstream_failure(error: &pingora::Error) -> GatewayError {
+    match error.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            GatewayError::UpstreamTimeout
+        }
+        _ => GatewayError::BadGateway,
+    }
+}
+
+/// One open WebSocket in `guichet_websocket_connections`, for as long as it lives, however its
+/// relay ends.
+struct OpenSocket(IntGauge);
+
+impl OpenSocket {
+    fn count(gauges: &IntGaugeVec, route: &str) -> OpenSocket {
+        let gauge = gauges.with_label_values(&[route]);
+        gauge.inc();
+        OpenSocket(gauge)
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// An answer other than 101 to the handshake, passed on as it is. An upstream that breaks off
+/// its body leaves the client's connection to be closed, never reused.
 async fn pass_answer(
     session: &mut Session,
+    ctx: &mut RequestCtx,
     upstream: &mut HttpSession,
     answer: Box<pingora::http::ResponseHeader>,
 ) {
     if session.write_response_header(answer, false).await.is_err() {
         return;
     }
-    while let Ok(Some(bytes)) = upstream.read_body_bytes().await {
-        if session
-            .write_response_body(Some(bytes), false)
-            .await
-            .is_err()
-        {
-            return;
+    loop {
+        match upstream.read_body_bytes().await {
+            Ok(Some(bytes)) => {
+                if session
+                    .write_response_body(Some(bytes), false)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                session.set_keepalive(None);
+                ctx.error = Some(GatewayError::BadGateway);
+                return;
+            }
         }
     }
     let _ = session.write_response_body(None, true).await;
-}
-
-/// A masking key for the gateway's own close frame to the upstream: unpredictable enough for
-/// one frame (RFC 6455 §5.3 guards intermediaries against a client's chosen bytes).
-fn mask() -> [u8; 4] {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.subsec_nanos());
-    nanos.to_le_bytes()
 }
 
 #[cfg(test)]
@@ -274,7 +284,7 @@ mod tests {
     fn the_access_token_becomes_authorization_and_leaves_the_query() {
         let mut head = request("/ws/lab?room=4&access_token=abc.def.ghi&x=1");
         let mut target = "/lab?room=4&access_token=abc.def.ghi&x=1".to_string();
-        take_access_token(&mut head, &mut target).expect("taken");
+        take_access_token(&mut head, &mut target, true).expect("taken");
         assert_eq!(head.uri.to_string(), "/ws/lab?room=4&x=1");
         assert_eq!(target, "/lab?room=4&x=1");
         assert_eq!(head.headers[AUTHORIZATION], "Bearer abc.def.ghi");
@@ -283,7 +293,7 @@ mod tests {
         head.insert_header(AUTHORIZATION, "Bearer own")
             .expect("field");
         let mut target = "/lab?access_token=abc".to_string();
-        take_access_token(&mut head, &mut target).expect("taken");
+        take_access_token(&mut head, &mut target, true).expect("taken");
         assert_eq!(head.uri.to_string(), "/ws/lab");
         assert_eq!(target, "/lab");
         assert_eq!(
@@ -296,7 +306,7 @@ mod tests {
     fn a_query_without_the_token_is_left_alone() {
         let mut head = request("/ws/lab?my_access_token_count=2");
         let mut target = "/lab?my_access_token_count=2".to_string();
-        take_access_token(&mut head, &mut target).expect("nothing to take");
+        take_access_token(&mut head, &mut target, true).expect("nothing to take");
         assert_eq!(head.uri.to_string(), "/ws/lab?my_access_token_count=2");
         assert_eq!(target, "/lab?my_access_token_count=2");
         assert!(!head.headers.contains_key(AUTHORIZATION));

@@ -583,3 +583,45 @@ fn check_refuses_a_websocket_route_without_get() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_client_sending_while_it_reads_never_deadlocks_the_relay() {
+    let (gateway, _echo, _quiet, _plain) = gateway_with_sockets("").await;
+    let token = gateway.access_token("demo", "demo-password").await;
+    let socket = open(&ws_url(&gateway, "/ws/lab/"), Some(&token))
+        .await
+        .expect("upgraded");
+    // 64 MiB each way, far more than the sockets' buffers: the echo server writes each echo
+    // before it reads on, so a relay that stops reading one side while it writes the other
+    // would hang here.
+    let (mut sink, mut stream) = socket.split();
+    let frame: Vec<u8> = (0..1024 * 1024).map(|i| (i % 253) as u8).collect();
+    let expected = frame.clone();
+    let sender = tokio::spawn(async move {
+        for _ in 0..64 {
+            sink.send(Message::binary(frame.clone()))
+                .await
+                .expect("sent");
+        }
+        sink
+    });
+    let received = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut echoes = 0;
+        while echoes < 64 {
+            match stream.next().await {
+                Some(Ok(Message::Binary(echo))) => {
+                    assert!(echo == expected, "an echo came back changed");
+                    echoes += 1;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the socket ended after {echoes} echoes: {other:?}"),
+            }
+        }
+        echoes
+    })
+    .await
+    .expect("64 MiB each way pass within a minute");
+    assert_eq!(received, 64);
+    let mut sink = sender.await.expect("the sender finished");
+    sink.close().await.expect("closed");
+}
