@@ -1126,3 +1126,53 @@ fn two_listeners_on_one_address_are_refused() {
         "{errors}"
     );
 }
+
+#[tokio::test]
+async fn a_websocket_opens_over_the_tls_listener_with_its_token_in_the_query() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let ca = TestCa::new("Guichet test CA");
+    let echo = crate::common::live::EchoSocket::start().await;
+    let tls = free_port();
+    let routes = format!(
+        "service: labs\nupstreams: [{}]\nroutes:\n  - path: /ws/\n    auth: none\n    websocket: true\n",
+        echo.url()
+    );
+    let config = config_with(
+        &ca,
+        &gateway_yaml(tls, &[], "  hsts: 1y\n"),
+        &[("routes/labs.yaml", routes)],
+    );
+    let _gateway = Gateway::start(config).await;
+    // Browsers open a WebSocket on a connection of its own that offers HTTP/1.1 only (the
+    // gateway does not offer WebSockets over HTTP/2, RFC 8441).
+    let tcp = tokio::net::TcpStream::connect(tls).await.expect("connect");
+    let ssl = connector(&ca, b"\x08http/1.1")
+        .configure()
+        .unwrap()
+        .into_ssl(API)
+        .unwrap();
+    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    Pin::new(&mut stream).connect().await.expect("handshake");
+    let url = format!("wss://{API}:{}/ws/room?access_token=x.y.z", tls.port());
+    let (mut socket, answer) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("upgraded over TLS");
+    assert_eq!(
+        answer.headers()["strict-transport-security"],
+        "max-age=31557600",
+        "the 101 is stamped as every answer over TLS (1y is 365.25 days)"
+    );
+    socket.send(Message::text("over tls")).await.expect("sent");
+    let echoed = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+        .await
+        .expect("in time");
+    assert_eq!(echoed.unwrap().unwrap(), Message::text("over tls"));
+    let seen = echo.handshakes();
+    assert_eq!(
+        seen[0].target, "/ws/room",
+        "the token never reaches the upstream"
+    );
+    assert_eq!(seen[0].header("x-forwarded-proto"), Some("https"));
+}
