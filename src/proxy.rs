@@ -253,20 +253,7 @@ impl Gateway {
                 ))
             }
             Destination::Upstream => {
-                let upgrade = websocket::is_upgrade(session.req_header());
-                if ctx.route.as_ref().is_some_and(|route| route.websocket) {
-                    websocket::take_access_token(
-                        session.req_header_mut(),
-                        &mut ctx.upstream_target,
-                        upgrade,
-                    )?;
-                } else if upgrade {
-                    return Err(GatewayError::WebSocketNotAllowed);
-                }
-                if upgrade {
-                    websocket::check_handshake(session.req_header())?;
-                    refuse_foreign_origin(session, ctx)?;
-                }
+                let upgrade = websocket_handshake(session, ctx)?;
                 check_declared_body(session, ctx)?;
                 self.admit(session, ctx).await?;
                 self.throttle(ctx).await?;
@@ -330,6 +317,26 @@ fn route_cors_origin(session: &Session, ctx: &mut RequestCtx) {
         let origin = session.req_header().headers.get(header::ORIGIN);
         ctx.cors_origin = policy.and_then(|cors| cors.allow_origin(origin));
     }
+}
+
+/// Whether the request is a WebSocket handshake its route takes (its token taken out of the
+/// query); an upgrade elsewhere is refused, and so is a handshake with a body or from a page
+/// CORS does not allow.
+fn websocket_handshake(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool, GatewayError> {
+    let upgrade = websocket::is_upgrade(session.req_header());
+    if !ctx.route.as_ref().is_some_and(|route| route.websocket) {
+        return if upgrade {
+            Err(GatewayError::WebSocketNotAllowed)
+        } else {
+            Ok(false)
+        };
+    }
+    websocket::take_access_token(session.req_header_mut(), &mut ctx.upstream_target, upgrade)?;
+    if upgrade {
+        websocket::check_handshake(session.req_header())?;
+        refuse_foreign_origin(session, ctx)?;
+    }
+    Ok(upgrade)
 }
 
 /// A browser opens a WebSocket from any page, without a preflight: where CORS is on, a
