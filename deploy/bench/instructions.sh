@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Instructions per request, counted by valgrind's callgrind: the same for the same binaries and
 # inputs whatever else the machine is doing, where req/s on shared cores is not. Each contender
-# (nginx, HAProxy-JWT, pingora's floor, Guichet (a), (a) with CORS and (d), as in compare.sh) runs alone under
-# callgrind and serves two runs of sequential keep-alive requests of different lengths; the
+# (nginx, HAProxy-JWT, pingora's floor, Guichet (a), (a) with CORS and (d), as in compare.sh, and
+# (a) sent a browser's Origin field without CORS, to tell the field's cost from CORS's) runs
+# alone under callgrind and serves two runs of sequential keep-alive requests of different lengths; the
 # difference between the two totals, divided by the difference in requests, is the cost of one
 # request in user space, start-up and shutdown cancelled out. Kernel time (about half of each
 # proxy's CPU time on loopback) is not counted. Stops everything it started.
@@ -80,6 +81,7 @@ export RUST_LOG=warn
 config=$(guichet_config a "$port" "$(free_port)" "$bench_jwt
 $(bench_seed "$hash")" "$(bench_routes "$upstream" jwt)")
 a_i=$(per_request guichet-a "$bearer" target/release/guichet serve --config "$config")
+origin_i=$(per_request guichet-a-origin "$bearer | $bench_origin" target/release/guichet serve --config "$config")
 config=$(guichet_config a-cors "$port" "$(free_port)" "$bench_jwt
 $bench_cors
 $(bench_seed "$hash")" "$(bench_routes "$upstream" jwt)")
@@ -90,14 +92,16 @@ d_i=$(per_request guichet-d "" target/release/guichet serve --config "$config")
 echo
 echo "user-space instructions per request (callgrind; $SHORT and $LONG requests on one connection)"
 printf '%-28s %12s\n' "nginx" "$nginx_i" "haproxy-jwt" "$haproxy_i" "pingora-floor" "$floor_i" \
-  "guichet-a-jwt" "$a_i" "guichet-a-jwt + CORS" "$cors_i" "guichet-d-plain" "$d_i"
-python3 - "$nginx_i" "$haproxy_i" "$floor_i" "$a_i" "$d_i" "$cors_i" <<'PY'
+  "guichet-a-jwt" "$a_i" "guichet-a, Origin sent" "$origin_i" "guichet-a + CORS" "$cors_i" \
+  "guichet-d-plain" "$d_i"
+python3 - "$nginx_i" "$haproxy_i" "$floor_i" "$a_i" "$d_i" "$cors_i" "$origin_i" <<'PY'
 import sys
-n, h, f, a, d, c = map(int, sys.argv[1:])
+n, h, f, a, d, c, o = map(int, sys.argv[1:])
 print()
 print(f"(a) / HAProxy-JWT:       {a / h:.2f}")
 print(f"(d) / nginx:             {d / n:.2f}")
 print(f"pingora floor / nginx:   {f / n:.2f}")
 print(f"(d) / pingora floor:     {d / f:.2f}")
-print(f"(a) with CORS / (a):     {c / a:.3f}  (goal < 1.03)")
+print(f"(a) with CORS / (a):     {c / a:.3f}  (goal < 1.03; the browser's Origin field included)")
+print(f"(a) with CORS / (a), both sent Origin: {c / o:.3f}  (what the gateway's CORS costs)")
 PY
