@@ -580,7 +580,10 @@ impl ProxyHttp for Gateway {
         })?;
         self.identify(session, ctx);
         let step = match self.pass(session, ctx).await {
-            Ok(Step::Upgrade) => self.relay(session, ctx).await.map(|()| Step::Relayed),
+            // Boxed: the relay's state would otherwise be part of every request's future.
+            Ok(Step::Upgrade) => Box::pin(self.relay(session, ctx))
+                .await
+                .map(|()| Step::Relayed),
             other => other,
         };
         conclude(session, ctx, step).await
