@@ -169,7 +169,8 @@ login() {
 guichet_config() {
   local dir="$work/$1"
   mkdir -p "$dir/routes"
-  printf 'listen: 127.0.0.1:%s\nadmin_listen: 127.0.0.1:%s\nthreads: 1\ninclude: [routes/*.yaml]\n%s\n' \
+  # Each its own pid file: several run side by side.
+  printf 'listen: 127.0.0.1:%s\nadmin_listen: 127.0.0.1:%s\nthreads: 1\npid_file: run/guichet.pid\ninclude: [routes/*.yaml]\n%s\n' \
     "$2" "$3" "$4" > "$dir/gateway.yaml"
   printf '%s\n' "$5" > "$dir/routes/app.yaml"
   echo "$dir/gateway.yaml"
