@@ -189,6 +189,15 @@ fn assert_allowed(headers: &HeaderMap, origin: &str, what: &str) {
     );
 }
 
+/// A preflight answered 204 with `allow_origin` as its `Access-Control-Allow-Origin`.
+fn assert_preflight_answered(response: &Response, allow_origin: &str) {
+    assert_eq!(response.status(), 204, "{:?}", response.headers());
+    assert_eq!(
+        all(response.headers(), "access-control-allow-origin"),
+        [allow_origin]
+    );
+}
+
 /// What an answer to another origin carries: no `Access-Control-*` field, but `Vary: Origin`
 /// (a cache must not give it to an allowed origin, nor the allowed origin's to it).
 fn assert_refused(headers: &HeaderMap, what: &str) {
@@ -704,11 +713,7 @@ routes:
             Some(EXPOSED)
         );
         let response = preflight(&gateway, "/api/open/", origin, "PUT", Some("content-type")).await;
-        assert_eq!(response.status(), 204);
-        assert_eq!(
-            all(response.headers(), "access-control-allow-origin"),
-            ["*"]
-        );
+        assert_preflight_answered(&response, "*");
         assert_eq!(
             one(response.headers(), "access-control-allow-credentials"),
             None
@@ -863,11 +868,7 @@ async fn a_route_with_its_own_cors_answers_its_own_origins_only() {
         Some("authorization"),
     )
     .await;
-    assert_eq!(response.status(), 204);
-    assert_eq!(
-        all(response.headers(), "access-control-allow-origin"),
-        [PARTNER]
-    );
+    assert_preflight_answered(&response, PARTNER);
     let refused = preflight(&gateway, "/api/partner/", APP, "GET", None).await;
     assert_rejected(refused, APP, "gateway.yaml's origin on the partner route").await;
     assert_eq!(upstream.hits(), 4);
@@ -935,11 +936,7 @@ async fn the_login_endpoint_answers_preflights_and_its_answers_carry_cors_fields
         Some("content-type"),
     )
     .await;
-    assert_eq!(response.status(), 204);
-    assert_eq!(
-        all(response.headers(), "access-control-allow-origin"),
-        [APP]
-    );
+    assert_preflight_answered(&response, APP);
     assert!(varies_on_origin(response.headers()));
 
     for origin in [APP, ADMIN, EVIL] {
