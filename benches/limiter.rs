@@ -26,7 +26,7 @@ use guichet::ratelimit::{
     Limit, Limiter, LocalLimiter, Mode, OnStoreError, Rate, RatePolicy, RedisLimiter, SystemClock,
     DEFAULT_MAX_TRACKED_KEYS,
 };
-use guichet::store::RedisConnection;
+use guichet::store::{RedisConnection, RedisTarget};
 
 /// The gateway's allocator, so resident memory is what the gateway would hold.
 #[global_allocator]
@@ -264,7 +264,7 @@ fn shared_against_local() {
     let local = Arc::new(Limiter::new(clock.clone(), None, &policy, errors.clone()));
     let connection = Arc::new(
         RedisConnection::new(
-            &format!("redis://127.0.0.1:{port}/0"),
+            RedisTarget::node(&format!("redis://127.0.0.1:{port}/0")),
             Duration::from_secs(2),
         )
         .expect("a Redis URL"),

@@ -91,15 +91,17 @@ impl Admin {
                 json!({"ready": pool.is_ready(), "healthy": pool.healthy_count(), "targets": targets}),
             );
         }
-        let store = match self.store.ping().await {
-            Ok(()) => json!({"ok": true}),
+        let mut store = self.store.whereabouts();
+        match self.store.ping().await {
+            Ok(()) => store["ok"] = json!(true),
             Err(e) => {
                 if !excluded.store {
                     not_ready.push("store");
                 }
-                json!({"ok": false, "error": e.to_string()})
+                store["ok"] = json!(false);
+                store["error"] = json!(e.to_string());
             }
-        };
+        }
         let config = self.reloader.status();
         let docs = self.docs.status();
         if self.lifecycle.draining() {

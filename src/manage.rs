@@ -11,7 +11,7 @@ use clap::Subcommand;
 use crate::auth::{api_key, password};
 use crate::config::{Config, StoreBackend};
 use crate::credentials::fits_a_header;
-use crate::store::{redis_url, ApiKey, NewUser, RedisStore, Store, User};
+use crate::store::{redis_target, ApiKey, NewUser, RedisStore, Store, User};
 
 #[derive(Subcommand)]
 pub enum UsersCommand {
@@ -115,7 +115,7 @@ pub fn read_password() -> Result<String, String> {
 fn redis_store(config: &Config) -> Result<RedisStore, String> {
     match &config.auth.store {
         StoreBackend::Redis(settings) => RedisStore::new(
-            &redis_url(settings).map_err(|e| e.to_string())?,
+            redis_target(settings).map_err(|e| e.to_string())?,
             std::time::Duration::from_secs(5),
         )
         .map_err(|e| e.to_string()),

@@ -30,7 +30,7 @@ pub fn load(path: &Path, key_files: KeyFiles) -> Result<Loaded, ConfigErrors> {
     let (config, (tokens, tls)) = config::load_with(path, |config| {
         let mut errors = ConfigErrors::default();
         if let StoreBackend::Redis(settings) = &config.auth.store {
-            if let Err(e) = crate::store::redis_url(settings) {
+            if let Err(e) = crate::store::redis_target(settings) {
                 errors.0.push(e);
             }
         }

@@ -36,7 +36,7 @@ use crate::ratelimit::{Limiter, RedisLimiter, SystemClock};
 use crate::reload::watcher::{Timing, WatchFiles};
 use crate::reload::{ReloadOnHangup, Reloader};
 use crate::snapshot::{Current, Snapshot};
-use crate::store::{Instrumented, Store};
+use crate::store::{Instrumented, RedisConnection, Store};
 use crate::tls::Material;
 
 /// The read buffer each client connection keeps for its life. pingora's default, 64 KiB, is paid
@@ -220,7 +220,7 @@ pub fn serve(
         server.add_service(background_service("usage flush", UsageFlush(usage)));
     }
     let key_events = KeyEvents {
-        client: auth.redis.as_ref().map(|c| c.client().clone()),
+        redis: auth.redis.clone(),
         api_keys: auth.api_keys.clone(),
     };
     server.add_service(background_service("API key events", key_events));
@@ -270,7 +270,7 @@ fn h2_options(client: &ClientLimits) -> H2Options {
 /// Keeps the API key index current (new keys and revocations, announced on Redis when it is the
 /// store) until shutdown.
 struct KeyEvents {
-    client: Option<redis::Client>,
+    redis: Option<Arc<RedisConnection>>,
     api_keys: Arc<ApiKeys>,
 }
 
@@ -278,7 +278,7 @@ struct KeyEvents {
 impl pingora::services::background::BackgroundService for KeyEvents {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         tokio::select! {
-            () = api_key::follow_key_events(self.client.clone(), self.api_keys.clone()) => {}
+            () = api_key::follow_key_events(self.redis.clone(), self.api_keys.clone()) => {}
             _ = shutdown.changed() => {}
         }
     }

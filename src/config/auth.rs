@@ -11,11 +11,24 @@ use jsonwebtoken::Algorithm;
 
 use super::decode::{Fields, Reader, Spanned};
 use super::yaml::Node;
-use super::{AuthConfig, RedisSettings, Setting, SigningKey, StoreBackend, TokenSettings};
+use super::{
+    AuthConfig, RedisSettings, SentinelSettings, Setting, SigningKey, StoreBackend, TokenSettings,
+};
 use crate::credentials::{fits_a_header, is_argon2_hash, split_api_key};
 use crate::store::{ApiKey, User};
 
-const STORE_KEYS: &[&str] = &["backend", "url", "api_key_cache_ttl", "timeout"];
+const STORE_KEYS: &[&str] = &[
+    "backend",
+    "url",
+    "sentinel",
+    "cluster",
+    "username",
+    "password_env",
+    "api_key_cache_ttl",
+    "timeout",
+];
+const SENTINEL_KEYS: &[&str] = &["master", "nodes"];
+const CLUSTER_KEYS: &[&str] = &["nodes"];
 const JWT_KEYS: &[&str] = &[
     "issuer",
     "audience",
@@ -144,21 +157,43 @@ fn read_store(
     let Some(fields) = r.fields(node, field, STORE_KEYS) else {
         return (StoreBackend::Memory, None, None);
     };
-    let url = fields
-        .get("url")
-        .and_then(|(node, field)| r.string(node, &field));
+    let url = fields.get("url").and_then(|(node, field)| {
+        r.string(node, &field).map(|url| Setting {
+            value: url.value,
+            at: r.at(url.mark),
+            field,
+        })
+    });
+    let sentinel = fields
+        .get("sentinel")
+        .and_then(|(node, field)| read_sentinel(node, &field, r));
+    let cluster = fields
+        .get("cluster")
+        .and_then(|(node, field)| read_cluster(node, &field, r));
+    one_redis_form(&fields, r);
+    let username = fields
+        .get("username")
+        .and_then(|(node, field)| r.string(node, &field))
+        .map(|name| name.value);
+    let password_env = fields.get("password_env").and_then(|(node, field)| {
+        r.string(node, &field).map(|name| Setting {
+            value: name.value,
+            at: r.at(name.mark),
+            field,
+        })
+    });
     let backend = match fields.get("backend") {
         Some((node, field)) => match r.scalar(node, &field, "memory or redis") {
             Some("memory") => StoreBackend::Memory,
-            Some("redis") => StoreBackend::Redis(RedisSettings {
-                url: url.map(|url| Setting {
-                    value: url.value,
-                    at: r.at(url.mark),
-                    field: format!("{}.url", fields.path()),
-                }),
+            Some("redis") => StoreBackend::Redis(Box::new(RedisSettings {
+                url,
+                sentinel,
+                cluster,
+                username,
+                password_env,
                 at: r.at(node.mark),
                 section: fields.path().to_string(),
-            }),
+            })),
             Some(other) => {
                 r.error(
                     node.mark,
@@ -179,6 +214,86 @@ fn read_store(
         .get("timeout")
         .and_then(|(node, field)| r.duration(node, &field));
     (backend, ttl, timeout)
+}
+
+/// `store.sentinel`: `{ master, nodes }`, both required.
+fn read_sentinel(node: &Node, field: &str, r: &mut Reader) -> Option<SentinelSettings> {
+    let fields = r.fields(node, field, SENTINEL_KEYS)?;
+    let master = match fields.get("master") {
+        Some((node, field)) => r.string(node, &field).map(|name| name.value),
+        None => {
+            r.error(
+                fields.mark,
+                &format!("{field}.master"),
+                "the sentinels need the name of the master they watch",
+                "add `master: guichet`, the name in the sentinels' `sentinel monitor` line",
+            );
+            None
+        }
+    };
+    let nodes = redis_nodes(&fields, field, r, "redis://10.0.0.1:26379");
+    Some(SentinelSettings {
+        master: master?,
+        nodes,
+    })
+}
+
+/// `store.cluster`: `{ nodes }`, the seed nodes the cluster's map is read from.
+fn read_cluster(node: &Node, field: &str, r: &mut Reader) -> Option<Vec<Setting<String>>> {
+    let fields = r.fields(node, field, CLUSTER_KEYS)?;
+    Some(redis_nodes(&fields, field, r, "redis://10.0.0.1:7000"))
+}
+
+/// The `nodes` list of `sentinel` or `cluster`: at least one URL, each with its position (the
+/// URLs are checked where the store is opened, with the credentials).
+fn redis_nodes(
+    fields: &Fields,
+    field: &str,
+    r: &mut Reader,
+    example: &str,
+) -> Vec<Setting<String>> {
+    let Some((node, nodes_field)) = fields.get("nodes") else {
+        r.error(
+            fields.mark,
+            &format!("{field}.nodes"),
+            "no nodes are listed",
+            &format!("add `nodes: [\"{example}\"]`, listing two or more so one can be down"),
+        );
+        return Vec::new();
+    };
+    let urls = r.strings(node, &nodes_field, example);
+    if urls.is_empty() {
+        r.error(
+            node.mark,
+            &nodes_field,
+            "no nodes are listed",
+            &format!("list them: [\"{example}\"]"),
+        );
+    }
+    urls.into_iter()
+        .enumerate()
+        .map(|(index, url)| Setting {
+            value: url.value,
+            at: r.at(url.mark),
+            field: format!("{nodes_field}[{index}]"),
+        })
+        .collect()
+}
+
+/// `url`, `sentinel` and `cluster` are three ways to name the same Redis: at most one is written.
+fn one_redis_form(fields: &Fields, r: &mut Reader) {
+    let written: Vec<(&Node, String)> = ["url", "sentinel", "cluster"]
+        .into_iter()
+        .filter_map(|key| fields.get(key))
+        .collect();
+    if let [(_, first), (second, field), ..] = written.as_slice() {
+        r.error(
+            second.mark,
+            field,
+            format!("`{first}` already names the Redis to use"),
+            "keep one of url (one node), sentinel (a master and its sentinels) or cluster",
+        );
+    }
 }
 
 /// The `jwt` section: the token settings, and the bound on pending password checks.

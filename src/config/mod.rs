@@ -211,7 +211,7 @@ impl AuthConfig {
 #[derive(Clone, Debug)]
 pub enum StoreBackend {
     Memory,
-    Redis(RedisSettings),
+    Redis(Box<RedisSettings>),
 }
 
 /// `store: { backend: redis }`. The URL is taken where the store is opened: the environment
@@ -220,11 +220,26 @@ pub enum StoreBackend {
 pub struct RedisSettings {
     /// `url:`, if written.
     pub url: Option<Setting<String>>,
+    /// `sentinel: { master, nodes }`, if written.
+    pub sentinel: Option<SentinelSettings>,
+    /// `cluster: { nodes }`: the seed nodes, if written.
+    pub cluster: Option<Vec<Setting<String>>>,
+    /// `username:` (Redis ACL), if written.
+    pub username: Option<String>,
+    /// `password_env:`: the variable holding the password, read where the store is opened.
+    pub password_env: Option<Setting<String>>,
     /// Where `backend: redis` is written: a URL from the environment, or a missing one, is
     /// reported there.
     pub at: Location,
     /// The section's field path, `store`.
     pub section: String,
+}
+
+/// `store.sentinel`: the master's name as the sentinels know it, and the sentinels.
+#[derive(Clone, Debug)]
+pub struct SentinelSettings {
+    pub master: String,
+    pub nodes: Vec<Setting<String>>,
 }
 
 /// A setting and where it is written, for what is checked after reading (a key file, the

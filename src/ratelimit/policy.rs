@@ -88,16 +88,17 @@ impl RatePolicy {
         if tier.is_none() && route.rate_limits.is_empty() {
             return Vec::new();
         }
+        // The consumer leads every key as a hash tag: a request's limits share a cluster node.
         let consumer = match identity.method {
-            AuthMethod::Anonymous => format!("ip:{}", self.counted(client)),
-            AuthMethod::ApiKey => format!("key:{}", identity.key_id.as_deref().unwrap_or("")),
-            AuthMethod::Jwt => format!("user:{}", identity.user_id.unwrap_or(0)),
+            AuthMethod::Anonymous => format!("{{ip:{}}}", self.counted(client)),
+            AuthMethod::ApiKey => format!("{{key:{}}}", identity.key_id.as_deref().unwrap_or("")),
+            AuthMethod::Jwt => format!("{{user:{}}}", identity.user_id.unwrap_or(0)),
         };
         let mut limits = Vec::with_capacity(1 + route.rate_limits.len());
         if let Some((policy, rate)) = tier {
             limits.push(Limit {
                 policy: policy.to_string(),
-                key: format!("tier:{policy}:{consumer}"),
+                key: format!("{consumer}:tier:{policy}"),
                 rate,
             });
         }
@@ -108,7 +109,7 @@ impl RatePolicy {
                 format!("route-{}", index + 1)
             };
             limits.push(Limit {
-                key: format!("route:{}:{index}:{consumer}", route.id),
+                key: format!("{consumer}:route:{}:{index}", route.id),
                 policy,
                 rate: *rate,
             });
@@ -127,12 +128,12 @@ impl RatePolicy {
         vec![
             Limit {
                 policy: "login-ip".to_string(),
-                key: format!("login:ip:{client}"),
+                key: format!("{{ip:{client}}}:login"),
                 rate,
             },
             Limit {
                 policy: "login".to_string(),
-                key: format!("login:user:{username}:{client}"),
+                key: format!("{{ip:{client}}}:login:user:{username}"),
                 rate,
             },
         ]
@@ -216,10 +217,10 @@ mod tests {
         assert_eq!(
             one,
             [
-                "tier:anonymous:ip:2001:db8:1:2::/64",
-                "route:r:0:ip:2001:db8:1:2::/64",
-                "login:ip:2001:db8:1:2::/64",
-                "login:user:demo:2001:db8:1:2::/64",
+                "{ip:2001:db8:1:2::/64}:tier:anonymous",
+                "{ip:2001:db8:1:2::/64}:route:r:0",
+                "{ip:2001:db8:1:2::/64}:login",
+                "{ip:2001:db8:1:2::/64}:login:user:demo",
             ]
         );
         assert_eq!(keys(&policy, "2001:db8:1:2:ffff:ffff:ffff:ffff"), one);
@@ -230,7 +231,7 @@ mod tests {
     fn the_prefix_sets_the_network_and_128_counts_each_address() {
         assert_eq!(
             keys(&policy(48), "2001:db8:1:2::1")[0],
-            "tier:anonymous:ip:2001:db8:1::/48"
+            "{ip:2001:db8:1::/48}:tier:anonymous"
         );
         assert_eq!(
             keys(&policy(48), "2001:db8:1:ffff::9"),
@@ -239,7 +240,7 @@ mod tests {
         let exact = policy(128);
         assert_eq!(
             keys(&exact, "2001:db8:1:2::1")[0],
-            "tier:anonymous:ip:2001:db8:1:2::1"
+            "{ip:2001:db8:1:2::1}:tier:anonymous"
         );
         assert_ne!(
             keys(&exact, "2001:db8:1:2::1"),
@@ -251,7 +252,7 @@ mod tests {
     fn ipv4_clients_are_counted_per_address_however_written() {
         let policy = policy(64);
         let v4 = keys(&policy, "192.0.2.1");
-        assert_eq!(v4[0], "tier:anonymous:ip:192.0.2.1");
+        assert_eq!(v4[0], "{ip:192.0.2.1}:tier:anonymous");
         assert_eq!(keys(&policy, "::ffff:192.0.2.1"), v4);
         assert_ne!(keys(&policy, "192.0.2.2"), v4);
     }
@@ -289,8 +290,8 @@ mod tests {
                 &route(),
                 Identity::anonymous(),
                 vec![
-                    ("anonymous", "tier:anonymous:ip:192.0.2.1", "100/day"),
-                    ("route", "route:r:0:ip:192.0.2.1", "10/min"),
+                    ("anonymous", "{ip:192.0.2.1}:tier:anonymous", "100/day"),
+                    ("route", "{ip:192.0.2.1}:route:r:0", "10/min"),
                 ],
             ),
             (
@@ -298,8 +299,8 @@ mod tests {
                 &route(),
                 jwt("student"),
                 vec![
-                    ("user", "tier:user:user:7", "1000/hour"),
-                    ("route", "route:r:0:user:7", "10/min"),
+                    ("user", "{user:7}:tier:user", "1000/hour"),
+                    ("route", "{user:7}:route:r:0", "10/min"),
                 ],
             ),
             (
@@ -307,8 +308,8 @@ mod tests {
                 &route(),
                 jwt("instructor"),
                 vec![
-                    ("instructor", "tier:instructor:user:7", "3000/hour"),
-                    ("route", "route:r:0:user:7", "10/min"),
+                    ("instructor", "{user:7}:tier:instructor", "3000/hour"),
+                    ("route", "{user:7}:route:r:0", "10/min"),
                 ],
             ),
             (
@@ -316,8 +317,8 @@ mod tests {
                 &route(),
                 api_key.clone(),
                 vec![
-                    ("api_key", "tier:api_key:key:gk_grading", "5000/hour"),
-                    ("route", "route:r:0:key:gk_grading", "10/min"),
+                    ("api_key", "{key:gk_grading}:tier:api_key", "5000/hour"),
+                    ("route", "{key:gk_grading}:route:r:0", "10/min"),
                 ],
             ),
             (
@@ -325,23 +326,23 @@ mod tests {
                 &two_limits,
                 jwt("student"),
                 vec![
-                    ("user", "tier:user:user:7", "1000/hour"),
-                    ("route", "route:r:0:user:7", "10/min"),
-                    ("route-2", "route:r:1:user:7", "100/hour"),
+                    ("user", "{user:7}:tier:user", "1000/hour"),
+                    ("route", "{user:7}:route:r:0", "10/min"),
+                    ("route-2", "{user:7}:route:r:1", "100/hour"),
                 ],
             ),
             (
                 &tiered,
                 &unlimited,
                 api_key.clone(),
-                vec![("api_key", "tier:api_key:key:gk_grading", "5000/hour")],
+                vec![("api_key", "{key:gk_grading}:tier:api_key", "5000/hour")],
             ),
             (&RatePolicy::default(), &unlimited, jwt("student"), vec![]),
             (
                 &RatePolicy::default(),
                 &route(),
                 jwt("admin"),
-                vec![("route", "route:r:0:user:7", "10/min")],
+                vec![("route", "{user:7}:route:r:0", "10/min")],
             ),
         ];
         let client = "192.0.2.1".parse().unwrap();

@@ -22,7 +22,7 @@ use crate::config::{Config, Overrides, StoreBackend};
 use crate::metrics::Metrics;
 use crate::render;
 use crate::snapshot::{Current, Snapshot};
-use crate::store::redis_url;
+use crate::store::redis_target;
 use crate::tls::Material;
 
 /// A reload that took effect.
@@ -237,12 +237,13 @@ fn keep_tls_listener(
     changed
 }
 
-/// Whether two configurations open the same store: both memory, or Redis at the same URL.
+/// Whether two configurations open the same store: both memory, or the same Redis, reached
+/// and logged in to the same way.
 fn same_store(next: &StoreBackend, running: &StoreBackend) -> bool {
     match (next, running) {
         (StoreBackend::Memory, StoreBackend::Memory) => true,
         (StoreBackend::Redis(next), StoreBackend::Redis(running)) => {
-            redis_url(next).ok() == redis_url(running).ok()
+            redis_target(next).ok() == redis_target(running).ok()
         }
         _ => false,
     }

@@ -87,6 +87,10 @@ impl Store for Instrumented {
         self.timed("ping", self.inner.ping()).await
     }
 
+    fn whereabouts(&self) -> serde_json::Value {
+        self.inner.whereabouts()
+    }
+
     async fn user_by_login(&self, login: &str) -> Result<Option<User>, StoreError> {
         self.timed("user_by_login", self.inner.user_by_login(login))
             .await

@@ -1,6 +1,12 @@
 //! Every Redis key and channel Guichet uses, in one place: the store's users, API keys and
 //! refresh-token families, the shared limiter's cells and the usage statistics' minutes. All
 //! start with `guichet:`, so one Redis can serve other applications too.
+//!
+//! The keys one script or pipeline touches share a hash tag (`{…}`), so each operation runs on
+//! one node of a cluster: the users and their login names (`{users}`: creating a user checks
+//! both names and the id at once), the API keys and their index (`{apikeys}`), the usage
+//! statistics (`{usage}`: one pipeline per flush), and a request's limits (the consumer, which
+//! the limiter puts at the front of its keys as a tag). A family is one key.
 
 use super::login_key;
 
@@ -12,34 +18,34 @@ pub const REVOCATIONS: &str = "guichet:revocations";
 /// gateway's index of known prefixes takes them in within a moment.
 pub const CREATIONS: &str = "guichet:key-creations";
 
-/// A user's hash.
+/// A user's record.
 pub fn user(id: u64) -> String {
-    format!("{PREFIX}:user:{id}")
+    format!("{PREFIX}:{{users}}:user:{id}")
 }
 
 /// The set of every user id.
 pub fn users() -> String {
-    format!("{PREFIX}:users")
+    format!("{PREFIX}:{{users}}:all")
 }
 
 /// The counter that numbers new users.
 pub fn next_user_id() -> String {
-    format!("{PREFIX}:user:next_id")
+    format!("{PREFIX}:{{users}}:next_id")
 }
 
 /// The user id a username or email (case-insensitive) logs in as.
 pub fn login(login: &str) -> String {
-    format!("{PREFIX}:login:{}", login_key(login))
+    format!("{PREFIX}:{{users}}:login:{}", login_key(login))
 }
 
-/// An API key's hash, by its prefix.
+/// An API key's record, by its prefix.
 pub fn api_key(prefix: &str) -> String {
-    format!("{PREFIX}:apikey:{prefix}")
+    format!("{PREFIX}:{{apikeys}}:key:{prefix}")
 }
 
 /// The set of every API key prefix.
 pub fn api_keys() -> String {
-    format!("{PREFIX}:apikeys")
+    format!("{PREFIX}:{{apikeys}}:all")
 }
 
 /// A refresh-token family: its current token and whether it was revoked.
@@ -47,12 +53,13 @@ pub fn family(family: &str) -> String {
     format!("{PREFIX}:family:{family}")
 }
 
-/// A cell of the shared rate limiter (`key` names the policy and the consumer).
+/// A cell of the shared rate limiter. `key` starts with the consumer as a hash tag
+/// (`{user:7}:tier:user`), so the limits of one request share a node of a cluster.
 pub fn rate_limit(key: &str) -> String {
     format!("{PREFIX}:rl:{key}")
 }
 
 /// The usage statistics of one minute (minutes since the epoch).
 pub fn usage_minute(minute: u64) -> String {
-    format!("{PREFIX}:usage:{minute}")
+    format!("{PREFIX}:{{usage}}:{minute}")
 }

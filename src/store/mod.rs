@@ -2,11 +2,12 @@
 //! two implementations: in-process memory (the embedded default, seeded from config) and Redis
 //! (shared by every replica).
 
+mod connection;
 mod instrumented;
 pub mod keys;
 mod memory;
 mod redis;
-mod url;
+mod target;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +15,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use self::connection::{InvalidUrl, Link, Outage, RedisConnection};
 pub use self::instrumented::Instrumented;
 pub use self::keys::{CREATIONS, REVOCATIONS};
 pub use self::memory::MemoryStore;
-pub use self::redis::{InvalidUrl, Outage, RedisConnection, RedisStore};
-pub use self::url::redis_url;
+pub use self::redis::RedisStore;
+pub use self::target::{redis_target, RedisTarget, Topology};
 
 /// A user who can log in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +111,11 @@ pub trait Store: Send + Sync {
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Which store this is and, for Redis, the node in use (for `/readyz`).
+    fn whereabouts(&self) -> serde_json::Value {
+        serde_json::json!({"backend": "memory"})
+    }
+
     /// The user whose username or email (either, case-insensitively) is `login`.
     async fn user_by_login(&self, login: &str) -> Result<Option<User>, StoreError>;
     async fn user_by_id(&self, id: u64) -> Result<Option<User>, StoreError>;
@@ -156,7 +163,7 @@ pub enum OpenError {
         #[source]
         source: StoreError,
     },
-    /// No usable URL: the configuration's message, at the setting's position.
+    /// No usable Redis settings: the configuration's message, at the setting's position.
     #[error("{0}")]
     Url(crate::config::ConfigError),
     #[error("{0}")]
@@ -190,8 +197,8 @@ pub fn open(config: &crate::config::AuthConfig) -> Result<Opened, OpenError> {
             })
         }
         crate::config::StoreBackend::Redis(settings) => {
-            let url = redis_url(settings).map_err(OpenError::Url)?;
-            let store = RedisStore::new(&url, config.store_timeout)?;
+            let target = redis_target(settings).map_err(OpenError::Url)?;
+            let store = RedisStore::new(target, config.store_timeout)?;
             let redis = Some(store.connection());
             Ok(Opened {
                 store: Arc::new(store),

@@ -1,130 +1,20 @@
-//! The Redis store, shared by every replica. Each call has a short timeout so a slow Redis never
-//! hangs a request; the connection is made lazily inside the runtime that uses it.
+//! The Redis store, shared by every replica: one node, a sentinel master or a cluster (the keys
+//! of each script share a hash tag, see `keys`). Each call has a short timeout so a slow Redis
+//! never hangs a request.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use super::connection::{InvalidUrl, Link, Outage, RedisConnection};
 use super::keys;
+use super::target::RedisTarget;
 use super::{ApiKey, FamilyRotation, NewUser, Rotation, Store, StoreError, User};
-
-/// Why the Redis store could not answer: the cause of [`StoreError::Unavailable`].
-#[derive(Debug, thiserror::Error)]
-pub enum Outage {
-    #[error("{0}")]
-    Redis(#[source] redis::RedisError),
-    #[error("down a moment ago; retrying shortly")]
-    Resting,
-    #[error("no connection within the timeout")]
-    NoConnection,
-    #[error("no answer within the timeout")]
-    NoAnswer,
-    /// A record read that is not the JSON the gateway writes, or one that could not be written.
-    #[error("{0}")]
-    Json(#[source] serde_json::Error),
-}
-
-/// A Redis URL the client refuses.
-#[derive(Debug, thiserror::Error)]
-#[error("`{url}`: {source}")]
-pub struct InvalidUrl {
-    url: String,
-    #[source]
-    source: redis::RedisError,
-}
 
 /// How many prefixes one SSCAN step asks for: few round trips, and no step blocks Redis long.
 const SCAN_STEP: usize = 1000;
-
-/// After a failure, calls fail fast for this long before one tries to reconnect, so an outage
-/// costs requests nothing but the fallback.
-const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
-
-/// One lazily made, shared connection; every call runs within the timeout. A broken connection
-/// is dropped and made again (after a short pause) once Redis answers again.
-pub struct RedisConnection {
-    client: redis::Client,
-    connection: tokio::sync::Mutex<Option<ConnectionManager>>,
-    retry_at: std::sync::Mutex<Option<Instant>>,
-    timeout: Duration,
-}
-
-impl RedisConnection {
-    /// A connection for `url` (`redis://host:port/db` or `unix:///path/to/socket`); nothing is
-    /// connected until the first call, so the connection belongs to the runtime that uses it.
-    pub fn new(url: &str, timeout: Duration) -> Result<RedisConnection, InvalidUrl> {
-        let client = redis::Client::open(url).map_err(|source| InvalidUrl {
-            url: url.to_string(),
-            source,
-        })?;
-        Ok(RedisConnection {
-            client,
-            connection: tokio::sync::Mutex::new(None),
-            retry_at: std::sync::Mutex::new(None),
-            timeout,
-        })
-    }
-
-    pub fn client(&self) -> &redis::Client {
-        &self.client
-    }
-
-    fn retry_at(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.retry_at
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    async fn connected(&self) -> Result<ConnectionManager, StoreError> {
-        if self.retry_at().is_some_and(|at| Instant::now() < at) {
-            return Err(StoreError::Unavailable(Outage::Resting));
-        }
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        let connecting = ConnectionManager::new_with_config(self.client.clone(), config);
-        match tokio::time::timeout(self.timeout, connecting).await {
-            Ok(Ok(connection)) => {
-                *slot = Some(connection.clone());
-                Ok(connection)
-            }
-            Ok(Err(e)) => Err(self.down(&mut slot, Outage::Redis(e))),
-            Err(_) => Err(self.down(&mut slot, Outage::NoConnection)),
-        }
-    }
-
-    fn down(&self, slot: &mut Option<ConnectionManager>, cause: Outage) -> StoreError {
-        *slot = None;
-        *self.retry_at() = Some(Instant::now() + RETRY_AFTER_FAILURE);
-        StoreError::Unavailable(cause)
-    }
-
-    /// Runs `op` on the shared connection within the timeout.
-    pub async fn with<T, F>(&self, op: impl FnOnce(ConnectionManager) -> F) -> Result<T, StoreError>
-    where
-        F: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        let connection = self.connected().await?;
-        match tokio::time::timeout(self.timeout, op(connection)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e))
-                if !(e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()) =>
-            {
-                Err(StoreError::Unavailable(Outage::Redis(e)))
-            }
-            Ok(Err(e)) => Err(self.down(&mut *self.connection.lock().await, Outage::Redis(e))),
-            Err(_) => Err(self.down(&mut *self.connection.lock().await, Outage::NoAnswer)),
-        }
-    }
-}
 
 pub struct RedisStore {
     connection: Arc<RedisConnection>,
@@ -135,9 +25,9 @@ fn json_failure(e: serde_json::Error) -> StoreError {
 }
 
 impl RedisStore {
-    pub fn new(url: &str, timeout: Duration) -> Result<RedisStore, InvalidUrl> {
+    pub fn new(target: RedisTarget, timeout: Duration) -> Result<RedisStore, InvalidUrl> {
         Ok(RedisStore {
-            connection: Arc::new(RedisConnection::new(url, timeout)?),
+            connection: Arc::new(RedisConnection::new(target, timeout)?),
         })
     }
 
@@ -146,11 +36,7 @@ impl RedisStore {
         self.connection.clone()
     }
 
-    pub fn client(&self) -> &redis::Client {
-        self.connection.client()
-    }
-
-    async fn with<T, F>(&self, op: impl FnOnce(ConnectionManager) -> F) -> Result<T, StoreError>
+    async fn with<T, F>(&self, op: impl FnOnce(Link) -> F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
@@ -202,6 +88,11 @@ impl Store for RedisStore {
         self.with(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
             .await
             .map(drop)
+    }
+
+    fn whereabouts(&self) -> serde_json::Value {
+        let redis = &self.connection;
+        serde_json::json!({"backend": "redis", "redis": redis.describe(), "node": redis.serving()})
     }
 
     async fn user_by_login(&self, login: &str) -> Result<Option<User>, StoreError> {
@@ -392,18 +283,6 @@ impl Store for RedisStore {
 }
 
 #[cfg(test)]
-impl RedisConnection {
-    /// A connection to a port nothing listens on.
-    pub(crate) fn unreachable() -> RedisConnection {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = closed.local_addr().expect("address").port();
-        drop(closed);
-        RedisConnection::new(&format!("redis://127.0.0.1:{port}"), Duration::from_secs(2))
-            .expect("a valid URL")
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -429,7 +308,9 @@ mod tests {
 
     #[test]
     fn a_url_the_client_refuses_is_named_with_the_cause() {
-        let Err(error) = RedisStore::new("nonsense://here", Duration::from_secs(1)) else {
+        let Err(error) =
+            RedisStore::new(RedisTarget::node("nonsense://here"), Duration::from_secs(1))
+        else {
             panic!("the URL was taken");
         };
         assert!(

@@ -9,6 +9,7 @@ pub mod live;
 pub mod load;
 pub mod raw;
 pub mod redis;
+pub mod redis_ha;
 pub mod tls;
 pub mod upstream;
 
@@ -19,6 +20,7 @@ pub use haproxy::HaProxy;
 pub use load::Load;
 pub use raw::raw_request;
 pub use redis::RedisServer;
+pub use redis_ha::{RedisCluster, RedisSentinels};
 pub use upstream::Upstream;
 
 use std::future::Future;

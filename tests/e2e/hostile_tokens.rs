@@ -313,12 +313,15 @@ async fn names_stored_with_control_characters_are_listed_escaped_and_never_cause
         "secret_hash": guichet::auth::api_key::hash_secret("evil-secret"), "role": "instructor",
         "scopes": ["grades:write"], "created": 0, "expires": null, "revoked": false
     });
+    use guichet::store::keys;
+    let (user_key, login, users) = (keys::user(7), keys::login("ev\r\nil"), keys::users());
+    let (key_key, api_keys) = (keys::api_key("gk_evil"), keys::api_keys());
     for command in [
-        vec!["SET", "guichet:user:7", &user.to_string()],
-        vec!["SET", "guichet:login:ev\r\nil", "7"],
-        vec!["SADD", "guichet:users", "7"],
-        vec!["SET", "guichet:apikey:gk_evil", &key.to_string()],
-        vec!["SADD", "guichet:apikeys", "gk_evil"],
+        vec!["SET", &user_key, &user.to_string()],
+        vec!["SET", &login, "7"],
+        vec!["SADD", &users, "7"],
+        vec!["SET", &key_key, &key.to_string()],
+        vec!["SADD", &api_keys, "gk_evil"],
     ] {
         let reply = redis.command(&command).await.unwrap();
         assert!(!reply.starts_with('-'), "{command:?}: {reply}");

@@ -1,12 +1,15 @@
-//! One suite for both stores: memory, and Redis on a private `redis-server`.
+//! One suite for every store: memory, and Redis on a private `redis-server`, a cluster of three
+//! masters and a master found through three sentinels.
 
 use std::time::Duration;
 
 use guichet::store::{
-    ApiKey, FamilyRotation, MemoryStore, NewUser, RedisStore, Rotation, Store, StoreError,
+    ApiKey, FamilyRotation, MemoryStore, NewUser, RedisStore, RedisTarget, Rotation, Store,
+    StoreError, Topology,
 };
 
-use crate::common::RedisServer;
+use crate::common::redis_ha::{Node, MASTER_NAME};
+use crate::common::{RedisCluster, RedisSentinels, RedisServer};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -195,8 +198,40 @@ async fn the_memory_store_passes_the_store_suite() {
 async fn the_redis_store_passes_the_store_suite() {
     run_suite(async || {
         let redis = RedisServer::start().await;
-        let store = RedisStore::new(&redis.url(), Duration::from_secs(2)).unwrap();
+        let store =
+            RedisStore::new(RedisTarget::node(&redis.url()), Duration::from_secs(2)).unwrap();
         (Box::new(store) as Box<dyn Store>, Some(redis))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_redis_cluster_passes_the_store_suite() {
+    let cluster = RedisCluster::start(0).await;
+    let target = RedisTarget::new(Topology::Cluster {
+        nodes: cluster.urls(),
+    });
+    run_suite(async || {
+        for node in &cluster.nodes {
+            node.command(&["FLUSHALL"]).await;
+        }
+        let store = RedisStore::new(target.clone(), Duration::from_secs(2)).unwrap();
+        (Box::new(store) as Box<dyn Store>, None)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_sentinel_master_passes_the_store_suite() {
+    let sentinels = RedisSentinels::start().await;
+    let target = RedisTarget::new(Topology::Sentinel {
+        master: MASTER_NAME.to_string(),
+        nodes: sentinels.sentinels.iter().map(Node::url).collect(),
+    });
+    run_suite(async || {
+        sentinels.master.command(&["FLUSHALL"]).await;
+        let store = RedisStore::new(target.clone(), Duration::from_secs(2)).unwrap();
+        (Box::new(store) as Box<dyn Store>, None)
     })
     .await;
 }
@@ -204,7 +239,8 @@ async fn the_redis_store_passes_the_store_suite() {
 #[tokio::test]
 async fn a_redis_store_that_is_down_says_unavailable_within_its_timeout() {
     let redis = RedisServer::start().await;
-    let store = RedisStore::new(&redis.url(), Duration::from_millis(300)).unwrap();
+    let store =
+        RedisStore::new(RedisTarget::node(&redis.url()), Duration::from_millis(300)).unwrap();
     store.add_user(new_user("demo")).await.unwrap();
     drop(redis);
     let started = std::time::Instant::now();

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::ApiKeys;
 use crate::logs::Repeated;
-use crate::store::{CREATIONS, REVOCATIONS};
+use crate::store::{RedisConnection, CREATIONS, REVOCATIONS};
 
 /// The pause before subscribing or reading the index again after a failure.
 const RETRY: Duration = Duration::from_secs(1);
@@ -27,8 +27,8 @@ static CANNOT_SUBSCRIBE: Repeated = Repeated::new();
 static SUBSCRIPTION_LOST: Repeated = Repeated::new();
 
 /// Loads the index at once and keeps it current until the future is dropped: from Redis
-/// pub/sub when `client` is given, else (memory store) by reading it again every TTL.
-pub async fn follow_key_events(client: Option<redis::Client>, keys: Arc<ApiKeys>) {
+/// pub/sub when `redis` is given, else (memory store) by reading it again every TTL.
+pub async fn follow_key_events(redis: Option<Arc<RedisConnection>>, keys: Arc<ApiKeys>) {
     let every = keys.ttl().max(MIN_REINDEX);
     let mut messages: Option<PubSubStream> = None;
     let mut next_subscribe = Instant::now();
@@ -47,10 +47,11 @@ pub async fn follow_key_events(client: Option<redis::Client>, keys: Arc<ApiKeys>
                     next_subscribe = Instant::now() + RETRY;
                 }
             },
-            () = tokio::time::sleep_until(next_subscribe), if messages.is_none() && client.is_some() => {
-                if let Some(client) = &client {
-                    match tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe(client)).await {
-                        Ok(Ok(stream)) => {
+            () = tokio::time::sleep_until(next_subscribe), if messages.is_none() && redis.is_some() => {
+                if let Some(redis) = &redis {
+                    match tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe(redis)).await {
+                        Ok(Ok((stream, node))) => {
+                            tracing::info!(%node, "subscribed to API key events");
                             messages = Some(stream);
                             next_index = Instant::now();
                             report = true;
@@ -74,10 +75,11 @@ pub async fn follow_key_events(client: Option<redis::Client>, keys: Arc<ApiKeys>
     }
 }
 
-async fn subscribe(client: &redis::Client) -> redis::RedisResult<PubSubStream> {
-    let mut pubsub = client.get_async_pubsub().await?;
+/// A subscription to both channels, and the node it is made on.
+async fn subscribe(redis: &RedisConnection) -> redis::RedisResult<(PubSubStream, String)> {
+    let (mut pubsub, node) = redis.subscriber().await?;
     pubsub.subscribe(&[REVOCATIONS, CREATIONS]).await?;
-    Ok(pubsub.into_on_message())
+    Ok((pubsub.into_on_message(), node))
 }
 
 fn cannot_subscribe(error: &dyn std::fmt::Display) {
