@@ -103,43 +103,44 @@ pub fn redis_target(settings: &RedisSettings) -> Result<RedisTarget, ConfigError
             at: settings.at.clone(),
             field: format!("{section}.url"),
         });
-    let topology =
-        match (&settings.sentinel, &settings.cluster, from_env) {
-            (Some(_), _, Some(env)) | (_, Some(_), Some(env)) => return Err(env.error(
+    let topology = match (&settings.sentinel, &settings.cluster, from_env) {
+        (Some(_), _, Some(env)) | (_, Some(_), Some(env)) => {
+            return Err(env.error(
                 format!(
                     "{REDIS_URL_ENV} names one node, but `{section}` lists sentinels or a cluster"
                 ),
                 &format!("unset {REDIS_URL_ENV}, or remove `sentinel:`/`cluster:` to use one node"),
-            )),
-            (Some(sentinel), _, None) => {
-                nodes_over_one_transport(&sentinel.nodes, false)?;
-                Topology::Sentinel {
-                    master: sentinel.master.clone(),
-                    nodes: values(&sentinel.nodes),
-                }
+            ))
+        }
+        (Some(sentinel), _, None) => {
+            nodes_over_one_transport(&sentinel.nodes, false)?;
+            Topology::Sentinel {
+                master: sentinel.master.clone(),
+                nodes: values(&sentinel.nodes),
             }
-            (None, Some(nodes), None) => {
-                nodes_over_one_transport(nodes, true)?;
-                Topology::Cluster {
-                    nodes: values(nodes),
-                }
+        }
+        (None, Some(nodes), None) => {
+            nodes_over_one_transport(nodes, true)?;
+            Topology::Cluster {
+                nodes: values(nodes),
             }
-            (None, None, from_env) => {
-                let Some(url) = from_env.or_else(|| settings.url.clone()) else {
-                    let backend = Setting {
-                        value: (),
-                        at: settings.at.clone(),
-                        field: format!("{section}.backend"),
-                    };
-                    return Err(backend.error(
-                        "the redis store needs a URL, sentinels or a cluster",
-                        &format!("add `url: redis://127.0.0.1:6379/0`, or set {REDIS_URL_ENV}"),
-                    ));
+        }
+        (None, None, from_env) => {
+            let Some(url) = from_env.or_else(|| settings.url.clone()) else {
+                let backend = Setting {
+                    value: (),
+                    at: settings.at.clone(),
+                    field: format!("{section}.backend"),
                 };
-                parse(&url)?;
-                Topology::Node(url.value)
-            }
-        };
+                return Err(backend.error(
+                    "the redis store needs a URL, sentinels or a cluster",
+                    &format!("add `url: redis://127.0.0.1:6379/0`, or set {REDIS_URL_ENV}"),
+                ));
+            };
+            parse(&url)?;
+            Topology::Node(url.value)
+        }
+    };
     let password =
         match &settings.password_env {
             None => None,

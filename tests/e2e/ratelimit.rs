@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::auth::{jwt_section, seed, DEMO_KEY};
 use crate::common::{
-    add_demo_user, client, get_text, status_and_json, Gateway, GatewayConfig, RedisServer, Upstream,
+    add_demo_user, client, get_text, status_and_json, Gateway, GatewayConfig, RedisCluster,
+    RedisServer, Upstream,
 };
 
 fn routes(upstream: &Upstream) -> String {
@@ -21,6 +22,9 @@ routes:
   - path: /api/any/
     auth: any
   - path: /api/limited/
+    rate_limit: 2/hour
+  - path: /api/counted/
+    auth: none
     rate_limit: 2/hour
 ",
         upstream.url()
@@ -302,34 +306,52 @@ fn redis_store(redis: &RedisServer) -> String {
     format!("store: {{ backend: redis, url: \"{}\" }}\n", redis.url())
 }
 
-#[tokio::test]
-async fn three_replicas_sharing_redis_let_through_exactly_the_limit() {
-    let redis = RedisServer::start().await;
+/// 120 requests at once, 40 through each of three replicas, all from one client address: as
+/// many pass as the limit allows, not one more. On `/api/counted/` each check carries two
+/// limits (the tier and the route's), so on a cluster both keys must share a node.
+async fn three_replicas_let_through_exactly_the_limit(store: &str) {
     let upstream = Upstream::start("app").await;
     let limits = "rate_limits: { anonymous: 40/hour }\n";
-    let (_dir, path) = config(&upstream, &redis_store(&redis), limits).write();
+    let (_dir, path) = config(&upstream, store, limits).write();
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(Gateway::start_in(tempfile::tempdir().unwrap(), &path).await);
     }
-    // 120 requests at once, 40 per replica, all from one client address.
-    let mut tasks = Vec::new();
-    for replica in &replicas {
-        for _ in 0..40 {
-            let url = replica.url("/api/public/");
-            tasks.push(tokio::spawn(async move {
-                client().get(url).send().await.unwrap().status().as_u16()
-            }));
+    for (path, client_address, limit) in [
+        ("/api/public/", "192.0.2.1", 40),
+        ("/api/counted/", "192.0.2.2", 2),
+    ] {
+        let mut tasks = Vec::new();
+        for replica in &replicas {
+            for _ in 0..40 {
+                let url = replica.url(path);
+                tasks.push(tokio::spawn(async move {
+                    let request = client().get(url).header("x-forwarded-for", client_address);
+                    request.send().await.unwrap().status().as_u16()
+                }));
+            }
         }
+        let mut statuses = Vec::new();
+        for task in tasks {
+            statuses.push(task.await.unwrap());
+        }
+        // Exact: one atomic script per check, and the refill (one request every 90 s) is far
+        // slower than the test.
+        assert_eq!(passed(&statuses), limit, "{path}: {statuses:?}");
+        assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 120 - limit);
     }
-    let mut statuses = Vec::new();
-    for task in tasks {
-        statuses.push(task.await.unwrap());
-    }
-    // Exact: one atomic script per check, and the refill (one request every 90 s) is far
-    // slower than the test.
-    assert_eq!(passed(&statuses), 40);
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 80);
+}
+
+#[tokio::test]
+async fn three_replicas_sharing_redis_let_through_exactly_the_limit() {
+    let redis = RedisServer::start().await;
+    three_replicas_let_through_exactly_the_limit(&redis_store(&redis)).await;
+}
+
+#[tokio::test]
+async fn three_replicas_on_a_redis_cluster_let_through_exactly_the_limit() {
+    let cluster = RedisCluster::start(0).await;
+    three_replicas_let_through_exactly_the_limit(&cluster.store_yaml()).await;
 }
 
 #[tokio::test]
