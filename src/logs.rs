@@ -25,9 +25,20 @@ pub enum LogFormat {
 /// Pingora's own chatter stays at warn unless `RUST_LOG` says otherwise.
 const DEFAULT_FILTER: &str = "info,pingora_core=warn,pingora_proxy=warn";
 
+/// The Redis client warns on every attempt to reach a cluster node that is down, hundreds a
+/// second; Guichet's own warnings say so once in ten seconds. It is kept to errors unless
+/// `RUST_LOG` names it.
+const REDIS_CLIENT: &str = "redis=error";
+
 pub fn init(format: LogFormat) {
-    let filter =
+    let from_env = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default();
+    let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    if !from_env.contains("redis") {
+        if let Ok(quiet) = REDIS_CLIENT.parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout)

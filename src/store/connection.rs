@@ -139,9 +139,10 @@ impl RedisConnection {
                     .retries(CLUSTER_RETRIES)
                     .build()
                     .map_err(invalid(&nodes.join(", ")))?;
+                // Each gateway starts at a node of its own: subscribers spread over the cluster.
                 Source::Cluster {
                     client,
-                    next_subscriber: AtomicUsize::new(0),
+                    next_subscriber: AtomicUsize::new(rand::random::<usize>() % nodes.len()),
                 }
             }
         };

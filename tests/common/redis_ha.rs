@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use guichet::store::{RedisTarget, Topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -38,6 +39,8 @@ impl Node {
             .args(&self.args)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            // A new replica syncs at once rather than after the default five seconds.
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(&self.dir)
             .current_dir(&self.dir)
@@ -102,6 +105,9 @@ impl RedisCluster {
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "1000",
+                    // A replica takes over however long ago it last heard from its master.
+                    "--cluster-replica-validity-factor",
+                    "0",
                 ];
                 Node::start(
                     dir.path(),
@@ -128,6 +134,12 @@ impl RedisCluster {
         assert!(created.success(), "redis-cli --cluster create failed");
         let cluster = RedisCluster { nodes, _dir: dir };
         cluster.wait_until_healthy(&[]).await;
+        for node in &cluster.nodes {
+            let role = node.command(&["ROLE"]).await.unwrap_or_default();
+            if role.starts_with("slave") {
+                wait_until_replicated(node).await;
+            }
+        }
         cluster
     }
 
@@ -136,12 +148,17 @@ impl RedisCluster {
         self.nodes.iter().map(Node::url).collect()
     }
 
-    /// The `store:` section for this cluster.
-    pub fn store_yaml(&self) -> String {
+    /// The same Redis as the gateway reaches it, for the test's own calls.
+    pub fn target(&self) -> RedisTarget {
+        RedisTarget::new(Topology::Cluster { nodes: self.urls() })
+    }
+
+    /// The `store:` section for this cluster, with `more` settings (`key: value, …`).
+    pub fn store_yaml(&self, more: &str) -> String {
         let nodes: Vec<String> = self.urls().iter().map(|u| format!("\"{u}\"")).collect();
-        format!(
-            "store: {{ backend: redis, cluster: {{ nodes: [{}] }} }}\n",
-            nodes.join(", ")
+        store_yaml(
+            &format!("cluster: {{ nodes: [{}] }}", nodes.join(", ")),
+            more,
         )
     }
 
@@ -189,6 +206,15 @@ impl RedisCluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+fn store_yaml(form: &str, more: &str) -> String {
+    let more = if more.is_empty() {
+        String::new()
+    } else {
+        format!(", {more}")
+    };
+    format!("store: {{ backend: redis, {form}{more} }}\n")
 }
 
 /// Whether `CLUSTER SLOTS`' flattened reply says the master on `port` serves `slot`.
@@ -268,21 +294,30 @@ impl RedisSentinels {
             _dir: dir,
         };
         set.wait_for_master(set.master.port).await;
-        set.wait_until_replicated().await;
+        wait_until_replicated(&set.replica).await;
         set
     }
 
-    /// The `store:` section for these sentinels.
-    pub fn store_yaml(&self) -> String {
+    /// The `store:` section for these sentinels, with `more` settings (`key: value, …`).
+    pub fn store_yaml(&self, more: &str) -> String {
         let nodes: Vec<String> = self
             .sentinels
             .iter()
             .map(|s| format!("\"{}\"", s.url()))
             .collect();
-        format!(
-            "store: {{ backend: redis, sentinel: {{ master: {MASTER_NAME}, nodes: [{}] }} }}\n",
+        let sentinel = format!(
+            "sentinel: {{ master: {MASTER_NAME}, nodes: [{}] }}",
             nodes.join(", ")
-        )
+        );
+        store_yaml(&sentinel, more)
+    }
+
+    /// The same Redis as the gateway reaches it, for the test's own calls.
+    pub fn target(&self) -> RedisTarget {
+        RedisTarget::new(Topology::Sentinel {
+            master: MASTER_NAME.to_string(),
+            nodes: self.sentinels.iter().map(Node::url).collect(),
+        })
     }
 
     /// Waits until every sentinel names the master on `port` and knows of a replica.
@@ -307,22 +342,21 @@ impl RedisSentinels {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
 
-    /// Waits until the replica has caught up with the master.
-    async fn wait_until_replicated(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let info = self
-                .replica
-                .command(&["INFO", "replication"])
-                .await
-                .unwrap_or_default();
-            if info.contains("master_link_status:up") {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the replica did not sync");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// Waits until a replica has its master's data and follows its writes.
+async fn wait_until_replicated(replica: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = replica
+            .command(&["INFO", "replication"])
+            .await
+            .unwrap_or_default();
+        if info.contains("master_link_status:up") {
+            return;
         }
+        assert!(Instant::now() < deadline, "the replica did not sync");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

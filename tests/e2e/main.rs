@@ -12,6 +12,7 @@ mod container;
 mod cors;
 mod docs;
 mod drain;
+mod failover;
 mod forwarding;
 mod harness;
 mod hostile;

@@ -351,7 +351,7 @@ async fn three_replicas_sharing_redis_let_through_exactly_the_limit() {
 #[tokio::test]
 async fn three_replicas_on_a_redis_cluster_let_through_exactly_the_limit() {
     let cluster = RedisCluster::start(0).await;
-    three_replicas_let_through_exactly_the_limit(&cluster.store_yaml()).await;
+    three_replicas_let_through_exactly_the_limit(&cluster.store_yaml("")).await;
 }
 
 #[tokio::test]

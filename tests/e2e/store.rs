@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use guichet::store::{
     ApiKey, FamilyRotation, MemoryStore, NewUser, RedisStore, RedisTarget, Rotation, Store,
-    StoreError, Topology,
+    StoreError,
 };
 
-use crate::common::redis_ha::{Node, MASTER_NAME};
 use crate::common::{RedisCluster, RedisSentinels, RedisServer};
 
 const TTL: Duration = Duration::from_secs(60);
@@ -208,9 +207,7 @@ async fn the_redis_store_passes_the_store_suite() {
 #[tokio::test]
 async fn a_redis_cluster_passes_the_store_suite() {
     let cluster = RedisCluster::start(0).await;
-    let target = RedisTarget::new(Topology::Cluster {
-        nodes: cluster.urls(),
-    });
+    let target = cluster.target();
     run_suite(async || {
         for node in &cluster.nodes {
             node.command(&["FLUSHALL"]).await;
@@ -224,10 +221,7 @@ async fn a_redis_cluster_passes_the_store_suite() {
 #[tokio::test]
 async fn a_sentinel_master_passes_the_store_suite() {
     let sentinels = RedisSentinels::start().await;
-    let target = RedisTarget::new(Topology::Sentinel {
-        master: MASTER_NAME.to_string(),
-        nodes: sentinels.sentinels.iter().map(Node::url).collect(),
-    });
+    let target = sentinels.target();
     run_suite(async || {
         sentinels.master.command(&["FLUSHALL"]).await;
         let store = RedisStore::new(target.clone(), Duration::from_secs(2)).unwrap();

@@ -1,0 +1,307 @@
+//! Redis failing over under load: the sentinels' master killed, and a cluster master killed,
+//! while two gateways serve a JWT route, a cached API key, keys they have never seen, and a
+//! shared limit. JWT routes and the cached key never fail; unseen keys get 503
+//! `auth_store_unavailable` only while the switch lasts; the limit is shared again after it;
+//! and the outage costs a handful of warnings, not one per request.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use guichet::store::{ApiKey, RedisStore, RedisTarget, Store};
+use serde_json::Value;
+
+use crate::auth::{jwt_section, routes};
+use crate::common::{
+    add_demo_user, client, Gateway, GatewayConfig, RedisCluster, RedisSentinels, Upstream,
+};
+
+/// Keys the gateways have never been asked for: one per request while the load runs.
+const UNSEEN_KEYS: usize = 400;
+
+/// A pause between the requests of each kind, so the load lasts through the switch.
+const PACE: Duration = Duration::from_millis(20);
+
+fn config(store: &str, upstream: &Upstream) -> GatewayConfig {
+    let counted = format!(
+        "{}  - path: /api/counted/\n    auth: none\n    rate_limit: 1/hour\n",
+        routes(upstream)
+    );
+    GatewayConfig::new(&format!(
+        "include: [routes/*.yaml]\ntrusted_proxies: [127.0.0.1/32]\n{store}{}\
+         rate_limits: {{ user: 100000/hour, api_key: 100000/hour, on_store_error: allow }}\n",
+        jwt_section()
+    ))
+    .file("keys/jwt.pem", &guichet::auth::jwt::generate_ed25519_pem())
+    .file("routes/app.yaml", &counted)
+}
+
+/// Stores a key for the grades route directly and returns the whole key.
+async fn add_key(store: &RedisStore, n: usize) -> (String, String) {
+    let (whole, prefix, hash) = guichet::auth::api_key::generate();
+    let key = ApiKey {
+        prefix: prefix.clone(),
+        name: format!("integration-{n}"),
+        secret_hash: hash,
+        role: "instructor".to_string(),
+        scopes: vec!["grades:write".to_string()],
+        created: 1_700_000_000,
+        expires: None,
+        revoked: false,
+    };
+    store.add_api_key(&key).await.unwrap();
+    (whole, prefix)
+}
+
+/// What one kind of request saw: each answer's time since the kill (negative before it),
+/// status and code.
+#[derive(Default)]
+struct Seen(Mutex<Vec<(f64, u16, String)>>);
+
+impl Seen {
+    fn record(&self, at: f64, status: u16, body: &Value) {
+        let code = body["code"].as_str().unwrap_or("").to_string();
+        self.0.lock().unwrap().push((at, status, code));
+    }
+
+    fn failures(&self) -> Vec<(f64, u16, String)> {
+        let seen = self.0.lock().unwrap();
+        seen.iter().filter(|(_, s, _)| *s != 200).cloned().collect()
+    }
+
+    fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+/// When the kill happened; `None` before.
+type KilledAt = Arc<Mutex<Option<Instant>>>;
+
+fn since_kill(killed: &KilledAt) -> f64 {
+    match *killed.lock().unwrap() {
+        Some(at) => at.elapsed().as_secs_f64(),
+        None => -1.0,
+    }
+}
+
+/// Sends `request(n)` every [`PACE`] until `stop`, recording each answer.
+fn load<F>(
+    stop: Arc<AtomicBool>,
+    killed: KilledAt,
+    seen: Arc<Seen>,
+    request: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(usize) -> reqwest::RequestBuilder + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let response = request(n).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            seen.record(since_kill(&killed), status, &body);
+            n += 1;
+            tokio::time::sleep(PACE).await;
+        }
+    })
+}
+
+/// Client addresses for probing the shared limit, each used once.
+fn addresses() -> impl Iterator<Item = String> {
+    (0..4000).map(|n| format!("198.51.{}.{}", n / 250, n % 250 + 1))
+}
+
+/// Whether the two gateways count one limit together: a new client passes on the first and is
+/// refused on the second.
+async fn limit_shared(first: &Gateway, second: &Gateway, address: &str) -> bool {
+    let mut statuses = Vec::new();
+    for gateway in [first, second] {
+        let response = client()
+            .get(gateway.url("/api/counted/"))
+            .header("x-forwarded-for", address)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    statuses == [200, 429]
+}
+
+/// Runs the load, calls `kill`, and checks what each kind of request saw. `probes` are client
+/// addresses whose limits live where the kill strikes.
+async fn failover_under_load(
+    store: &str,
+    target: RedisTarget,
+    probes: Vec<String>,
+    kill: impl FnOnce(),
+) {
+    let mut probes = probes.into_iter();
+    let upstream = Upstream::start("app").await;
+    let (_dir, path) = config(store, &upstream).write();
+    add_demo_user(&path);
+    let first = Gateway::start_in(tempfile::tempdir().unwrap(), &path).await;
+    let second = Gateway::start_in(tempfile::tempdir().unwrap(), &path).await;
+    let bearer = format!(
+        "Bearer {}",
+        first.access_token("demo", "demo-password").await
+    );
+
+    let keys = RedisStore::new(target, Duration::from_secs(2)).unwrap();
+    let (cached, _) = add_key(&keys, 0).await;
+    let mut unseen = Vec::new();
+    for n in 1..=UNSEEN_KEYS {
+        unseen.push(add_key(&keys, n).await.0);
+    }
+    let last = unseen
+        .last()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .to_string();
+    for gateway in [&first, &second] {
+        gateway.wait_for_log(|l| l["prefix"] == last).await;
+        let response = client()
+            .get(gateway.url("/api/grades/"))
+            .header("x-api-key", &cached)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "the cached key is valid");
+    }
+    let probe = probes.next().unwrap();
+    assert!(limit_shared(&first, &second, &probe).await, "shared before");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed: KilledAt = Arc::default();
+    let (jwt, cached_seen, unseen_seen) = (
+        Arc::new(Seen::default()),
+        Arc::new(Seen::default()),
+        Arc::new(Seen::default()),
+    );
+    let urls = [first.url("/api/courses/"), second.url("/api/courses/")];
+    let tasks = [
+        load(stop.clone(), killed.clone(), jwt.clone(), move |n| {
+            client().get(&urls[n % 2]).header("authorization", &bearer)
+        }),
+        load(stop.clone(), killed.clone(), cached_seen.clone(), {
+            let urls = [first.url("/api/grades/"), second.url("/api/grades/")];
+            move |n| client().get(&urls[n % 2]).header("x-api-key", &cached)
+        }),
+        load(stop.clone(), killed.clone(), unseen_seen.clone(), {
+            let urls = [first.url("/api/grades/"), second.url("/api/grades/")];
+            move |n| {
+                let key = &unseen[n % unseen.len()];
+                client().get(&urls[n % 2]).header("x-api-key", key)
+            }
+        }),
+    ];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    kill();
+    let kill_time = Instant::now();
+    *killed.lock().unwrap() = Some(kill_time);
+
+    // The limit is shared again once both gateways reach the new master.
+    let deadline = kill_time + Duration::from_secs(30);
+    loop {
+        let probe = probes.next().expect("enough probe addresses");
+        if limit_shared(&first, &second, &probe).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the limit was never shared again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shared_after = kill_time.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    assert_eq!(jwt.failures(), [], "JWT requests failed");
+    assert_eq!(
+        cached_seen.failures(),
+        [],
+        "requests with a cached key failed"
+    );
+    let refused = unseen_seen.failures();
+    for (at, status, code) in &refused {
+        assert_eq!(
+            (*status, code.as_str()),
+            (503, "auth_store_unavailable"),
+            "an unseen key at {at:.2}s"
+        );
+        assert!(
+            (0.0..=shared_after).contains(at),
+            "503 at {at:.2}s, outside the switch (limits shared again at {shared_after:.2}s)"
+        );
+    }
+    let after: Vec<_> = unseen_seen
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(at, _, _)| *at > shared_after)
+        .map(|(_, status, _)| *status)
+        .collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|s| *s == 200),
+        "{after:?}"
+    );
+    // One warning per kind of failure every ten seconds, not one per request.
+    for gateway in [&first, &second] {
+        let warnings = gateway
+            .logs()
+            .iter()
+            .filter(|l| l["level"] == "WARN")
+            .count();
+        assert!(
+            warnings <= 12,
+            "{warnings} warnings:\n{:#?}",
+            gateway.logs()
+        );
+    }
+    eprintln!(
+        "failover: {} JWT, {} cached-key and {} unseen-key requests; {} unseen refused with 503; limits shared again after {shared_after:.2} s",
+        jwt.count(),
+        cached_seen.count(),
+        unseen_seen.count(),
+        refused.len()
+    );
+    let ready = crate::common::get_json(first.admin_url("/readyz")).await;
+    assert_eq!(ready["store"]["ok"], true, "{ready}");
+}
+
+#[tokio::test]
+async fn the_gateway_follows_a_sentinel_failover_under_load() {
+    let mut redis = RedisSentinels::start().await;
+    let store = redis.store_yaml("api_key_cache_ttl: 1s");
+    let target = redis.target();
+    let (old, new) = (redis.master.port, redis.replica.port);
+    let probes = addresses().collect();
+    failover_under_load(&store, target, probes, || redis.master.kill()).await;
+    redis.wait_for_master(new).await;
+    assert_ne!(old, new);
+}
+
+#[tokio::test]
+async fn the_gateway_rides_out_a_cluster_master_failing_over_under_load() {
+    let mut cluster = RedisCluster::start(1).await;
+    let store = cluster.store_yaml("api_key_cache_ttl: 1s");
+    let target = cluster.target();
+    // The master of the API keys' slot: every unseen key's lookup goes to it.
+    let master = cluster.master_of(&guichet::store::keys::api_keys()).await;
+    // Clients whose limits live on that master too (a limit key's tag is `{ip:<address>}`).
+    let mut probes = Vec::new();
+    for address in addresses() {
+        if cluster.master_of(&format!("{{ip:{address}}}")).await == master {
+            probes.push(address);
+        }
+    }
+    failover_under_load(&store, target, probes, || cluster.nodes[master].kill()).await;
+    cluster.wait_until_healthy(&[master]).await;
+}
