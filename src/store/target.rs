@@ -141,22 +141,25 @@ pub fn redis_target(settings: &RedisSettings) -> Result<RedisTarget, ConfigError
             Topology::Node(url.value)
         }
     };
-    let password =
-        match &settings.password_env {
-            None => None,
-            Some(variable) => match std::env::var(&variable.value) {
-                Ok(password) if !password.is_empty() => Some(password),
-                _ => return Err(variable.error(
-                    format!("`{}` is not set", variable.value),
-                    "set it to the Redis password, or remove `password_env` if Redis needs none",
-                )),
-            },
-        };
     Ok(RedisTarget {
         topology,
         username: settings.username.clone(),
-        password,
+        password: password(settings)?,
     })
+}
+
+/// The password from the variable `password_env` names, if it names one.
+fn password(settings: &RedisSettings) -> Result<Option<String>, ConfigError> {
+    let Some(variable) = &settings.password_env else {
+        return Ok(None);
+    };
+    match std::env::var(&variable.value) {
+        Ok(password) if !password.is_empty() => Ok(Some(password)),
+        _ => Err(variable.error(
+            format!("the environment variable {} is not set", variable.value),
+            "set it to the Redis password, or remove `password_env` if Redis needs none",
+        )),
+    }
 }
 
 fn values(nodes: &[Setting<String>]) -> Vec<String> {

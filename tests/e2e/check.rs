@@ -249,6 +249,62 @@ fn seed_data_is_refused_with_the_redis_store() {
 }
 
 #[test]
+fn sentinel_and_cluster_settings_are_checked_with_positions_and_fixes() {
+    let refused = [
+        (
+            "url: \"redis://10.0.0.1:6379\", cluster: { nodes: [\"redis://10.0.0.2:7000\"] }",
+            "store.cluster: `store.url` already names the Redis to use",
+        ),
+        (
+            "sentinel: { nodes: [\"redis://10.0.0.1:26379\"] }",
+            "store.sentinel.master: the sentinels need the name of the master they watch",
+        ),
+        (
+            "sentinel: { master: guichet, nodes: [] }",
+            "store.sentinel.nodes: no nodes are listed",
+        ),
+        (
+            "sentinel: { master: guichet, nodes: [\"redis://10.0.0.1:26379\"], quorum: 2 }",
+            "store.sentinel.quorum: unknown key",
+        ),
+        (
+            "cluster: { nodes: [\"unix:///run/redis.sock\"] }",
+            "store.cluster.nodes[0]: a cluster node is reached over TCP",
+        ),
+        (
+            "cluster: { nodes: [\"redis://10.0.0.1:7000\", \"rediss://10.0.0.2:7000\"] }",
+            "store.cluster.nodes[1]: some nodes are listed with redis:// and some with rediss://",
+        ),
+        (
+            "cluster: { nodes: [\"http://10.0.0.1:7000\"] }",
+            "store.cluster.nodes[0]: `http://10.0.0.1:7000` is not a Redis URL",
+        ),
+        (
+            "url: \"redis://10.0.0.1:6379\", password_env: GUICHET_TEST_REDIS_PASSWORD_NOT_SET",
+            "store.password_env: the environment variable GUICHET_TEST_REDIS_PASSWORD_NOT_SET is not set",
+        ),
+    ];
+    for (store, expected) in refused {
+        let config = GatewayConfig::new(&format!("store: {{ backend: redis, {store} }}\n"));
+        let (code, _, stderr, _dir) = run_check(&config);
+        assert_eq!(code, 1, "{store}: {stderr}");
+        assert!(stderr.contains(expected), "{store}:\n{stderr}");
+        assert!(
+            stderr.contains("gateway.yaml:1:"),
+            "{store}: no position:\n{stderr}"
+        );
+    }
+    for store in [
+        "sentinel: { master: guichet, nodes: [\"redis://10.0.0.1:26379\", \"redis://10.0.0.2:26379\"] }, username: guichet",
+        "cluster: { nodes: [\"rediss://10.0.0.1:7000\", \"rediss://10.0.0.2:7000\"] }",
+    ] {
+        let config = GatewayConfig::new(&format!("store: {{ backend: redis, {store} }}\n"));
+        let (code, _, stderr, _dir) = run_check(&config);
+        assert_eq!(code, 0, "{store}: {stderr}");
+    }
+}
+
+#[test]
 fn documentation_settings_are_checked_with_positions_and_fixes() {
     let config = GatewayConfig::new(
         "include: [routes/*.yaml]

@@ -129,13 +129,13 @@ async fn limit_shared(first: &Gateway, second: &Gateway, address: &str) -> bool 
 }
 
 /// Runs the load, calls `kill`, and checks what each kind of request saw. `probes` are client
-/// addresses whose limits live where the kill strikes.
+/// addresses whose limits live where the kill strikes. Returns `/readyz`'s `store` afterwards.
 async fn failover_under_load(
     store: &str,
     target: RedisTarget,
     probes: Vec<String>,
     kill: impl FnOnce(),
-) {
+) -> Value {
     let mut probes = probes.into_iter();
     let upstream = Upstream::start("app").await;
     let (_dir, path) = config(store, &upstream).write();
@@ -274,6 +274,7 @@ async fn failover_under_load(
     );
     let ready = crate::common::get_json(first.admin_url("/readyz")).await;
     assert_eq!(ready["store"]["ok"], true, "{ready}");
+    ready["store"].clone()
 }
 
 #[tokio::test]
@@ -283,9 +284,17 @@ async fn the_gateway_follows_a_sentinel_failover_under_load() {
     let target = redis.target();
     let (old, new) = (redis.master.port, redis.replica.port);
     let probes = addresses().collect();
-    failover_under_load(&store, target, probes, || redis.master.kill()).await;
+    let ready = failover_under_load(&store, target, probes, || redis.master.kill()).await;
     redis.wait_for_master(new).await;
     assert_ne!(old, new);
+    // `/readyz` names the master in use: the former replica.
+    assert_eq!(ready["backend"], "redis");
+    assert_eq!(ready["node"], format!("127.0.0.1:{new}"), "{ready}");
+    let described = ready["redis"].as_str().unwrap();
+    assert!(
+        described.starts_with("master `guichet` of the sentinels 127.0.0.1:"),
+        "{ready}"
+    );
 }
 
 #[tokio::test]
@@ -302,6 +311,11 @@ async fn the_gateway_rides_out_a_cluster_master_failing_over_under_load() {
             probes.push(address);
         }
     }
-    failover_under_load(&store, target, probes, || cluster.nodes[master].kill()).await;
+    let ready = failover_under_load(&store, target, probes, || cluster.nodes[master].kill()).await;
+    let described = ready["redis"].as_str().unwrap();
+    assert!(
+        described.starts_with("the cluster seeded by 127.0.0.1:"),
+        "{ready}"
+    );
     cluster.wait_until_healthy(&[master]).await;
 }
