@@ -70,8 +70,14 @@ pub fn serve_to_exit(config: &Path, args: &[&str]) -> Output {
 
 /// Runs `guichet <args> --config <config>` with `stdin` as its standard input.
 pub fn cli(args: &[&str], config: &Path, stdin: &str) -> Output {
+    cli_with_env(args, config, stdin, &[])
+}
+
+/// [`cli`] with more environment variables.
+pub fn cli_with_env(args: &[&str], config: &Path, stdin: &str, env: &[(&str, &str)]) -> Output {
     use std::io::Write;
     let mut child = Command::new(BINARY)
+        .envs(env.iter().copied())
         .args(args)
         .arg("--config")
         .arg(config)

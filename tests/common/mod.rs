@@ -14,7 +14,7 @@ pub mod tls;
 pub mod upstream;
 
 pub use gateway::{
-    add_demo_user, check, cli, serve_refused, serve_to_exit, Gateway, GatewayConfig,
+    add_demo_user, check, cli, cli_with_env, serve_refused, serve_to_exit, Gateway, GatewayConfig,
 };
 pub use haproxy::HaProxy;
 pub use load::Load;

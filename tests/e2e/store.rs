@@ -1,5 +1,5 @@
 //! One suite for every store: memory, and Redis on a private `redis-server`, a cluster of three
-//! masters and a master found through three sentinels.
+//! masters and a master found through three sentinels; and Redis over TLS.
 
 use std::time::Duration;
 
@@ -8,7 +8,11 @@ use guichet::store::{
     StoreError,
 };
 
-use crate::common::{RedisCluster, RedisSentinels, RedisServer};
+use crate::common::tls::{TestCa, Validity};
+use crate::common::{
+    cli, cli_with_env, eventually, free_port, GatewayConfig, RedisCluster, RedisSentinels,
+    RedisServer,
+};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -244,4 +248,83 @@ async fn a_redis_store_that_is_down_says_unavailable_within_its_timeout() {
         "{result:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// `rediss://`: the store reaches a `redis-server` that only speaks TLS, verifying its
+/// certificate against the CA that `SSL_CERT_FILE` names, and refuses it without that CA.
+#[tokio::test]
+async fn a_redis_over_tls_is_reached_with_its_certificate_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("Redis test CA");
+    ca.root.write(dir.path(), "ca");
+    let validity = Validity {
+        from_days: -1,
+        to_days: 30,
+    };
+    ca.issue(&["localhost"], validity)
+        .write(dir.path(), "redis");
+    let port = free_port().port();
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            &file("redis.pem"),
+            "--tls-key-file",
+            &file("redis.key"),
+        ])
+        .args([
+            "--tls-ca-cert-file",
+            &file("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ])
+        .args(["--save", "", "--appendonly", "no", "--dir", &file("")])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    eventually("the TLS port", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    let (_config_dir, config) = GatewayConfig::new(&format!(
+        "store: {{ backend: redis, url: \"rediss://localhost:{port}/0\" }}\n"
+    ))
+    .write();
+    let add = [
+        "users",
+        "add",
+        "--username",
+        "ada",
+        "--email",
+        "ada@hackitech.example",
+        "--role",
+        "student",
+    ];
+    let trusted = [("SSL_CERT_FILE", file("ca.pem"))];
+    let trusted: Vec<(&str, &str)> = trusted.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let output = cli_with_env(&add, &config, "a-password\n", &trusted);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed = cli_with_env(&["users", "list"], &config, "", &trusted);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("ada"));
+    // Without the CA the server's certificate is not trusted, and nothing is written.
+    let untrusted = cli(&["users", "list"], &config, "");
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(!untrusted.status.success());
+    assert!(stderr.contains("certificate verify failed"), "{stderr}");
+    let _ = server.kill();
+    let _ = server.wait();
 }
