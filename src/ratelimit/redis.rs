@@ -1,71 +1,129 @@
-//! The shared limiter: one Redis script per check carries every limit of the request, so N
-//! replicas enforce one limit in a single round trip. Redis's own clock is used, so replicas
-//! with drifting clocks still agree. Keys expire once their quota is full again.
+//! The shared limiter: one Redis script carries every limit of a request, so N replicas enforce
+//! one limit exactly. Checks that arrive while a script call is on its way wait for the next
+//! call, which carries them all: under load one round trip and one script run serve many
+//! requests, decided one after the other inside the script as if each had its own call. In a
+//! cluster a script may only touch the keys of one slot, so a batch is split by slot (a
+//! request's keys share one, the consumer's hash tag) into calls sent together. Redis's own
+//! clock is used, so replicas with drifting clocks still agree. Keys expire once their quota is
+//! full again.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
+use redis::cluster_routing::Slot;
 use redis::Script;
+use tokio::sync::oneshot;
 
 use super::gcra::Outcome;
 use super::local::decide;
 use super::{Decision, Limit, Mode};
 use crate::store::{keys, RedisConnection, StoreError};
 
-/// KEYS: the limits' keys. ARGV: consume (1/0), then per limit its interval and tolerance (µs).
-/// Returns now, allowed, then per limit its TAT after the step and whether it conforms.
+/// KEYS: every check's keys, one check after the other. ARGV: the number of checks, then per
+/// check: consume (1/0), its number of limits, and per limit its interval and tolerance (µs).
+/// Returns now, then per check: allowed, then per limit its TAT after the step and whether it
+/// conforms. A check that is allowed and consumes is counted before the next one is decided.
 const GCRA: &str = r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local consume = ARGV[1] == '1'
-local allowed = 1
-local result = {now, 0}
-local next = {}
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i])
-  local tolerance = tonumber(ARGV[2 * i + 1])
-  local tat = tonumber(redis.call('GET', key) or now)
-  if tat < now then tat = now end
-  local conforms = 0
-  if tat + interval - now <= tolerance then
-    conforms = 1
-    next[i] = tat + interval
-  else
-    allowed = 0
-    next[i] = tat
+local result = {now}
+local key = 1
+local arg = 2
+for _ = 1, tonumber(ARGV[1]) do
+  local consume = ARGV[arg] == '1'
+  local count = tonumber(ARGV[arg + 1])
+  arg = arg + 2
+  local allowed = 1
+  local next = {}
+  local verdict = #result + 1
+  table.insert(result, 0)
+  for i = 0, count - 1 do
+    local interval = tonumber(ARGV[arg + 2 * i])
+    local tolerance = tonumber(ARGV[arg + 2 * i + 1])
+    local tat = tonumber(redis.call('GET', KEYS[key + i]) or now)
+    if tat < now then tat = now end
+    local conforms = 0
+    if tat + interval - now <= tolerance then
+      conforms = 1
+      next[i] = tat + interval
+    else
+      allowed = 0
+      next[i] = tat
+    end
+    table.insert(result, next[i])
+    table.insert(result, conforms)
   end
-  table.insert(result, next[i])
-  table.insert(result, conforms)
-end
-result[2] = allowed
-if allowed == 1 and consume then
-  for i, key in ipairs(KEYS) do
-    redis.call('SET', key, next[i], 'PX', math.ceil((next[i] - now) / 1000) + 1000)
+  result[verdict] = allowed
+  if allowed == 1 and consume then
+    for i = 0, count - 1 do
+      redis.call('SET', KEYS[key + i], next[i], 'PX', math.ceil((next[i] - now) / 1000) + 1000)
+    end
   end
+  key = key + count
+  arg = arg + 2 * count
 end
 return result
 ";
 
+/// At most this many checks go in one script call, so no call holds Redis long.
+const MAX_BATCH: usize = 256;
+
 /// Why the shared limiter gave no decision.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisLimitError {
-    #[error("{0}")]
-    Store(#[from] StoreError),
+    /// The script call that carried the check failed (the cause is shared by its whole batch).
+    #[error(transparent)]
+    Store(Arc<StoreError>),
     #[error("the rate limit script answered nothing")]
     NoAnswer,
     #[error("the rate limit script answered the wrong number of limits")]
     WrongCount,
 }
 
-pub struct RedisLimiter {
+/// What the script said about one check.
+struct Verdict {
+    now: u64,
+    allowed: bool,
+    outcomes: Vec<Outcome>,
+}
+
+/// One check waiting for a script call.
+struct Queued {
+    keys: Vec<String>,
+    /// Per key: the interval and the tolerance, in µs.
+    rates: Vec<(u64, u64)>,
+    consume: bool,
+    answer: oneshot::Sender<Result<Verdict, RedisLimitError>>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    checks: Vec<Queued>,
+    /// Whether a task is sending the waiting checks (it takes every check queued meanwhile).
+    sending: bool,
+}
+
+struct Batcher {
     connection: Arc<RedisConnection>,
     script: Script,
+    /// A cluster: one call per slot.
+    by_slot: bool,
+    waiting: Mutex<Waiting>,
+}
+
+pub struct RedisLimiter {
+    batcher: Arc<Batcher>,
 }
 
 impl RedisLimiter {
     pub fn new(connection: Arc<RedisConnection>) -> RedisLimiter {
         RedisLimiter {
-            connection,
-            script: Script::new(GCRA),
+            batcher: Arc::new(Batcher {
+                by_slot: connection.is_cluster(),
+                connection,
+                script: Script::new(GCRA),
+                waiting: Mutex::default(),
+            }),
         }
     }
 
@@ -79,32 +137,135 @@ impl RedisLimiter {
                 refused_by: None,
             });
         }
-        let mut invocation = self.script.prepare_invoke();
-        invocation.arg(u8::from(mode == Mode::Consume));
-        for limit in limits {
-            invocation
-                .key(keys::rate_limit(&limit.key))
-                .arg(limit.rate.interval_us())
-                .arg(limit.rate.tolerance_us());
-        }
-        let reply: Vec<u64> = self
-            .connection
-            .with(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await?;
-        let (Some(&now), Some(&allowed)) = (reply.first(), reply.get(1)) else {
-            return Err(RedisLimitError::NoAnswer);
+        let (answer, answered) = oneshot::channel();
+        let queued = Queued {
+            keys: limits.iter().map(|l| keys::rate_limit(&l.key)).collect(),
+            rates: limits
+                .iter()
+                .map(|l| (l.rate.interval_us(), l.rate.tolerance_us()))
+                .collect(),
+            consume: mode == Mode::Consume,
+            answer,
         };
-        let outcomes: Vec<Outcome> = reply[2..]
-            .chunks(2)
-            .map(|pair| Outcome {
-                tat: pair[0],
-                conforms: pair.get(1) == Some(&1),
-            })
-            .collect();
-        if outcomes.len() != limits.len() {
+        if self.batcher.queue(queued) {
+            tokio::spawn(self.batcher.clone().send_waiting());
+        }
+        let verdict = answered.await.map_err(|_| RedisLimitError::NoAnswer)??;
+        if verdict.outcomes.len() != limits.len() {
             return Err(RedisLimitError::WrongCount);
         }
-        Ok(decide(limits, &outcomes, allowed == 1, mode, now))
+        Ok(decide(
+            limits,
+            &verdict.outcomes,
+            verdict.allowed,
+            mode,
+            verdict.now,
+        ))
+    }
+}
+
+impl Batcher {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a check; true if no task is sending, so the caller must start one.
+    fn queue(&self, check: Queued) -> bool {
+        let mut waiting = self.waiting();
+        waiting.checks.push(check);
+        !std::mem::replace(&mut waiting.sending, true)
+    }
+
+    /// Sends the waiting checks, batch after batch, until none is left.
+    async fn send_waiting(self: Arc<Self>) {
+        // Should this task end early (its runtime shutting down), the next check starts another.
+        let _sending = Sending(&self);
+        loop {
+            let batch: Vec<Queued> = {
+                let mut waiting = self.waiting();
+                if waiting.checks.is_empty() {
+                    return;
+                }
+                let take = waiting.checks.len().min(MAX_BATCH);
+                waiting.checks.drain(..take).collect()
+            };
+            if self.by_slot {
+                let mut by_slot: HashMap<Slot, Vec<Queued>> = HashMap::new();
+                for check in batch {
+                    let slot = Slot::for_key(&check.keys[0]);
+                    by_slot.entry(slot).or_default().push(check);
+                }
+                futures_util::future::join_all(by_slot.into_values().map(|b| self.send(b))).await;
+            } else {
+                self.send(batch).await;
+            }
+        }
+    }
+
+    /// One script call for `batch`; each check gets its verdict, or the call's failure.
+    async fn send(&self, batch: Vec<Queued>) {
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(batch.len());
+        for check in &batch {
+            invocation
+                .arg(u8::from(check.consume))
+                .arg(check.keys.len());
+            for (key, (interval, tolerance)) in check.keys.iter().zip(&check.rates) {
+                invocation.key(key).arg(interval).arg(tolerance);
+            }
+        }
+        let reply: Result<Vec<u64>, StoreError> = self
+            .connection
+            .with(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(error) => {
+                let error = Arc::new(error);
+                for check in batch {
+                    let _ = check
+                        .answer
+                        .send(Err(RedisLimitError::Store(error.clone())));
+                }
+                return;
+            }
+        };
+        let now = reply.first().copied();
+        let mut rest = reply.get(1..).unwrap_or_default();
+        for check in batch {
+            let count = check.keys.len();
+            let verdict = match (now, rest.split_first()) {
+                (Some(now), Some((&allowed, after))) if after.len() >= 2 * count => {
+                    let (pairs, after) = after.split_at(2 * count);
+                    rest = after;
+                    Ok(Verdict {
+                        now,
+                        allowed: allowed == 1,
+                        outcomes: pairs
+                            .chunks(2)
+                            .map(|pair| Outcome {
+                                tat: pair[0],
+                                conforms: pair[1] == 1,
+                            })
+                            .collect(),
+                    })
+                }
+                _ => Err(RedisLimitError::NoAnswer),
+            };
+            let _ = check.answer.send(verdict);
+        }
+    }
+}
+
+/// Marks the batcher as not sending when the sending task ends, whether it emptied the queue
+/// or was dropped on the way (a check queued after that starts another task).
+struct Sending<'a>(&'a Batcher);
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.0.waiting().sending = false;
     }
 }
 
@@ -119,20 +280,21 @@ mod tests {
         let limiter = RedisLimiter::new(Arc::new(RedisConnection::unreachable()));
         let limits = [Limit {
             policy: "user".to_string(),
-            key: "user:1".to_string(),
+            key: "{user:1}:tier:user".to_string(),
             rate: Rate::parse("1/s").expect("a rate"),
         }];
         let error = limiter
             .check(&limits, Mode::Consume)
             .await
             .expect_err("nothing listens");
+        let RedisLimitError::Store(cause) = &error else {
+            panic!("{error:?}");
+        };
         assert!(
-            matches!(
-                error,
-                RedisLimitError::Store(StoreError::Unavailable(Outage::Redis(_)))
-            ),
+            matches!(**cause, StoreError::Unavailable(Outage::Redis(_))),
             "{error:?}"
         );
-        assert!(std::error::Error::source(&error).is_some_and(|c| c.is::<StoreError>()));
+        let outage = std::error::Error::source(&error).expect("the outage");
+        assert!(outage.is::<Outage>(), "{error:?}");
     }
 }

@@ -156,6 +156,11 @@ impl RedisConnection {
         })
     }
 
+    /// Whether this is a cluster, where a script may only touch the keys of one slot.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.source, Source::Cluster { .. })
+    }
+
     /// The configured Redis, as `/readyz` shows it.
     pub fn describe(&self) -> String {
         self.target.describe()

@@ -346,6 +346,10 @@ async fn three_replicas_let_through_exactly_the_limit(store: &str) {
 async fn three_replicas_sharing_redis_let_through_exactly_the_limit() {
     let redis = RedisServer::start().await;
     three_replicas_let_through_exactly_the_limit(&redis_store(&redis)).await;
+    // Checks that arrive together share a script call.
+    let calls = redis.calls("evalsha").await + redis.calls("eval").await;
+    assert!(calls < 240, "{calls} script calls for 240 checks");
+    eprintln!("{calls} script calls for 240 checks");
 }
 
 #[tokio::test]
