@@ -27,7 +27,7 @@ const STORE_KEYS: &[&str] = &[
     "api_key_cache_ttl",
     "timeout",
 ];
-const SENTINEL_KEYS: &[&str] = &["master", "nodes"];
+const SENTINEL_KEYS: &[&str] = &["master", "nodes", "password_env"];
 const CLUSTER_KEYS: &[&str] = &["nodes"];
 const JWT_KEYS: &[&str] = &[
     "issuer",
@@ -175,13 +175,7 @@ fn read_store(
         .get("username")
         .and_then(|(node, field)| r.string(node, &field))
         .map(|name| name.value);
-    let password_env = fields.get("password_env").and_then(|(node, field)| {
-        r.string(node, &field).map(|name| Setting {
-            value: name.value,
-            at: r.at(name.mark),
-            field,
-        })
-    });
+    let password_env = variable_name(&fields, "password_env", r);
     let backend = match fields.get("backend") {
         Some((node, field)) => match r.scalar(node, &field, "memory or redis") {
             Some("memory") => StoreBackend::Memory,
@@ -216,7 +210,18 @@ fn read_store(
     (backend, ttl, timeout)
 }
 
-/// `store.sentinel`: `{ master, nodes }`, both required.
+/// The name of an environment variable at `key`, with its position (the variable is read where
+/// the store is opened).
+fn variable_name(fields: &Fields, key: &str, r: &mut Reader) -> Option<Setting<String>> {
+    let (node, field) = fields.get(key)?;
+    r.string(node, &field).map(|name| Setting {
+        value: name.value,
+        at: r.at(name.mark),
+        field,
+    })
+}
+
+/// `store.sentinel`: `{ master, nodes }`, both required, and the sentinels' `password_env`.
 fn read_sentinel(node: &Node, field: &str, r: &mut Reader) -> Option<SentinelSettings> {
     let fields = r.fields(node, field, SENTINEL_KEYS)?;
     let master = match fields.get("master") {
@@ -232,9 +237,11 @@ fn read_sentinel(node: &Node, field: &str, r: &mut Reader) -> Option<SentinelSet
         }
     };
     let nodes = redis_nodes(&fields, field, r, "redis://10.0.0.1:26379");
+    let password_env = variable_name(&fields, "password_env", r);
     Some(SentinelSettings {
         master: master?,
         nodes,
+        password_env,
     })
 }
 

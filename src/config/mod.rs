@@ -235,11 +235,13 @@ pub struct RedisSettings {
     pub section: String,
 }
 
-/// `store.sentinel`: the master's name as the sentinels know it, and the sentinels.
+/// `store.sentinel`: the master's name as the sentinels know it, the sentinels, and the
+/// variable holding the sentinels' own password, if they have one.
 #[derive(Clone, Debug)]
 pub struct SentinelSettings {
     pub master: String,
     pub nodes: Vec<Setting<String>>,
+    pub password_env: Option<Setting<String>>,
 }
 
 /// A setting and where it is written, for what is checked after reading (a key file, the

@@ -7,7 +7,7 @@
 //! asking the sentinels where the master is now. A cluster connection follows the cluster's map
 //! itself (redirections, failovers), so a failing call does not drop it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub};
@@ -16,7 +16,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Cmd, ConnectionAddr, ErrorKind, RedisFuture, ServerErrorKind, TlsMode, Value};
 
-use super::target::{address, RedisTarget, Topology};
+use super::target::{address, redacted, RedisTarget, Topology};
 use super::StoreError;
 
 /// Why Redis could not answer: the cause of [`StoreError::Unavailable`].
@@ -35,13 +35,28 @@ pub enum Outage {
     Json(#[source] serde_json::Error),
 }
 
-/// A Redis URL the client refuses.
+/// A Redis URL the client refuses (shown without its password).
 #[derive(Debug, thiserror::Error)]
 #[error("`{url}`: {source}")]
 pub struct InvalidUrl {
     url: String,
     #[source]
     source: redis::RedisError,
+}
+
+/// Several URLs as one, for [`invalid`].
+fn listed(nodes: &[String]) -> String {
+    nodes
+        .iter()
+        .map(|url| redacted(url))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The error for `url`, without the password it may hold.
+fn invalid(url: &str) -> impl FnOnce(redis::RedisError) -> InvalidUrl {
+    let url = redacted(url);
+    move |source| InvalidUrl { url, source }
 }
 
 /// After a failure, calls fail fast for this long before one tries to reconnect, so an outage
@@ -98,13 +113,22 @@ impl ConnectionLike for Link {
     }
 }
 
-/// One lazily made, shared connection; every call runs within the timeout.
+/// The connection in use, numbered: a call that failed drops only the connection it used.
+struct Live {
+    generation: u64,
+    link: Link,
+}
+
+/// One lazily made, shared connection; every call, and every wait for the connection, runs
+/// within the timeout.
 pub struct RedisConnection {
     target: RedisTarget,
     source: Source,
-    connection: tokio::sync::Mutex<Option<Link>>,
+    connection: tokio::sync::Mutex<Option<Live>>,
+    generations: AtomicU64,
     retry_at: std::sync::Mutex<Option<Instant>>,
-    /// The node the connection was last made to (the master, with sentinels), for `/readyz`.
+    /// The node in use (the master, with sentinels), for `/readyz`; none while down, and
+    /// none for a cluster, whose client picks the node per call.
     serving: std::sync::Mutex<Option<String>>,
     timeout: Duration,
 }
@@ -113,10 +137,6 @@ impl RedisConnection {
     /// A connection to `target`; nothing is connected until the first call, so the connection
     /// belongs to the runtime that uses it.
     pub fn new(target: RedisTarget, timeout: Duration) -> Result<RedisConnection, InvalidUrl> {
-        let invalid = |url: &str| {
-            let url = url.to_string();
-            move |source| InvalidUrl { url, source }
-        };
         let source = match &target.topology {
             Topology::Node(url) => Source::Node(
                 target
@@ -138,7 +158,7 @@ impl RedisConnection {
                     .response_timeout(timeout)
                     .retries(CLUSTER_RETRIES)
                     .build()
-                    .map_err(invalid(&nodes.join(", ")))?;
+                    .map_err(invalid(&listed(nodes)))?;
                 // Each gateway starts at a node of its own: subscribers spread over the cluster.
                 Source::Cluster {
                     client,
@@ -150,6 +170,7 @@ impl RedisConnection {
             target,
             source,
             connection: tokio::sync::Mutex::new(None),
+            generations: AtomicU64::new(0),
             retry_at: std::sync::Mutex::new(None),
             serving: std::sync::Mutex::new(None),
             timeout,
@@ -166,7 +187,7 @@ impl RedisConnection {
         self.target.describe()
     }
 
-    /// The node the connection was last made to: the master in use, with sentinels.
+    /// The node in use: the master, with sentinels.
     pub fn serving(&self) -> Option<String> {
         lock(&self.serving).clone()
     }
@@ -175,19 +196,34 @@ impl RedisConnection {
         lock(&self.retry_at)
     }
 
-    async fn connected(&self) -> Result<Link, StoreError> {
-        if self.retry_at().is_some_and(|at| Instant::now() < at) {
-            return Err(StoreError::Unavailable(Outage::Resting));
+    /// Fails fast for a moment after a failure.
+    fn resting(&self) -> Result<(), StoreError> {
+        match self.retry_at().is_some_and(|at| Instant::now() < at) {
+            true => Err(StoreError::Unavailable(Outage::Resting)),
+            false => Ok(()),
         }
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
+    }
+
+    async fn connected(&self) -> Result<(u64, Link), StoreError> {
+        self.resting()?;
+        let Ok(mut slot) = tokio::time::timeout(self.timeout, self.connection.lock()).await else {
+            // Another call is connecting and taking its time.
+            return Err(StoreError::Unavailable(Outage::NoConnection));
+        };
+        if let Some(live) = slot.as_ref() {
+            return Ok((live.generation, live.link.clone()));
         }
+        // The call that held the lock may have just failed to connect.
+        self.resting()?;
         match tokio::time::timeout(self.timeout, self.connect()).await {
             Ok(Ok((link, node))) => {
-                *slot = Some(link.clone());
-                *lock(&self.serving) = Some(node);
-                Ok(link)
+                let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+                *slot = Some(Live {
+                    generation,
+                    link: link.clone(),
+                });
+                *lock(&self.serving) = node;
+                Ok((generation, link))
             }
             Ok(Err(e)) => Err(self.down(&mut slot, Outage::Redis(e))),
             Err(_) => Err(self.down(&mut slot, Outage::NoConnection)),
@@ -195,7 +231,7 @@ impl RedisConnection {
     }
 
     /// A new connection and the node it reaches.
-    async fn connect(&self) -> redis::RedisResult<(Link, String)> {
+    async fn connect(&self) -> redis::RedisResult<(Link, Option<String>)> {
         match &self.source {
             Source::Node(client) => self.manager(client.clone()).await,
             Source::Sentinel(sentinels) => {
@@ -204,31 +240,46 @@ impl RedisConnection {
             }
             Source::Cluster { client, .. } => {
                 let connection = client.get_async_connection().await?;
-                Ok((Link::Cluster(connection), self.describe()))
+                Ok((Link::Cluster(connection), None))
             }
         }
     }
 
-    async fn manager(&self, client: redis::Client) -> redis::RedisResult<(Link, String)> {
+    async fn manager(&self, client: redis::Client) -> redis::RedisResult<(Link, Option<String>)> {
         let node = client.get_connection_info().addr().to_string();
         let config = ConnectionManagerConfig::new()
             .set_number_of_retries(0)
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
         let manager = ConnectionManager::new_with_config(client, config).await?;
-        Ok((Link::Node(manager), node))
+        Ok((Link::Node(manager), Some(node)))
     }
 
-    fn down(&self, slot: &mut Option<Link>, cause: Outage) -> StoreError {
+    fn down(&self, slot: &mut Option<Live>, cause: Outage) -> StoreError {
         *slot = None;
+        *lock(&self.serving) = None;
         *self.retry_at() = Some(Instant::now() + RETRY_AFTER_FAILURE);
+        StoreError::Unavailable(cause)
+    }
+
+    /// Drops the connection numbered `generation` after a call on it failed, unless a newer
+    /// one has taken its place meanwhile.
+    async fn failed(&self, generation: u64, cause: Outage) -> StoreError {
+        if let Ok(mut slot) = tokio::time::timeout(self.timeout, self.connection.lock()).await {
+            if slot
+                .as_ref()
+                .is_some_and(|live| live.generation == generation)
+            {
+                return self.down(&mut slot, cause);
+            }
+        }
         StoreError::Unavailable(cause)
     }
 
     /// Whether `error` means the connection is no use any more: it broke, or the node it
     /// reaches is no longer the master. A cluster connection mends itself.
     fn lost(&self, error: &redis::RedisError) -> bool {
-        !matches!(self.source, Source::Cluster { .. })
+        !self.is_cluster()
             && (error.is_io_error()
                 || error.is_connection_dropped()
                 || error.is_connection_refusal()
@@ -243,17 +294,13 @@ impl RedisConnection {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let connection = self.connected().await?;
+        let (generation, connection) = self.connected().await?;
         match tokio::time::timeout(self.timeout, op(connection)).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) if self.lost(&e) => {
-                Err(self.down(&mut *self.connection.lock().await, Outage::Redis(e)))
-            }
+            Ok(Err(e)) if self.lost(&e) => Err(self.failed(generation, Outage::Redis(e)).await),
             Ok(Err(e)) => Err(StoreError::Unavailable(Outage::Redis(e))),
-            Err(_) if matches!(self.source, Source::Cluster { .. }) => {
-                Err(StoreError::Unavailable(Outage::NoAnswer))
-            }
-            Err(_) => Err(self.down(&mut *self.connection.lock().await, Outage::NoAnswer)),
+            Err(_) if self.is_cluster() => Err(StoreError::Unavailable(Outage::NoAnswer)),
+            Err(_) => Err(self.failed(generation, Outage::NoAnswer).await),
         }
     }
 
@@ -262,7 +309,17 @@ impl RedisConnection {
     pub async fn subscriber(&self) -> redis::RedisResult<(PubSub, String)> {
         let client = match &self.source {
             Source::Node(client) => client.clone(),
-            Source::Sentinel(sentinels) => sentinels.lock().await.async_get_client().await?,
+            Source::Sentinel(sentinels) => {
+                let lookup = async { sentinels.lock().await.async_get_client().await };
+                tokio::time::timeout(self.timeout, lookup)
+                    .await
+                    .map_err(|_| {
+                        redis::RedisError::from((
+                            ErrorKind::Io,
+                            "the sentinels did not name the master within the timeout",
+                        ))
+                    })??
+            }
             Source::Cluster {
                 next_subscriber, ..
             } => {
@@ -285,15 +342,9 @@ fn sentinels(
     master: &str,
     nodes: &[String],
 ) -> Result<SentinelClient, InvalidUrl> {
-    let invalid = |url: &str| {
-        let url = url.to_string();
-        move |source| InvalidUrl { url, source }
-    };
     let infos = nodes
         .iter()
-        .map(|url| {
-            redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(invalid(url))
-        })
+        .map(|url| target.sentinel_info(url).map_err(invalid(url)))
         .collect::<Result<Vec<_>, _>>()?;
     let secure = infos
         .first()
@@ -314,7 +365,7 @@ fn sentinels(
         Some(master_info),
         SentinelServerType::Master,
     )
-    .map_err(invalid(&nodes.join(", ")))
+    .map_err(invalid(&listed(nodes)))
 }
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

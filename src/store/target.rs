@@ -16,9 +16,11 @@ pub struct RedisTarget {
     pub topology: Topology,
     pub username: Option<String>,
     password: Option<String>,
+    /// The sentinels' own password (`sentinel.password_env`).
+    sentinel_password: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Topology {
     /// One node: `redis://`, `rediss://` or `unix://`.
     Node(String),
@@ -28,13 +30,13 @@ pub enum Topology {
     Cluster { nodes: Vec<String> },
 }
 
+/// Shows the addresses only: URLs and passwords stay out of debug output.
 impl std::fmt::Debug for RedisTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisTarget")
-            .field("topology", &self.topology)
+            .field("redis", &self.describe())
             .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "…"))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -45,6 +47,7 @@ impl RedisTarget {
             topology,
             username: None,
             password: None,
+            sentinel_password: None,
         }
     }
 
@@ -67,6 +70,18 @@ impl RedisTarget {
         Ok(info.set_redis_settings(redis))
     }
 
+    /// How to reach and log in to the sentinel at `url`: its own password, if configured.
+    pub fn sentinel_info(&self, url: &str) -> redis::RedisResult<ConnectionInfo> {
+        let info = url.into_connection_info()?;
+        match &self.sentinel_password {
+            Some(password) => {
+                let redis = info.redis_settings().clone().set_password(password);
+                Ok(info.set_redis_settings(redis))
+            }
+            None => Ok(info),
+        }
+    }
+
     /// What `/readyz` and the logs show: the form and addresses, never a password.
     pub fn describe(&self) -> String {
         let addresses = |nodes: &[String]| {
@@ -83,6 +98,21 @@ impl RedisTarget {
             }
             Topology::Cluster { nodes } => format!("the cluster seeded by {}", addresses(nodes)),
         }
+    }
+}
+
+/// `url` with the password it may hold replaced by `…`, for messages.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:…{}", &rest[at..])
+        }
+        None => url.to_string(),
     }
 }
 
@@ -141,16 +171,21 @@ pub fn redis_target(settings: &RedisSettings) -> Result<RedisTarget, ConfigError
             Topology::Node(url.value)
         }
     };
+    let sentinel_password = match &settings.sentinel {
+        Some(sentinel) => password(sentinel.password_env.as_ref())?,
+        None => None,
+    };
     Ok(RedisTarget {
         topology,
         username: settings.username.clone(),
-        password: password(settings)?,
+        password: password(settings.password_env.as_ref())?,
+        sentinel_password,
     })
 }
 
 /// The password from the variable `password_env` names, if it names one.
-fn password(settings: &RedisSettings) -> Result<Option<String>, ConfigError> {
-    let Some(variable) = &settings.password_env else {
+fn password(password_env: Option<&Setting<String>>) -> Result<Option<String>, ConfigError> {
+    let Some(variable) = password_env else {
         return Ok(None);
     };
     match std::env::var(&variable.value) {
@@ -169,7 +204,7 @@ fn values(nodes: &[Setting<String>]) -> Vec<String> {
 fn parse(url: &Setting<String>) -> Result<ConnectionInfo, ConfigError> {
     url.value.as_str().into_connection_info().map_err(|e| {
         url.error(
-            format!("`{}` is not a Redis URL: {e}", url.value),
+            format!("`{}` is not a Redis URL: {e}", redacted(&url.value)),
             "write redis://host:6379/0, rediss://host:6379/0 (TLS) or unix:///path/to/redis.sock",
         )
     })
@@ -199,4 +234,27 @@ fn nodes_over_one_transport(nodes: &[Setting<String>], tcp_only: bool) -> Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn a_password_in_a_url_is_never_shown() {
+        assert_eq!(
+            redacted("redis://:s3cret@10.0.0.1:6379/0"),
+            "redis://:…@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redacted("rediss://guichet:s3cret@cache:6380"),
+            "rediss://guichet:…@cache:6380"
+        );
+        assert_eq!(
+            redacted("redis://10.0.0.1:6379/0"),
+            "redis://10.0.0.1:6379/0"
+        );
+        assert_eq!(redacted("unix:///run/redis.sock"), "unix:///run/redis.sock");
+        assert_eq!(redacted("no scheme"), "no scheme");
+    }
 }
