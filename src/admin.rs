@@ -91,8 +91,10 @@ impl Admin {
                 json!({"ready": pool.is_ready(), "healthy": pool.healthy_count(), "targets": targets}),
             );
         }
+        // The node in use is read after the ping, which connects when no connection is open.
+        let pinged = self.store.ping().await;
         let mut store = self.store.whereabouts();
-        match self.store.ping().await {
+        match pinged {
             Ok(()) => store["ok"] = json!(true),
             Err(e) => {
                 if !excluded.store {

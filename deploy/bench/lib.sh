@@ -53,6 +53,39 @@ wait_http() {
   exit 1
 }
 
+# start_redis_cluster: three redis-server masters sharing the slots (no replicas, nothing kept on
+# disk), each a daemon whose pid file the cleanup reads; sets cluster_nodes to their URLs as a
+# YAML list. Exits if the cluster does not come up.
+start_redis_cluster() {
+  local ports=() port nodes=()
+  for index in 1 2 3; do
+    port=$(free_port)
+    mkdir -p "$work/cluster$index"
+    # The bus port is chosen too: the default, port + 10000, may be beyond 65535.
+    redis-server --port "$port" --cluster-port "$(free_port)" --bind 127.0.0.1 \
+      --cluster-enabled yes --save '' --appendonly no --dir "$work/cluster$index" \
+      --daemonize yes --pidfile "$work/cluster$index.pid" --logfile "$work/cluster$index/log"
+    ports+=("$port")
+    nodes+=("127.0.0.1:$port")
+  done
+  for port in "${ports[@]}"; do
+    for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-yes >"$work/cluster-create.log" 2>&1 \
+    || { cat "$work/cluster-create.log" >&2; exit 1; }
+  for port in "${ports[@]}"; do
+    for _ in $(seq 200); do
+      redis-cli -p "$port" cluster info | grep -q 'cluster_state:ok' && break
+      sleep 0.05
+    done
+    redis-cli -p "$port" cluster info | grep -q 'cluster_state:ok' \
+      || { echo "the cluster node on $port is not ready" >&2; exit 1; }
+  done
+  local list
+  list=$(printf '"redis://%s", ' "${nodes[@]}")
+  cluster_nodes="[${list%, }]"
+}
+
 # A bench-only HS256 secret, shared by HAProxy and Guichet.
 export GUICHET_BENCH_SECRET=bench-only-hs256-secret-0123456789abcdef
 

@@ -177,6 +177,14 @@ impl Gateway {
         Gateway::launch(Command::new(BINARY), dir, path, addr).await
     }
 
+    /// Starts the gateway with more environment variables (the secrets a config names).
+    pub async fn start_with_env(config: GatewayConfig, env: &[(&str, &str)]) -> Gateway {
+        let (dir, path) = config.write();
+        let mut command = Command::new(BINARY);
+        command.envs(env.iter().copied());
+        Gateway::launch(command, dir, &path, free_port()).await
+    }
+
     /// Starts the gateway with a soft limit of `open_files` descriptors, as a service manager
     /// may leave it (systemd's default soft limit is 1024).
     pub async fn start_with_open_files(config: GatewayConfig, open_files: u32) -> Gateway {

@@ -20,7 +20,7 @@ pub use haproxy::HaProxy;
 pub use load::Load;
 pub use raw::raw_request;
 pub use redis::RedisServer;
-pub use redis_ha::{RedisCluster, RedisSentinels};
+pub use redis_ha::{RedisCluster, RedisSentinels, RedisTls, SentinelAuth};
 pub use upstream::Upstream;
 
 use std::future::Future;

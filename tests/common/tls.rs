@@ -192,7 +192,10 @@ impl TestCa {
             .expect("not after");
         let mut alternative = SubjectAlternativeName::new();
         for name in names {
-            alternative.dns(name);
+            match name.parse::<std::net::IpAddr>() {
+                Ok(_) => alternative.ip(name),
+                Err(_) => alternative.dns(name),
+            };
         }
         let extension = alternative
             .build(&builder.x509v3_context(Some(&self.root.cert), None))

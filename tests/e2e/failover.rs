@@ -13,7 +13,8 @@ use serde_json::Value;
 
 use crate::auth::{jwt_section, routes};
 use crate::common::{
-    add_demo_user, client, Gateway, GatewayConfig, RedisCluster, RedisSentinels, Upstream,
+    add_demo_user, cli_with_env, client, Gateway, GatewayConfig, RedisCluster, RedisSentinels,
+    RedisTls, SentinelAuth, Upstream,
 };
 
 /// Keys the gateways have never been asked for: one per request while the load runs.
@@ -318,4 +319,158 @@ async fn the_gateway_rides_out_a_cluster_master_failing_over_under_load() {
         "{ready}"
     );
     cluster.wait_until_healthy(&[master]).await;
+}
+
+/// Creates an API key for the grades route with `guichet keys create`, as an operator does, with
+/// the store's secrets in `env`; returns the key.
+fn create_key(config: &std::path::Path, name: &str, env: &[(&str, &str)]) -> String {
+    let args = ["keys", "create", "--name", name, "--role", "instructor"];
+    let output = cli_with_env(
+        &[&args[..], &["--scope", "grades:write"]].concat(),
+        config,
+        "",
+        env,
+    );
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    text.lines().next().unwrap().trim().to_string()
+}
+
+/// Creates a key with the CLI and waits until `gateway` serves it on the grades route (a 503
+/// is allowed while the gateway follows a switch); returns the key.
+async fn serves_a_new_key(gateway: &Gateway, env: &[(&str, &str)]) -> String {
+    let key = create_key(&gateway.config_path(), "integration", env);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = client()
+            .get(gateway.url("/api/grades/"))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            200 => return key,
+            503 => assert!(Instant::now() < deadline, "the key was never served"),
+            status => panic!(
+                "{status}: {}\n{:#?}",
+                response.text().await.unwrap(),
+                gateway.logs()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Passwords everywhere, as in production: the data nodes admit only an ACL user, and the
+/// sentinels ask for their own password. The gateway and the CLI log in with `username`,
+/// `password_env` and `sentinel.password_env`, find the new master after a failover with them,
+/// and a wrong sentinel password leaves the store unreachable (and `/readyz` says so).
+#[tokio::test]
+async fn the_gateway_logs_in_to_password_protected_sentinels_and_their_master() {
+    let auth = SentinelAuth {
+        username: "guichet",
+        password: "data-nodes-password-7f3a",
+        sentinel_password: "sentinels-password-91c2",
+    };
+    let mut redis = RedisSentinels::start_with(Some(&auth), None).await;
+    let upstream = Upstream::start("app").await;
+    let store = redis.store_yaml_with(
+        ", password_env: GUICHET_TEST_SENTINEL_PASSWORD",
+        "username: guichet, password_env: GUICHET_TEST_REDIS_PASSWORD, api_key_cache_ttl: 1s",
+    );
+    let env = [
+        ("GUICHET_TEST_REDIS_PASSWORD", auth.password),
+        ("GUICHET_TEST_SENTINEL_PASSWORD", auth.sentinel_password),
+    ];
+    let gateway = Gateway::start_with_env(config(&store, &upstream), &env).await;
+    let ready = crate::common::get_json(gateway.admin_url("/readyz")).await;
+    assert_eq!(ready["store"]["ok"], true, "{ready}");
+    assert_eq!(
+        ready["store"]["node"],
+        format!("127.0.0.1:{}", redis.master.port)
+    );
+    serves_a_new_key(&gateway, &env).await;
+
+    let new_master = redis.replica.port;
+    redis.master.kill();
+    redis.wait_for_master(new_master).await;
+    // A key created after the switch is stored on the new master, found through the sentinels
+    // with their password.
+    let after = serves_a_new_key(&gateway, &env).await;
+    let ready = crate::common::get_json(gateway.admin_url("/readyz")).await;
+    assert_eq!(ready["store"]["node"], format!("127.0.0.1:{new_master}"));
+
+    let wrong = [
+        ("GUICHET_TEST_REDIS_PASSWORD", auth.password),
+        (
+            "GUICHET_TEST_SENTINEL_PASSWORD",
+            "not-the-sentinels-password",
+        ),
+    ];
+    let locked_out = Gateway::start_with_env(config(&store, &upstream), &wrong).await;
+    let ready = crate::common::get_json(locked_out.admin_url("/readyz")).await;
+    assert_eq!(ready["store"]["ok"], false, "{ready}");
+    let response = client()
+        .get(locked_out.url("/api/grades/"))
+        .header("x-api-key", after)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "auth_store_unavailable", "{body}");
+}
+
+/// `rediss://` sentinels: the gateway asks them over TLS, reaches the master over TLS, verifies
+/// both against the CA that `SSL_CERT_FILE` names, follows a failover to the replica over TLS,
+/// and reaches nothing without that CA.
+#[tokio::test]
+async fn the_gateway_reaches_sentinels_and_their_master_over_tls() {
+    let tls = RedisTls::new();
+    let mut redis = RedisSentinels::start_with(None, Some(&tls)).await;
+    let upstream = Upstream::start("app").await;
+    let store = redis.store_yaml("api_key_cache_ttl: 1s");
+    assert!(store.contains("rediss://"), "{store}");
+    let ca = tls.ca_file();
+    let env = [("SSL_CERT_FILE", ca.as_str())];
+    let gateway = Gateway::start_with_env(config(&store, &upstream), &env).await;
+    serves_a_new_key(&gateway, &env).await;
+    let ready = crate::common::get_json(gateway.admin_url("/readyz")).await;
+    assert_eq!(ready["store"]["ok"], true, "{ready}");
+    let master = redis.master.served_port();
+    assert_eq!(ready["store"]["node"], format!("127.0.0.1:{master}"));
+
+    let new_master = redis.replica.served_port();
+    redis.master.kill();
+    redis.wait_for_master(new_master).await;
+    serves_a_new_key(&gateway, &env).await;
+    let ready = crate::common::get_json(gateway.admin_url("/readyz")).await;
+    assert_eq!(ready["store"]["node"], format!("127.0.0.1:{new_master}"));
+
+    let untrusting = Gateway::start(config(&store, &upstream)).await;
+    let ready = crate::common::get_json(untrusting.admin_url("/readyz")).await;
+    assert_eq!(ready["store"]["ok"], false, "{ready}");
+}
+
+/// `rediss://` cluster nodes: the gateway reads the map, stores and finds keys, and keeps a
+/// limit, all over TLS with the certificates verified.
+#[tokio::test]
+async fn the_gateway_reaches_a_cluster_over_tls() {
+    let tls = RedisTls::new();
+    let cluster = RedisCluster::start_with(0, Some(&tls)).await;
+    let upstream = Upstream::start("app").await;
+    let store = cluster.store_yaml("");
+    assert!(store.contains("rediss://"), "{store}");
+    let ca = tls.ca_file();
+    let env = [("SSL_CERT_FILE", ca.as_str())];
+    let gateway = Gateway::start_with_env(config(&store, &upstream), &env).await;
+    serves_a_new_key(&gateway, &env).await;
+    let second = Gateway::start_with_env(config(&store, &upstream), &env).await;
+    assert!(limit_shared(&gateway, &second, "198.51.100.7").await);
+    let ready = crate::common::get_json(gateway.admin_url("/readyz")).await;
+    assert_eq!(ready["store"]["ok"], true, "{ready}");
+
+    let untrusting = Gateway::start(config(&store, &upstream)).await;
+    let ready = crate::common::get_json(untrusting.admin_url("/readyz")).await;
+    assert_eq!(ready["store"]["ok"], false, "{ready}");
 }
