@@ -122,21 +122,14 @@ impl ApiKeys {
         self.caches_mut().created(prefix);
     }
 
-    /// Reads every prefix the store holds into the index. If `announced` (every creation from
-    /// now on is announced to this gateway), unknown prefixes are refused from then on without
-    /// asking the store. Returns the index's size, or `None` if the store could not be read (the
-    /// instrumented store has logged why).
-    pub async fn reindex(&self, announced: bool) -> Option<usize> {
+    /// Reads every prefix the store holds into the index; from then on unknown prefixes are
+    /// refused without asking the store. Returns the index's size, or `None` if the store could
+    /// not be read (the instrumented store has logged why).
+    pub async fn reindex(&self) -> Option<usize> {
         let prefixes = self.store.api_key_prefixes().await.ok()?;
         let mut caches = self.caches_mut();
-        caches.indexed(prefixes, announced);
+        caches.indexed(prefixes);
         Some(caches.index_len())
-    }
-
-    /// Creations are no longer announced (the subscription is lost): unknown prefixes are asked
-    /// of the store, so a key created meanwhile is not refused, until the next complete index.
-    pub fn announcements_lost(&self) {
-        self.caches_mut().outdated();
     }
 
     /// How long a found or not-found answer is used before the store is asked again.

@@ -23,10 +23,24 @@ use crate::store::{keys, RedisConnection, StoreError};
 /// check: consume (1/0), its number of limits, and per limit its interval and tolerance (µs).
 /// Returns now, then per check: allowed, then per limit its TAT after the step and whether it
 /// conforms. A check that is allowed and consumes is counted before the next one is decided.
+/// Each key is read once and written once per call, however many checks share it (one busy
+/// consumer's requests usually do), with the TAT the last of them left.
 const GCRA: &str = r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local result = {now}
+local tats = {}
+local changed = {}
+local order = {}
+local function tat_of(name)
+  local tat = tats[name]
+  if tat == nil then
+    tat = tonumber(redis.call('GET', name) or now)
+    if tat < now then tat = now end
+    tats[name] = tat
+  end
+  return tat
+end
 local key = 1
 local arg = 2
 for _ = 1, tonumber(ARGV[1]) do
@@ -40,8 +54,7 @@ for _ = 1, tonumber(ARGV[1]) do
   for i = 0, count - 1 do
     local interval = tonumber(ARGV[arg + 2 * i])
     local tolerance = tonumber(ARGV[arg + 2 * i + 1])
-    local tat = tonumber(redis.call('GET', KEYS[key + i]) or now)
-    if tat < now then tat = now end
+    local tat = tat_of(KEYS[key + i])
     local conforms = 0
     if tat + interval - now <= tolerance then
       conforms = 1
@@ -56,11 +69,20 @@ for _ = 1, tonumber(ARGV[1]) do
   result[verdict] = allowed
   if allowed == 1 and consume then
     for i = 0, count - 1 do
-      redis.call('SET', KEYS[key + i], next[i], 'PX', math.ceil((next[i] - now) / 1000) + 1000)
+      local name = KEYS[key + i]
+      if not changed[name] then
+        changed[name] = true
+        table.insert(order, name)
+      end
+      tats[name] = next[i]
     end
   end
   key = key + count
   arg = arg + 2 * count
+end
+for _, name in ipairs(order) do
+  local tat = tats[name]
+  redis.call('SET', name, tat, 'PX', math.ceil((tat - now) / 1000) + 1000)
 end
 return result
 ";

@@ -1,13 +1,21 @@
 //! The Redis connection that the store, the shared limiter and the usage statistics share: one
-//! node, the master that the sentinels name, or a cluster, behind one interface. It is made
-//! lazily inside the runtime that uses it, and every call runs within the store's timeout.
+//! node, the master that the sentinels name, or a cluster, behind one interface. With one node
+//! or sentinels, each thread that calls Redis gets a connection of its own, made lazily inside
+//! its runtime: a connection's reader and writer run on the runtime that made it, so no call
+//! crosses threads. A cluster connection is shared, so that the cluster's map, learned anew
+//! after a failover, is learned once for every thread. Every call runs within the store's
+//! timeout.
 //!
 //! One node or a sentinel master: a connection that fails (or a master that turned replica and
-//! refuses writes) is dropped, calls fail fast for a moment, then the next call connects again,
-//! asking the sentinels where the master is now. A cluster connection follows the cluster's map
-//! itself (redirections, failovers), so a failing call does not drop it.
+//! refuses writes) is dropped with every other connection made before the failure, calls fail
+//! fast for a moment, then the next call connects again, asking the sentinels where the master
+//! is now. A cluster connection follows the cluster's map itself (redirections, failovers), so
+//! a failing call does not drop it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub};
@@ -113,19 +121,25 @@ impl ConnectionLike for Link {
     }
 }
 
-/// The connection in use, numbered: a call that failed drops only the connection it used.
+/// A thread's connection, and the epoch it was made in: a failure ends the epoch, and with it
+/// every connection made before.
 struct Live {
-    generation: u64,
+    epoch: u64,
     link: Link,
 }
 
-/// One lazily made, shared connection; every call, and every wait for the connection, runs
-/// within the timeout.
+/// A thread's connection, if it has one; locked while it is being made.
+type Slot = Arc<tokio::sync::Mutex<Option<Live>>>;
+
+/// Lazily made connections, one per calling thread; every call, and every wait for a
+/// connection, runs within the timeout.
 pub struct RedisConnection {
     target: RedisTarget,
     source: Source,
-    connection: tokio::sync::Mutex<Option<Live>>,
-    generations: AtomicU64,
+    /// By calling thread; a cluster's one connection under `None`.
+    connections: std::sync::Mutex<HashMap<Option<ThreadId>, Slot>>,
+    /// Counts the failures that dropped the connections (see [`Live`]).
+    epoch: AtomicU64,
     retry_at: std::sync::Mutex<Option<Instant>>,
     /// The node in use (the master, with sentinels), for `/readyz`; none while down, and
     /// none for a cluster, whose client picks the node per call.
@@ -169,8 +183,8 @@ impl RedisConnection {
         Ok(RedisConnection {
             target,
             source,
-            connection: tokio::sync::Mutex::new(None),
-            generations: AtomicU64::new(0),
+            connections: std::sync::Mutex::default(),
+            epoch: AtomicU64::new(0),
             retry_at: std::sync::Mutex::new(None),
             serving: std::sync::Mutex::new(None),
             timeout,
@@ -204,26 +218,38 @@ impl RedisConnection {
         }
     }
 
+    /// This thread's slot; the cluster's shared one.
+    fn slot(&self) -> Slot {
+        let thread = (!self.is_cluster()).then(|| std::thread::current().id());
+        lock(&self.connections).entry(thread).or_default().clone()
+    }
+
+    /// This thread's connection and its epoch; made now if it has none from this epoch.
     async fn connected(&self) -> Result<(u64, Link), StoreError> {
         self.resting()?;
-        let Ok(mut slot) = tokio::time::timeout(self.timeout, self.connection.lock()).await else {
-            // Another call is connecting and taking its time.
-            return Err(StoreError::Unavailable(Outage::NoConnection));
+        let slot = self.slot();
+        let mut slot = match slot.try_lock() {
+            Ok(slot) => slot,
+            Err(_) => match tokio::time::timeout(self.timeout, slot.lock()).await {
+                Ok(slot) => slot,
+                // Another call is connecting and taking its time.
+                Err(_) => return Err(StoreError::Unavailable(Outage::NoConnection)),
+            },
         };
-        if let Some(live) = slot.as_ref() {
-            return Ok((live.generation, live.link.clone()));
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if let Some(live) = slot.as_ref().filter(|live| live.epoch == epoch) {
+            return Ok((epoch, live.link.clone()));
         }
         // The call that held the lock may have just failed to connect.
         self.resting()?;
         match tokio::time::timeout(self.timeout, self.connect()).await {
             Ok(Ok((link, node))) => {
-                let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
                 *slot = Some(Live {
-                    generation,
+                    epoch,
                     link: link.clone(),
                 });
                 *lock(&self.serving) = node;
-                Ok((generation, link))
+                Ok((epoch, link))
             }
             Ok(Err(e)) => Err(self.down(&mut slot, Outage::Redis(e))),
             Err(_) => Err(self.down(&mut slot, Outage::NoConnection)),
@@ -262,16 +288,16 @@ impl RedisConnection {
         StoreError::Unavailable(cause)
     }
 
-    /// Drops the connection numbered `generation` after a call on it failed, unless a newer
-    /// one has taken its place meanwhile.
-    async fn failed(&self, generation: u64, cause: Outage) -> StoreError {
-        if let Ok(mut slot) = tokio::time::timeout(self.timeout, self.connection.lock()).await {
-            if slot
-                .as_ref()
-                .is_some_and(|live| live.generation == generation)
-            {
-                return self.down(&mut slot, cause);
-            }
+    /// A call on a connection of `epoch` failed for good. The first such failure in an epoch
+    /// ends it: every connection made before is dropped at its next call (they reach the same
+    /// node), and calls fail fast for a moment. A connection made since is kept.
+    fn failed(&self, epoch: u64, cause: Outage) -> StoreError {
+        let ended =
+            self.epoch
+                .compare_exchange(epoch, epoch + 1, Ordering::AcqRel, Ordering::Acquire);
+        if ended.is_ok() {
+            *lock(&self.serving) = None;
+            *self.retry_at() = Some(Instant::now() + RETRY_AFTER_FAILURE);
         }
         StoreError::Unavailable(cause)
     }
@@ -294,13 +320,13 @@ impl RedisConnection {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let (generation, connection) = self.connected().await?;
+        let (epoch, connection) = self.connected().await?;
         match tokio::time::timeout(self.timeout, op(connection)).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) if self.lost(&e) => Err(self.failed(generation, Outage::Redis(e)).await),
+            Ok(Err(e)) if self.lost(&e) => Err(self.failed(epoch, Outage::Redis(e))),
             Ok(Err(e)) => Err(StoreError::Unavailable(Outage::Redis(e))),
             Err(_) if self.is_cluster() => Err(StoreError::Unavailable(Outage::NoAnswer)),
-            Err(_) => Err(self.failed(generation, Outage::NoAnswer).await),
+            Err(_) => Err(self.failed(epoch, Outage::NoAnswer)),
         }
     }
 

@@ -151,22 +151,13 @@ impl Caches {
         self.known.insert(prefix.into());
     }
 
-    /// A full scan's prefixes. If `complete` (creations are announced to this gateway from now
-    /// on), a prefix not in the index does not exist; if not, the prefixes are only kept.
-    pub(super) fn indexed(&mut self, prefixes: Vec<String>, complete: bool) {
+    /// A full scan's prefixes: from now on, a prefix not in the index does not exist.
+    pub(super) fn indexed(&mut self, prefixes: Vec<String>) {
         self.known
             .extend(prefixes.into_iter().map(String::into_boxed_str));
-        if complete {
-            self.indexed = true;
-            // The index answers for every prefix now; what the store did not have is not needed.
-            self.missing = Bounded::new(MISSING);
-        }
-    }
-
-    /// Creations may go unannounced from now on (the subscription is lost): a prefix missing
-    /// from the index is asked of the store again until the next complete scan.
-    pub(super) fn outdated(&mut self) {
-        self.indexed = false;
+        self.indexed = true;
+        // The index answers for every prefix now; what the store did not have is not needed.
+        self.missing = Bounded::new(MISSING);
     }
 
     pub(super) fn index_len(&self) -> usize {

@@ -4,8 +4,6 @@
 //! listening is missed (subscribe first, then scan: a key created in between is in one or the
 //! other). Every TTL the index is read again as well, so a key that was never announced (written
 //! by an older `guichet`, or by hand) is refused no longer than a not-found answer is cached.
-//! While not subscribed (Redis failing over), the index refuses nothing on its own: a prefix it
-//! lacks is asked of the store, so a key created meanwhile is served once the store answers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +43,6 @@ pub async fn follow_key_events(redis: Option<Arc<RedisConnection>>, keys: Arc<Ap
                     if let Some(suppressed) = SUBSCRIPTION_LOST.due() {
                         tracing::warn!(suppressed, "lost the subscription to API key events; subscribing again");
                     }
-                    keys.announcements_lost();
                     messages = None;
                     next_subscribe = Instant::now() + RETRY;
                 }
@@ -67,8 +64,7 @@ pub async fn follow_key_events(redis: Option<Arc<RedisConnection>>, keys: Arc<Ap
             }
             () = tokio::time::sleep_until(next_index) => {
                 // Announcements wait in the subscription's buffer while the index is read.
-                let announced = redis.is_none() || messages.is_some();
-                let read = keys.reindex(announced).await;
+                let read = keys.reindex().await;
                 if let (Some(size), true) = (read, report) {
                     tracing::info!(keys = size, "API key index loaded");
                     report = false;
