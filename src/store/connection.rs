@@ -315,7 +315,7 @@ impl RedisConnection {
                 ))
     }
 
-    /// Runs `op` on the shared connection within the timeout.
+    /// Runs `op` on this thread's connection (the cluster's shared one) within the timeout.
     pub async fn with<T, F>(&self, op: impl FnOnce(Link) -> F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
