@@ -54,8 +54,9 @@ async fn add_key(store: &RedisStore, n: usize) -> (String, String) {
     (whole, prefix)
 }
 
-/// What one kind of request saw: each answer's time since the kill (negative before it),
-/// status and code.
+/// What one kind of request saw: when each was sent, in seconds since the kill (negative
+/// before it), and its answer's status and code. The time of sending counts: a request sent
+/// during the switch may be answered after it, once its call to the dead node timed out.
 #[derive(Default)]
 struct Seen(Mutex<Vec<(f64, u16, String)>>);
 
@@ -85,7 +86,7 @@ fn since_kill(killed: &KilledAt) -> f64 {
     }
 }
 
-/// Sends `request(n)` every [`PACE`] until `stop`, recording each answer.
+/// Sends `request(n)` every [`PACE`] until `stop`, recording each answer with its sending time.
 fn load<F>(
     stop: Arc<AtomicBool>,
     killed: KilledAt,
@@ -98,10 +99,11 @@ where
     tokio::spawn(async move {
         let mut n = 0;
         while !stop.load(Ordering::Relaxed) {
+            let sent = since_kill(&killed);
             let response = request(n).send().await.unwrap();
             let status = response.status().as_u16();
             let body: Value = response.json().await.unwrap_or(Value::Null);
-            seen.record(since_kill(&killed), status, &body);
+            seen.record(sent, status, &body);
             n += 1;
             tokio::time::sleep(PACE).await;
         }
@@ -199,9 +201,10 @@ async fn failover_under_load(
         }),
     ];
     tokio::time::sleep(Duration::from_secs(1)).await;
-    kill();
+    // Marked just before: a request sent as the process dies counts as sent in the switch.
     let kill_time = Instant::now();
     *killed.lock().unwrap() = Some(kill_time);
+    kill();
 
     // The limit is shared again once both gateways reach the new master.
     let deadline = kill_time + Duration::from_secs(30);
@@ -234,11 +237,11 @@ async fn failover_under_load(
         assert_eq!(
             (*status, code.as_str()),
             (503, "auth_store_unavailable"),
-            "an unseen key at {at:.2}s"
+            "an unseen key sent at {at:.2}s"
         );
         assert!(
             (0.0..=shared_after).contains(at),
-            "503 at {at:.2}s, outside the switch (limits shared again at {shared_after:.2}s)"
+            "503 for a request sent at {at:.2}s, outside the switch (limits shared again at {shared_after:.2}s)"
         );
     }
     let after: Vec<_> = unseen_seen
