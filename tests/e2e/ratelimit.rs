@@ -307,8 +307,10 @@ fn redis_store(redis: &RedisServer) -> String {
 }
 
 /// 120 requests at once, 40 through each of three replicas, all from one client address: as
-/// many pass as the limit allows, not one more. On `/api/counted/` each check carries two
-/// limits (the tier and the route's), so on a cluster both keys must share a node.
+/// many pass as the limit allows, not one more, and each one that passes is told a different
+/// number of requests left, counting down to 0, as if they had come one by one. On
+/// `/api/counted/` each check carries two limits (the tier and the route's), so on a cluster
+/// both keys must share a node.
 async fn three_replicas_let_through_exactly_the_limit(store: &str) {
     let upstream = Upstream::start("app").await;
     let limits = "rate_limits: { anonymous: 40/hour }\n";
@@ -327,19 +329,40 @@ async fn three_replicas_let_through_exactly_the_limit(store: &str) {
                 let url = replica.url(path);
                 tasks.push(tokio::spawn(async move {
                     let request = client().get(url).header("x-forwarded-for", client_address);
-                    request.send().await.unwrap().status().as_u16()
+                    let response = request.send().await.unwrap();
+                    let fields = response.headers()["ratelimit"]
+                        .to_str()
+                        .unwrap()
+                        .to_string();
+                    (response.status().as_u16(), fields)
                 }));
             }
         }
         let mut statuses = Vec::new();
+        let mut left = Vec::new();
         for task in tasks {
-            statuses.push(task.await.unwrap());
+            let (status, fields) = task.await.unwrap();
+            if status == 200 {
+                left.push(remaining_of_last_policy(&fields));
+            }
+            statuses.push(status);
         }
-        // Exact: one atomic script per check, and the refill (one request every 90 s) is far
-        // slower than the test.
+        // Exact: the checks are decided one after the other, and the refill (one request every
+        // 90 s) is far slower than the test.
         assert_eq!(passed(&statuses), limit, "{path}: {statuses:?}");
         assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 120 - limit);
+        left.sort_unstable();
+        assert_eq!(left, (0..limit as u64).collect::<Vec<_>>(), "{path}");
     }
+}
+
+/// `r` of the last policy in a `RateLimit` field value: `"user";r=3;t=60, "route";r=1;t=90`.
+fn remaining_of_last_policy(fields: &str) -> u64 {
+    let last = fields.rsplit(", ").next().unwrap();
+    let r = last.split(';').find_map(|part| part.strip_prefix("r="));
+    r.unwrap_or_else(|| panic!("no r in {fields}"))
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
