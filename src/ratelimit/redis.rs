@@ -1,6 +1,7 @@
 //! The shared limiter: one Redis script carries every limit of a request, so N replicas enforce
 //! one limit exactly. Checks that arrive while a script call is on its way wait for the next
-//! call, which carries them all: under load one round trip and one script run serve many
+//! call, which carries them all, and a call leaves only once the requests already runnable on
+//! its thread have added theirs: under load one round trip and one script run serve many
 //! requests, decided one after the other as if each had its own call. Identical checks (one
 //! consumer's requests to one route) travel as one group, which the script decides in one step:
 //! how many of them the limits let through. In a cluster a script may only touch the keys of one
@@ -208,6 +209,9 @@ impl Batcher {
         // Should this task end early (its runtime shutting down), the next check starts another.
         let _sending = Sending(&self);
         loop {
+            // Requests already runnable on this thread run first and add their checks: one call
+            // then carries every check that is ready, not only those that came during the last.
+            tokio::task::yield_now().await;
             let batch: Vec<Queued> = {
                 let mut waiting = self.waiting();
                 if waiting.checks.is_empty() {
