@@ -233,6 +233,13 @@ async fn failover_under_load(
         "requests with a cached key failed"
     );
     let refused = unseen_seen.failures();
+    let warnings = || -> Vec<Value> {
+        [&first, &second]
+            .iter()
+            .flat_map(|gateway| gateway.logs())
+            .filter(|l| l["level"] == "WARN")
+            .collect()
+    };
     for (at, status, code) in &refused {
         assert_eq!(
             (*status, code.as_str()),
@@ -241,7 +248,8 @@ async fn failover_under_load(
         );
         assert!(
             (0.0..=shared_after).contains(at),
-            "503 for a request sent at {at:.2}s, outside the switch (limits shared again at {shared_after:.2}s)"
+            "503 for a request sent at {at:.2}s, outside the switch (limits shared again at {shared_after:.2}s); the gateways' warnings:\n{:#?}",
+            warnings()
         );
     }
     let after: Vec<_> = unseen_seen
