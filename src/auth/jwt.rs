@@ -1,6 +1,6 @@
 //! JSON Web Tokens: the signing and verification keys, issuing access and refresh tokens in the
-//! inherited contract, and verifying them strictly (configured algorithm only, known `kid`, no
-//! `crit` or `b64` header parameter, `exp`/`nbf` with leeway, `iss`, `aud`, `token_type`, and
+//! inherited contract, and verifying them strictly (configured algorithm only, a known `kid` or
+//! none for the current key, no `crit` or `b64` header parameter, `exp`/`nbf` with leeway, `iss`, `aud`, `token_type`, and
 //! claims that identity headers can carry).
 
 use std::borrow::Cow;
@@ -304,11 +304,10 @@ impl Tokens {
         if header.alg != self.keys.algorithm || header.crit || header.b64 {
             return Err(TokenError::Invalid);
         }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.keys.decoding.get(kid))
-            .ok_or(TokenError::Invalid)?;
+        // A token without a `kid` (other JWT libraries leave it out) is checked against the
+        // current signing key only; a `kid` that is there must name a known key.
+        let kid = header.kid.as_deref().unwrap_or(&self.keys.kid);
+        let key = self.keys.decoding.get(kid).ok_or(TokenError::Invalid)?;
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|_| TokenError::Invalid)?;
         let claims = data.claims;

@@ -380,6 +380,13 @@ async fn forged_and_misused_tokens_are_401_token_not_valid() {
         &EncodingKey::from_ed_pem(f.key_pem.as_bytes()).unwrap(),
     )
     .unwrap();
+    let stranger = guichet::auth::jwt::generate_ed25519_pem();
+    let no_kid_other_key = jsonwebtoken::encode(
+        &Header::new(Algorithm::EdDSA),
+        &claims,
+        &EncodingKey::from_ed_pem(stranger.as_bytes()).unwrap(),
+    )
+    .unwrap();
     let attacks = [
         ("alg none", format!("{header_none}.{}.", parts[1])),
         ("key confusion", key_confusion),
@@ -399,6 +406,7 @@ async fn forged_and_misused_tokens_are_401_token_not_valid() {
             format!("{}.{admin_payload}.{}", parts[0], parts[2]),
         ),
         ("unknown kid", unknown_kid),
+        ("no kid, another key", no_kid_other_key),
         ("garbage", "not.a.token".to_string()),
     ];
     for (attack, token) in attacks {
@@ -421,6 +429,18 @@ async fn forged_and_misused_tokens_are_401_token_not_valid() {
         .get("/api/courses/", &[("authorization", &bearer(&honest))])
         .await;
     assert_eq!(response.status(), 200);
+    // Other JWT libraries leave `kid` out: such a token is checked against the signing key.
+    let no_kid = jsonwebtoken::encode(
+        &Header::new(Algorithm::EdDSA),
+        &with(json!({"exp": now + 600})),
+        &EncodingKey::from_ed_pem(f.key_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let response = f
+        .get("/api/courses/", &[("authorization", &bearer(&no_kid))])
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(f.upstream.hits(), 2);
 }
 
 #[tokio::test]

@@ -232,7 +232,7 @@ fn a_tampered_payload_is_rejected() {
 }
 
 #[test]
-fn unknown_or_missing_kid_is_rejected_and_rotated_keys_are_accepted() {
+fn an_unknown_kid_is_rejected_and_rotated_keys_are_accepted() {
     let old = ed_tokens();
     let (old_token, _) = old.issue(&demo(), TokenType::Access, None).unwrap();
     let mut keys =
@@ -251,12 +251,41 @@ fn unknown_or_missing_kid_is_rejected_and_rotated_keys_are_accepted() {
     assert_eq!(keys.jwks().keys.len(), 2);
     let rotated = tokens_with(keys);
     assert!(rotated.verify(&old_token, TokenType::Access).is_ok());
+}
 
+#[test]
+fn a_token_without_kid_is_checked_against_the_current_signing_key_only() {
+    let old = ed_tokens();
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = None;
     let no_kid = jsonwebtoken::encode(&header, &claims_json(&old), &old.keys.encoding).unwrap();
     assert_eq!(
-        old.verify(&no_kid, TokenType::Access),
+        old.verify(&no_kid, TokenType::Access).unwrap().username,
+        "demo"
+    );
+    // After a rotation the old key is known by its `kid` only: without one, the new key is
+    // the one tried, and the old signature does not match it.
+    let mut keys =
+        Keys::from_private_pem(Algorithm::EdDSA, generate_ed25519_pem().as_bytes()).unwrap();
+    keys.accept_public_pem(ed_public_pem(&old.keys.jwks().keys[0]).as_bytes())
+        .unwrap();
+    let rotated = tokens_with(keys);
+    assert_eq!(
+        rotated.verify(&no_kid, TokenType::Access),
+        Err(TokenError::Invalid)
+    );
+    // The algorithm is still the configured one, `kid` or not.
+    let hs = tokens_with(Keys::from_secret(&[7; 32]).unwrap());
+    let mut header = Header::new(Algorithm::HS384);
+    header.kid = None;
+    let other_alg = jsonwebtoken::encode(
+        &header,
+        &claims_json(&hs),
+        &EncodingKey::from_secret(&[7; 32]),
+    )
+    .unwrap();
+    assert_eq!(
+        hs.verify(&other_alg, TokenType::Access),
         Err(TokenError::Invalid)
     );
 }
