@@ -140,6 +140,9 @@ pub struct RedisConnection {
     connections: std::sync::Mutex<HashMap<Option<ThreadId>, Slot>>,
     /// Counts the failures that dropped the connections (see [`Live`]).
     epoch: AtomicU64,
+    /// Counts the connections made, so a connection attempt that fails can tell whether another
+    /// thread reached Redis meanwhile.
+    made: AtomicU64,
     retry_at: std::sync::Mutex<Option<Instant>>,
     /// The node in use (the master, with sentinels), for `/readyz`; none while down, and
     /// none for a cluster, whose client picks the node per call.
@@ -185,6 +188,7 @@ impl RedisConnection {
             source,
             connections: std::sync::Mutex::default(),
             epoch: AtomicU64::new(0),
+            made: AtomicU64::new(0),
             retry_at: std::sync::Mutex::new(None),
             serving: std::sync::Mutex::new(None),
             timeout,
@@ -242,6 +246,7 @@ impl RedisConnection {
         }
         // The call that held the lock may have just failed to connect.
         self.resting()?;
+        let made = self.made.load(Ordering::Acquire);
         match tokio::time::timeout(self.timeout, self.connect()).await {
             Ok(Ok((link, node))) => {
                 *slot = Some(Live {
@@ -249,10 +254,11 @@ impl RedisConnection {
                     link: link.clone(),
                 });
                 *lock(&self.serving) = node;
+                self.made.fetch_add(1, Ordering::AcqRel);
                 Ok((epoch, link))
             }
-            Ok(Err(e)) => Err(self.down(&mut slot, Outage::Redis(e))),
-            Err(_) => Err(self.down(&mut slot, Outage::NoConnection)),
+            Ok(Err(e)) => Err(self.down(&mut slot, made, Outage::Redis(e))),
+            Err(_) => Err(self.down(&mut slot, made, Outage::NoConnection)),
         }
     }
 
@@ -281,10 +287,16 @@ impl RedisConnection {
         Ok((Link::Node(manager), Some(node)))
     }
 
-    fn down(&self, slot: &mut Option<Live>, cause: Outage) -> StoreError {
+    /// A connection attempt that began when `made` connections had been made failed. Calls
+    /// fail fast for a moment, unless another thread connected meanwhile: then Redis is there,
+    /// and this attempt went where it no longer is (a master the sentinels named just before a
+    /// switch).
+    fn down(&self, slot: &mut Option<Live>, made: u64, cause: Outage) -> StoreError {
         *slot = None;
-        *lock(&self.serving) = None;
-        *self.retry_at() = Some(Instant::now() + RETRY_AFTER_FAILURE);
+        if self.made.load(Ordering::Acquire) == made {
+            *lock(&self.serving) = None;
+            *self.retry_at() = Some(Instant::now() + RETRY_AFTER_FAILURE);
+        }
         StoreError::Unavailable(cause)
     }
 

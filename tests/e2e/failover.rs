@@ -410,8 +410,7 @@ async fn the_gateway_logs_in_to_password_protected_sentinels_and_their_master() 
     // A key created after the switch is stored on the new master, found through the sentinels
     // with their password.
     let after = serves_a_new_key(&gateway, &env).await;
-    let ready = crate::common::get_json(gateway.admin_url("/readyz")).await;
-    assert_eq!(ready["store"]["node"], format!("127.0.0.1:{new_master}"));
+    ready_on(&gateway, format!("127.0.0.1:{new_master}")).await;
 
     let wrong = [
         ("GUICHET_TEST_REDIS_PASSWORD", auth.password),
@@ -432,6 +431,24 @@ async fn the_gateway_logs_in_to_password_protected_sentinels_and_their_master() 
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "auth_store_unavailable", "{body}");
+}
+
+/// Waits up to 5 s for `/readyz` to name `node` as the store's, as a readiness probe polls it:
+/// a call that failed late in a switch keeps the gateway not ready for half a second.
+async fn ready_on(gateway: &Gateway, node: String) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready = crate::common::get_json(gateway.admin_url("/readyz")).await;
+        if ready["store"]["node"] == node.as_str() {
+            assert_eq!(ready["store"]["ok"], true, "{ready}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never named {node}: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A gateway on `store` whose process does not trust the test's CA: `/readyz` says the store is
@@ -465,8 +482,7 @@ async fn the_gateway_reaches_sentinels_and_their_master_over_tls() {
     redis.master.kill();
     redis.wait_for_master(new_master).await;
     serves_a_new_key(&gateway, &env).await;
-    let ready = crate::common::get_json(gateway.admin_url("/readyz")).await;
-    assert_eq!(ready["store"]["node"], format!("127.0.0.1:{new_master}"));
+    ready_on(&gateway, format!("127.0.0.1:{new_master}")).await;
 
     reaches_nothing_without_the_ca(&store, &upstream).await;
 }
