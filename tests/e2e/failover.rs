@@ -54,21 +54,35 @@ async fn add_key(store: &RedisStore, n: usize) -> (String, String) {
     (whole, prefix)
 }
 
-/// What one kind of request saw: when each was sent, in seconds since the kill (negative
-/// before it), and its answer's status and code. The time of sending counts: a request sent
-/// during the switch may be answered after it, once its call to the dead node timed out.
+/// One answer: when its request was sent and when the answer came, its status and its code.
+#[derive(Clone, Debug, PartialEq)]
+struct Answer {
+    sent: Instant,
+    answered: Instant,
+    status: u16,
+    code: String,
+}
+
+/// What one kind of request saw. Both times count: a request on its way when the master dies
+/// may fail although it was sent just before, and one sent during the switch may be answered
+/// after it, once its call to the dead node timed out.
 #[derive(Default)]
-struct Seen(Mutex<Vec<(f64, u16, String)>>);
+struct Seen(Mutex<Vec<Answer>>);
 
 impl Seen {
-    fn record(&self, at: f64, status: u16, body: &Value) {
+    fn record(&self, sent: Instant, status: u16, body: &Value) {
         let code = body["code"].as_str().unwrap_or("").to_string();
-        self.0.lock().unwrap().push((at, status, code));
+        self.0.lock().unwrap().push(Answer {
+            sent,
+            answered: Instant::now(),
+            status,
+            code,
+        });
     }
 
-    fn failures(&self) -> Vec<(f64, u16, String)> {
+    fn failures(&self) -> Vec<Answer> {
         let seen = self.0.lock().unwrap();
-        seen.iter().filter(|(_, s, _)| *s != 200).cloned().collect()
+        seen.iter().filter(|a| a.status != 200).cloned().collect()
     }
 
     fn count(&self) -> usize {
@@ -76,30 +90,21 @@ impl Seen {
     }
 }
 
-/// When the kill happened; `None` before.
-type KilledAt = Arc<Mutex<Option<Instant>>>;
-
-fn since_kill(killed: &KilledAt) -> f64 {
-    match *killed.lock().unwrap() {
-        Some(at) => at.elapsed().as_secs_f64(),
-        None => -1.0,
-    }
+/// Seconds from `kill` to `at`, negative before it.
+fn since(kill: Instant, at: Instant) -> f64 {
+    at.saturating_duration_since(kill).as_secs_f64()
+        - kill.saturating_duration_since(at).as_secs_f64()
 }
 
-/// Sends `request(n)` every [`PACE`] until `stop`, recording each answer with its sending time.
-fn load<F>(
-    stop: Arc<AtomicBool>,
-    killed: KilledAt,
-    seen: Arc<Seen>,
-    request: F,
-) -> tokio::task::JoinHandle<()>
+/// Sends `request(n)` every [`PACE`] until `stop`, recording each answer with its times.
+fn load<F>(stop: Arc<AtomicBool>, seen: Arc<Seen>, request: F) -> tokio::task::JoinHandle<()>
 where
     F: Fn(usize) -> reqwest::RequestBuilder + Send + 'static,
 {
     tokio::spawn(async move {
         let mut n = 0;
         while !stop.load(Ordering::Relaxed) {
-            let sent = since_kill(&killed);
+            let sent = Instant::now();
             let response = request(n).send().await.unwrap();
             let status = response.status().as_u16();
             let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -177,7 +182,6 @@ async fn failover_under_load(
     assert!(limit_shared(&first, &second, &probe).await, "shared before");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let killed: KilledAt = Arc::default();
     let (jwt, cached_seen, unseen_seen) = (
         Arc::new(Seen::default()),
         Arc::new(Seen::default()),
@@ -185,14 +189,14 @@ async fn failover_under_load(
     );
     let urls = [first.url("/api/courses/"), second.url("/api/courses/")];
     let tasks = [
-        load(stop.clone(), killed.clone(), jwt.clone(), move |n| {
+        load(stop.clone(), jwt.clone(), move |n| {
             client().get(&urls[n % 2]).header("authorization", &bearer)
         }),
-        load(stop.clone(), killed.clone(), cached_seen.clone(), {
+        load(stop.clone(), cached_seen.clone(), {
             let urls = [first.url("/api/grades/"), second.url("/api/grades/")];
             move |n| client().get(&urls[n % 2]).header("x-api-key", &cached)
         }),
-        load(stop.clone(), killed.clone(), unseen_seen.clone(), {
+        load(stop.clone(), unseen_seen.clone(), {
             let urls = [first.url("/api/grades/"), second.url("/api/grades/")];
             move |n| {
                 let key = &unseen[n % unseen.len()];
@@ -201,9 +205,7 @@ async fn failover_under_load(
         }),
     ];
     tokio::time::sleep(Duration::from_secs(1)).await;
-    // Marked just before: a request sent as the process dies counts as sent in the switch.
     let kill_time = Instant::now();
-    *killed.lock().unwrap() = Some(kill_time);
     kill();
 
     // The limit is shared again once both gateways reach the new master.
@@ -240,15 +242,21 @@ async fn failover_under_load(
             .filter(|l| l["level"] == "WARN")
             .collect()
     };
-    for (at, status, code) in &refused {
-        assert_eq!(
-            (*status, code.as_str()),
-            (503, "auth_store_unavailable"),
-            "an unseen key sent at {at:.2}s"
+    for answer in &refused {
+        let (sent, answered) = (
+            since(kill_time, answer.sent),
+            since(kill_time, answer.answered),
         );
+        assert_eq!(
+            (answer.status, answer.code.as_str()),
+            (503, "auth_store_unavailable"),
+            "an unseen key sent at {sent:.2}s"
+        );
+        // In the switch: still on its way when the master died, and sent before the limits
+        // were shared again.
         assert!(
-            (0.0..=shared_after).contains(at),
-            "503 for a request sent at {at:.2}s, outside the switch (limits shared again at {shared_after:.2}s); the gateways' warnings:\n{:#?}",
+            answered >= 0.0 && sent <= shared_after,
+            "503 for a request sent at {sent:.2}s and answered at {answered:.2}s, outside the switch (limits shared again at {shared_after:.2}s); the gateways' warnings:\n{:#?}",
             warnings()
         );
     }
@@ -257,8 +265,8 @@ async fn failover_under_load(
         .lock()
         .unwrap()
         .iter()
-        .filter(|(at, _, _)| *at > shared_after)
-        .map(|(_, status, _)| *status)
+        .filter(|a| since(kill_time, a.sent) > shared_after)
+        .map(|a| a.status)
         .collect();
     assert!(
         !after.is_empty() && after.iter().all(|s| *s == 200),
