@@ -32,10 +32,7 @@ need curl curl
 need redis-server redis-server
 cargo build --release --quiet
 upstream=$(start_upstream)
-redis-server --port 0 --unixsocket "$work/redis.sock" --save '' --appendonly no \
-  --daemonize yes --pidfile "$work/redis.pid" --logfile "$work/redis.log"
-for _ in $(seq 100); do [ -S "$work/redis.sock" ] && break; sleep 0.05; done
-redis_store="store: { backend: redis, url: \"unix://$work/redis.sock\" }"
+start_redis_socket
 
 # ratio A B: A / B to three decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b ? a / b : 0 }'; }

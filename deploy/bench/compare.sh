@@ -47,12 +47,9 @@ haproxy_port=$(free_port)
 haproxy_conf "$haproxy_port" "$upstream" on > "$work/haproxy.cfg"
 haproxy -f "$work/haproxy.cfg"
 
-redis-server --port 0 --unixsocket "$work/redis.sock" --save '' --appendonly no \
-  --daemonize yes --pidfile "$work/redis.pid" --logfile "$work/redis.log"
-for _ in $(seq 100); do [ -S "$work/redis.sock" ] && break; sleep 0.05; done
+start_redis_socket
 
 hash=$(printf 'bench-password' | target/release/guichet hash-password)
-redis_store="store: { backend: redis, url: \"unix://$work/redis.sock\" }"
 start_redis_cluster
 cluster_store="store: { backend: redis, cluster: { nodes: $cluster_nodes } }"
 read -r a_port _ a_pid < <(start_guichet a "$bench_jwt

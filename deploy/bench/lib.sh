@@ -53,6 +53,16 @@ wait_http() {
   exit 1
 }
 
+# start_redis_socket: a redis-server daemon on a unix socket in the work folder (nothing kept on
+# disk; the cleanup stops it through its pid file); sets redis_store to the store section that
+# reaches it.
+start_redis_socket() {
+  redis-server --port 0 --unixsocket "$work/redis.sock" --save '' --appendonly no \
+    --daemonize yes --pidfile "$work/redis.pid" --logfile "$work/redis.log"
+  for _ in $(seq 100); do [ -S "$work/redis.sock" ] && break; sleep 0.05; done
+  redis_store="store: { backend: redis, url: \"unix://$work/redis.sock\" }"
+}
+
 # start_redis_cluster: three redis-server masters sharing the slots (no replicas, nothing kept on
 # disk), each a daemon whose pid file the cleanup reads; sets cluster_nodes to their URLs as a
 # YAML list. Exits if the cluster does not come up.

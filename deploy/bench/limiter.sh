@@ -19,11 +19,8 @@ need redis-cli redis-tools
 cargo build --release --quiet
 
 upstream=$(start_upstream)
-redis-server --port 0 --unixsocket "$work/redis.sock" --save '' --appendonly no \
-  --daemonize yes --pidfile "$work/redis.pid" --logfile "$work/redis.log"
-for _ in $(seq 100); do [ -S "$work/redis.sock" ] && break; sleep 0.05; done
+start_redis_socket
 hash=$(printf 'bench-password' | target/release/guichet hash-password)
-redis_store="store: { backend: redis, url: \"unix://$work/redis.sock\" }"
 read -r a_port _ a_pid < <(start_guichet a "$bench_jwt
 $(bench_seed "$hash")" "$(bench_routes "$upstream" jwt)")
 read -r c_port _ c_pid < <(start_guichet c "$bench_jwt
