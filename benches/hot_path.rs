@@ -132,7 +132,7 @@ fn rate_limiting(c: &mut Criterion) {
         .find(|r| !r.rate_limits.is_empty())
         .expect("a limited route");
     let identity = Identity {
-        user_id: Some(42),
+        user_id: Some("42".to_string()),
         role: Some("student".to_string()),
         method: guichet::auth::identity::AuthMethod::Jwt,
         ..Identity::anonymous()

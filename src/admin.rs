@@ -11,6 +11,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use crate::auth::issuers::TrustedIssuer;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::openapi::publish::ApiDocs;
@@ -22,6 +23,9 @@ pub struct Admin {
     pub current: Current,
     pub reloader: Arc<Reloader>,
     pub store: Arc<dyn Store>,
+    /// Shown with their keys' age and last error; a provider that is down does not make the
+    /// gateway unready, as the last good keys keep serving.
+    pub issuers: Vec<Arc<TrustedIssuer>>,
     pub metrics: Arc<Metrics>,
     pub docs: Arc<ApiDocs>,
     /// Draining once SIGTERM arrives, so load balancers stop sending traffic first.
@@ -104,21 +108,40 @@ impl Admin {
                 store["error"] = json!(e.to_string());
             }
         }
-        let config = self.reloader.status();
-        let docs = self.docs.status();
-        if self.lifecycle.draining() {
-            let body = json!({"detail": "The gateway is shutting down.", "code": "draining", "services": services, "store": store, "config": config, "docs": docs});
-            (StatusCode::SERVICE_UNAVAILABLE, body)
-        } else if not_ready.is_empty() {
+        let mut body = json!({
+            "services": services,
+            "store": store,
+            "config": self.reloader.status(),
+            "docs": self.docs.status(),
+        });
+        if !self.issuers.is_empty() {
+            let issuers: serde_json::Map<String, Value> = self
+                .issuers
+                .iter()
+                .map(|issuer| (issuer.issuer().to_string(), issuer.jwks.status()))
+                .collect();
+            body["issuers"] = Value::Object(issuers);
+        }
+        let (status, verdict) = if self.lifecycle.draining() {
+            let detail = "The gateway is shutting down.";
             (
-                StatusCode::OK,
-                json!({"status": "ready", "services": services, "store": store, "config": config, "docs": docs}),
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"detail": detail, "code": "draining"}),
             )
+        } else if not_ready.is_empty() {
+            (StatusCode::OK, json!({"status": "ready"}))
         } else {
             let detail = format!("Not ready: {}.", not_ready.join(", "));
-            let body = json!({"detail": detail, "code": "not_ready", "services": services, "store": store, "config": config, "docs": docs});
-            (StatusCode::SERVICE_UNAVAILABLE, body)
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"detail": detail, "code": "not_ready"}),
+            )
+        };
+        let mut answer = verdict;
+        if let (Value::Object(answer), Value::Object(body)) = (&mut answer, body) {
+            answer.extend(body);
         }
+        (status, answer)
     }
 
     /// `POST /reload`: 200 with what now serves, or 422 with every error and nothing changed.

@@ -38,7 +38,7 @@ pub async fn authorize(
     needs: &Needs<'_>,
 ) -> Result<(), GatewayError> {
     let credential = identity::credential(request);
-    let found = identity::authenticate(credential, auth.tokens.as_deref(), &auth.api_keys).await;
+    let found = identity::authenticate(credential, auth.bearer.as_deref(), &auth.api_keys).await;
     if let Authentication::Verified(identity) = &found {
         ctx.identity = identity.clone();
     }
@@ -137,7 +137,7 @@ mod tests {
     fn user(role: &str) -> Authentication {
         Authentication::Verified(Identity {
             method: AuthMethod::Jwt,
-            user_id: Some(1),
+            user_id: Some("1".to_string()),
             username: Some("ada".to_string()),
             role: Some(role.to_string()),
             ..Identity::anonymous()

@@ -215,13 +215,13 @@ fn load_or_report(path: &Path) -> Option<Loaded> {
 fn check(path: &Path, strict: bool) -> ExitCode {
     let Some(Loaded {
         config,
-        warnings: tls_warnings,
+        warnings: load_warnings,
         ..
     }) = load_or_report(path)
     else {
         return ExitCode::FAILURE;
     };
-    for warning in &tls_warnings {
+    for warning in &load_warnings {
         eprintln!("warning: {warning}");
     }
     let unsafe_paths = crate::lifecycle::RuntimeFiles::inspect(
@@ -258,7 +258,7 @@ fn check(path: &Path, strict: bool) -> ExitCode {
     for drift in &drift {
         eprintln!("warning: drift: {drift}");
     }
-    let warnings = tls_warnings.len() + problems.len() + drift.len();
+    let warnings = load_warnings.len() + problems.len() + drift.len();
     print_line(&format!(
         "API document: {} problems, {} drift",
         problems.len(),
@@ -276,6 +276,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let Loaded {
         mut config,
         tokens,
+        foreign,
         tls,
         warnings,
     } = match render::load(&args.config, KeyFiles::CreateMissing) {
@@ -307,7 +308,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
-    match crate::server::serve(config, tokens, tls, overrides, args.upgrade) {
+    match crate::server::serve(config, tokens, foreign, tls, overrides, args.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("{message}");

@@ -100,7 +100,7 @@ pub fn access_line(ctx: &RequestCtx, method: &str, path: &str, status: u16, byte
         upstream = upstream_url(ctx),
         upstream_ms = ctx.upstream_time.map(|t| t.as_micros() as f64 / 1000.0),
         auth = identity.method.as_str(),
-        user_id = identity.user_id,
+        user_id = identity.user_id.as_deref(),
         consumer = identity.consumer.as_deref(),
         rate_limited = ctx.throttled_by.as_deref(),
         bytes_in = ctx.body_bytes,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -55,6 +55,10 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Upgraded (WebSocket) connections open now, by route.
     pub websocket_connections: IntGaugeVec,
+    /// Seconds since each trusted issuer's keys were last fetched (read), by issuer.
+    pub jwks_age: GaugeVec,
+    /// 1 while the last fetch of an issuer's keys failed, by issuer.
+    pub jwks_refresh_failing: IntGaugeVec,
     /// When each certificate the gateway shows expires (`tls::Material::expiries`).
     tls_certificate_expiry: IntGaugeVec,
     /// The names `tls_certificate_expiry` shows now.
@@ -169,6 +173,20 @@ impl Metrics {
                 ),
                 &["route"],
             )?,
+            jwks_age: GaugeVec::new(
+                opts(
+                    "jwks_age_seconds",
+                    "Seconds since each trusted issuer's JWKS was last fetched, by issuer; absent until the first fetch.",
+                ),
+                &["issuer"],
+            )?,
+            jwks_refresh_failing: IntGaugeVec::new(
+                opts(
+                    "jwks_refresh_failing",
+                    "1 while the last fetch of a trusted issuer's JWKS failed (the last good copy serves), by issuer.",
+                ),
+                &["issuer"],
+            )?,
             tls_certificate_expiry: IntGaugeVec::new(
                 opts(
                     "tls_certificate_expiry_timestamp_seconds",
@@ -189,7 +207,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.duration.clone()),
             Box::new(metrics.upstream_duration.clone()),
@@ -204,6 +222,8 @@ impl Metrics {
             Box::new(metrics.store_duration.clone()),
             Box::new(metrics.config_reloads.clone()),
             Box::new(metrics.websocket_connections.clone()),
+            Box::new(metrics.jwks_age.clone()),
+            Box::new(metrics.jwks_refresh_failing.clone()),
             Box::new(metrics.tls_certificate_expiry.clone()),
             Box::new(build_info),
         ];

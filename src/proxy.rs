@@ -466,9 +466,14 @@ impl Gateway {
     /// Adds the request to the usage statistics, under its consumer and route.
     fn record_usage(&self, session: &Session, ctx: &RequestCtx) {
         let identity = &ctx.identity;
-        let consumer = match (identity.method, &identity.username, &identity.consumer) {
-            (identity::AuthMethod::Jwt, Some(name), _) => format!("user:{name}"),
-            (identity::AuthMethod::ApiKey, _, Some(name)) => format!("key:{name}"),
+        // A trusted issuer's user is named with the issuer: two providers may both have an `ada`.
+        let user = identity.username.as_ref().or(identity.user_id.as_ref());
+        let consumer = match (identity.method, user, &identity.issuer, &identity.consumer) {
+            (identity::AuthMethod::Jwt, Some(name), None, _) => format!("user:{name}"),
+            (identity::AuthMethod::Jwt, Some(name), Some(issuer), _) => {
+                format!("user:{name}@{issuer}")
+            }
+            (identity::AuthMethod::ApiKey, _, _, Some(name)) => format!("key:{name}"),
             _ => "anonymous".to_string(),
         };
         let status = session.response_written().map_or(0, |r| r.status.as_u16());

@@ -20,6 +20,8 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::analytics::Usage;
 use crate::auth::api_key::{self, ApiKeys};
+use crate::auth::bearer::Foreign;
+use crate::auth::issuers::KeyRefresh;
 use crate::auth::jwt::Tokens;
 use crate::auth::Auth;
 use crate::config::{ClientLimits, Config, Listen, Overrides};
@@ -52,6 +54,7 @@ const DOWNSTREAM_WRITE_BUFFER: usize = 1460;
 pub fn serve(
     config: Config,
     tokens: Option<Arc<Tokens>>,
+    foreign: Foreign,
     tls: Material,
     overrides: Overrides,
     upgrade: bool,
@@ -88,11 +91,12 @@ pub fn serve(
     let token_service = TokenService::new(
         &config.auth,
         tokens.clone(),
+        foreign.legacy.clone(),
         store.clone(),
         limiter.clone(),
         &config.rate_limits,
     );
-    let auth = Arc::new(Auth::new(&config.auth, tokens, store, redis));
+    let auth = Arc::new(Auth::new(&config.auth, tokens, foreign, store, redis));
     let snapshot = Snapshot::new(config, tls, &metrics, None, 1);
     let docs = Arc::new(ApiDocs::new(&snapshot.config, &snapshot.router));
     let config = snapshot.config.clone();
@@ -179,12 +183,22 @@ pub fn serve(
         proxy.add_tls_with_settings(&tls.listen.addr.to_string(), None, settings);
     }
 
+    let issuers = auth
+        .bearer
+        .as_ref()
+        .map(|bearer| bearer.foreign.issuers.clone())
+        .unwrap_or_default();
+    let key_refresh = KeyRefresh {
+        issuers: issuers.clone(),
+        metrics: metrics.clone(),
+    };
     let mut admin = Service::new(
         "guichet admin".to_string(),
         Admin {
             current: current.clone(),
             reloader: reloader.clone(),
             store: auth.store.clone(),
+            issuers,
             metrics,
             docs: docs.clone(),
             lifecycle: lifecycle.clone(),
@@ -216,6 +230,7 @@ pub fn serve(
         server.add_service(background_service("reload on changed files", watch));
     }
     server.add_service(background_service("OpenAPI fragments", docs_refresh));
+    server.add_service(background_service("trusted issuers' keys", key_refresh));
     if auth.redis.is_some() {
         server.add_service(background_service("usage flush", UsageFlush(usage)));
     }

@@ -7,8 +7,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::{ErrorType, OrErr};
 
+use std::sync::Arc;
+
 use super::api_key::{ApiKeys, KeyCheck};
-use super::jwt::Tokens;
+use super::bearer::BearerTokens;
 use crate::credentials::fits_a_header;
 
 // Header names are parsed once; a name given as text is parsed again at every lookup.
@@ -18,15 +20,17 @@ static X_USER_NAME: HeaderName = HeaderName::from_static("x-user-name");
 static X_USER_ROLE: HeaderName = HeaderName::from_static("x-user-role");
 static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
 static X_AUTH_METHOD: HeaderName = HeaderName::from_static("x-auth-method");
+static X_USER_ISSUER: HeaderName = HeaderName::from_static("x-user-issuer");
 
 /// Headers only the gateway may set; whatever a client sends under these names, or under a
 /// look-alike name with `_` for `-`, is removed.
-pub static IDENTITY_HEADERS: [&HeaderName; 5] = [
+pub static IDENTITY_HEADERS: [&HeaderName; 6] = [
     &X_USER_ID,
     &X_USER_NAME,
     &X_USER_ROLE,
     &X_CONSUMER,
     &X_AUTH_METHOD,
+    &X_USER_ISSUER,
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,9 +54,12 @@ impl AuthMethod {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     pub method: AuthMethod,
-    pub user_id: Option<u64>,
+    /// A Guichet user's number, or the subject a trusted issuer gave.
+    pub user_id: Option<String>,
     pub username: Option<String>,
     pub role: Option<String>,
+    /// The trusted issuer that vouched for the user; `None` for Guichet's own users.
+    pub issuer: Option<Arc<str>>,
     /// The API key's name.
     pub consumer: Option<String>,
     /// The API key's prefix, which identifies it (names need not be unique).
@@ -67,9 +74,21 @@ impl Identity {
             user_id: None,
             username: None,
             role: None,
+            issuer: None,
             consumer: None,
             key_id: None,
             scopes: Vec::new(),
+        }
+    }
+
+    /// One of Guichet's users, signed in by token.
+    pub fn user(user_id: u64, username: String, role: String) -> Identity {
+        Identity {
+            method: AuthMethod::Jwt,
+            user_id: Some(user_id.to_string()),
+            username: Some(username),
+            role: Some(role),
+            ..Identity::anonymous()
         }
     }
 }
@@ -112,25 +131,18 @@ pub enum Authentication {
     StoreUnavailable,
 }
 
-/// Checks the credential. JWTs are verified without any store round trip.
+/// Checks the credential. Guichet's own tokens and trusted issuers' are verified without any
+/// store round trip; a legacy token's user is looked up.
 pub async fn authenticate(
     credential: Credential<'_>,
-    tokens: Option<&Tokens>,
+    bearer: Option<&BearerTokens>,
     api_keys: &ApiKeys,
 ) -> Authentication {
     match credential {
         Credential::None => Authentication::None,
-        Credential::Bearer(token) => match tokens.map(|t| t.verify_access(token)) {
-            Some(Ok(claims)) => Authentication::Verified(Identity {
-                method: AuthMethod::Jwt,
-                user_id: Some(claims.user_id),
-                username: Some(claims.username),
-                role: Some(claims.role),
-                consumer: None,
-                key_id: None,
-                scopes: Vec::new(),
-            }),
-            _ => Authentication::InvalidToken,
+        Credential::Bearer(token) => match bearer {
+            Some(bearer) => bearer.authenticate(token).await,
+            None => Authentication::InvalidToken,
         },
         Credential::ApiKey(key) => match api_keys.check(key).await {
             // Stored by a version that did not refuse such names: refused rather than a 500.
@@ -139,12 +151,11 @@ pub async fn authenticate(
             }
             KeyCheck::Valid(key) => Authentication::Verified(Identity {
                 method: AuthMethod::ApiKey,
-                user_id: None,
-                username: None,
                 role: Some(key.role),
                 consumer: Some(key.name),
                 key_id: Some(key.prefix),
                 scopes: key.scopes,
+                ..Identity::anonymous()
             }),
             KeyCheck::Invalid => Authentication::InvalidKey,
             KeyCheck::StoreUnavailable => Authentication::StoreUnavailable,
@@ -172,14 +183,15 @@ pub fn set_upstream_headers(
         headers.remove(name);
     }
     let values = [
-        (&X_USER_ID, identity.user_id.map(|id| id.to_string())),
-        (&X_USER_NAME, identity.username.clone()),
-        (&X_USER_ROLE, identity.role.clone()),
-        (&X_CONSUMER, identity.consumer.clone()),
+        (&X_USER_ID, identity.user_id.as_deref()),
+        (&X_USER_NAME, identity.username.as_deref()),
+        (&X_USER_ROLE, identity.role.as_deref()),
+        (&X_CONSUMER, identity.consumer.as_deref()),
+        (&X_USER_ISSUER, identity.issuer.as_deref()),
     ];
     for (name, value) in values {
         if let Some(value) = value {
-            let value = HeaderValue::try_from(value)
+            let value = HeaderValue::from_str(value)
                 .or_err(ErrorType::InvalidHTTPHeader, "identity header value")?;
             headers.insert(name, value);
         }
@@ -237,6 +249,7 @@ mod tests {
             ("x-user-id", "1"),
             ("x-user-role", "admin"),
             ("x-consumer", "spoofed"),
+            ("x-user-issuer", "https://spoofed.example"),
             ("authorization", "Bearer t"),
         ]
         .into_iter()
@@ -247,22 +260,34 @@ mod tests {
             )
         })
         .collect();
-        let identity = Identity {
-            method: AuthMethod::Jwt,
-            user_id: Some(7),
-            username: Some("ada".to_string()),
-            role: Some("student".to_string()),
-            consumer: None,
-            key_id: None,
-            scopes: vec![],
+        let identity = Identity::user(7, "ada".to_string(), "student".to_string());
+        let mut guichet_user = upstream.clone();
+        set_upstream_headers(&mut guichet_user, &identity, false).unwrap();
+        let get = |map: &HeaderMap, name| map.get(name).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(get(&guichet_user, "x-user-id").as_deref(), Some("7"));
+        assert_eq!(
+            get(&guichet_user, "x-user-role").as_deref(),
+            Some("student")
+        );
+        assert_eq!(get(&guichet_user, "x-consumer"), None);
+        assert_eq!(get(&guichet_user, "x-user-issuer"), None);
+        assert_eq!(get(&guichet_user, "x-auth-method").as_deref(), Some("jwt"));
+        assert_eq!(get(&guichet_user, "authorization"), None);
+
+        let provider_user = Identity {
+            user_id: Some("f81d4fae-7dec".to_string()),
+            issuer: Some("https://sso.example/realms/main".into()),
+            ..identity
         };
-        set_upstream_headers(&mut upstream, &identity, false).unwrap();
-        let get = |name| upstream.get(name).map(|v| v.to_str().unwrap().to_string());
-        assert_eq!(get("x-user-id").as_deref(), Some("7"));
-        assert_eq!(get("x-user-role").as_deref(), Some("student"));
-        assert_eq!(get("x-consumer"), None);
-        assert_eq!(get("x-auth-method").as_deref(), Some("jwt"));
-        assert_eq!(get("authorization"), None);
+        set_upstream_headers(&mut upstream, &provider_user, false).unwrap();
+        assert_eq!(
+            get(&upstream, "x-user-id").as_deref(),
+            Some("f81d4fae-7dec")
+        );
+        assert_eq!(
+            get(&upstream, "x-user-issuer").as_deref(),
+            Some("https://sso.example/realms/main")
+        );
     }
 
     fn client_headers(names: &[&str]) -> HeaderMap {
@@ -285,6 +310,7 @@ mod tests {
             "X-User_Name",
             "x_consumer",
             "X_AUTH_METHOD",
+            "x_user_issuer",
             "X_API_Key",
             "x_course_id",
             "x_user_roles",

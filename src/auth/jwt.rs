@@ -13,6 +13,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use super::identity::Identity;
 use crate::credentials::fits_a_header;
 
 /// Why a key cannot be used. Each message keeps its cause's text, as `guichet check` prints it.
@@ -279,29 +280,30 @@ impl Tokens {
         Ok((token, claims))
     }
 
-    /// Verifies an access token presented to a route, remembering it on this thread until it
-    /// expires, so the next request with it skips the signature check.
-    pub fn verify_access(&self, token: &str) -> Result<Claims, TokenError> {
+    /// Verifies an access token presented to a route, remembering who it is on this thread until
+    /// it expires, so the next request with it skips the signature check.
+    pub fn verify_access(&self, token: &str) -> Result<Identity, TokenError> {
         let now = unix_now();
-        let leeway = self.validation.leeway;
-        if let Some(claims) = super::verified::get(self.verifier, token, now, leeway) {
-            return Ok(claims);
+        if let Some(identity) = super::verified::get(token, now, |v| v == self.verifier) {
+            return Ok(identity);
         }
         let claims = self.verify(token, TokenType::Access)?;
-        super::verified::remember(self.verifier, token, &claims, now, leeway);
-        Ok(claims)
+        let identity = Identity::user(claims.user_id, claims.username, claims.role);
+        let until = claims.exp.saturating_add(self.validation.leeway);
+        super::verified::remember(self.verifier, token, &identity, until, now);
+        Ok(identity)
+    }
+
+    /// The id of this verifier's entries in the cache of verified tokens.
+    pub fn verifier(&self) -> u64 {
+        self.verifier
     }
 
     /// Verifies header, signature and claims; no store is consulted.
     pub fn verify(&self, token: &str, expected: TokenType) -> Result<Claims, TokenError> {
-        let header = header_segment(token).ok_or(TokenError::Invalid)?;
-        let header = URL_SAFE_NO_PAD
-            .decode(header)
-            .map_err(|_| TokenError::Invalid)?;
-        let header: JoseHeader =
-            serde_json::from_slice(&header).map_err(|_| TokenError::Invalid)?;
+        let header = JoseHeader::of(token)?;
         // The token's `alg` never chooses the key: only the configured algorithm is accepted.
-        if header.alg != self.keys.algorithm || header.crit || header.b64 {
+        if header.alg != self.keys.algorithm {
             return Err(TokenError::Invalid);
         }
         // A token without a `kid` (other JWT libraries leave it out) is checked against the
@@ -326,10 +328,10 @@ impl Tokens {
 /// `jsonwebtoken::Header`, which has no notion of refusing them. Repeated names are refused
 /// (serde's duplicate-field error), as RFC 7515 §4 allows.
 #[derive(Deserialize)]
-struct JoseHeader<'a> {
-    alg: Algorithm,
+pub struct JoseHeader<'a> {
+    pub alg: Algorithm,
     #[serde(borrow)]
-    kid: Option<Cow<'a, str>>,
+    pub kid: Option<Cow<'a, str>>,
     /// Present at all, whatever its value: the extensions it names must be understood, and the
     /// gateway understands none (RFC 7515 §4.1.11).
     #[serde(default, deserialize_with = "present")]
@@ -338,6 +340,41 @@ struct JoseHeader<'a> {
     /// one decoded here. The gateway never issues it, so any `b64` is refused.
     #[serde(default, deserialize_with = "present")]
     b64: bool,
+}
+
+impl JoseHeader<'_> {
+    /// The header of a compact JWS; `alg: none` does not read as an algorithm.
+    pub fn of(token: &str) -> Result<JoseHeader<'static>, TokenError> {
+        let header = header_segment(token).ok_or(TokenError::Invalid)?;
+        let header = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| TokenError::Invalid)?;
+        let header: JoseHeader =
+            serde_json::from_slice(&header).map_err(|_| TokenError::Invalid)?;
+        if header.crit || header.b64 {
+            return Err(TokenError::Invalid);
+        }
+        Ok(JoseHeader {
+            alg: header.alg,
+            kid: header.kid.map(|kid| Cow::Owned(kid.into_owned())),
+            crit: false,
+            b64: false,
+        })
+    }
+}
+
+/// The `iss` claim of a token, read without verifying it: it only chooses the verifier.
+pub fn unverified_issuer(token: &str) -> Result<Option<String>, TokenError> {
+    #[derive(Deserialize)]
+    struct Issuer {
+        iss: Option<String>,
+    }
+    let payload = token.split('.').nth(1).ok_or(TokenError::Invalid)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| TokenError::Invalid)?;
+    let claims: Issuer = serde_json::from_slice(&payload).map_err(|_| TokenError::Invalid)?;
+    Ok(claims.iss)
 }
 
 /// True for a parameter that is there, `null` included; absent ones take the default, false.

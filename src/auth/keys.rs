@@ -7,9 +7,16 @@ use std::path::Path;
 
 use jsonwebtoken::Algorithm;
 
-use super::jwt::{self, Keys, Tokens};
+use super::bearer::Foreign;
+use super::issuers::{IssuerRules, TrustedIssuer};
+use super::jwks::Jwks;
+use super::jwt::{self, unix_now, Keys, Tokens};
+use super::legacy::LegacyTokens;
 use crate::config::source::{read_bounded, ReadError, MAX_CONFIG_FILE};
-use crate::config::{ConfigError, ConfigErrors, SigningKey, TokenSettings};
+use crate::config::{
+    ConfigError, ConfigErrors, IssuerSettings, JwksSource, LegacySettings, SigningKey,
+    TokenSettings,
+};
 
 /// Whether a missing demo key file may be created (`serve`) or only read (`check`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +49,117 @@ pub fn tokens(settings: &TokenSettings, key_files: KeyFiles) -> Result<Tokens, C
         settings.access_ttl,
         settings.refresh_ttl,
         settings.leeway,
+    ))
+}
+
+/// The trusted issuers (a `jwks_file` read now; a `jwks_url` is fetched by the running gateway)
+/// and the legacy window (its secret taken from the environment), with the warnings they call
+/// for: a legacy window still open, a JWKS address fetched without TLS.
+pub fn foreign(
+    settings: &TokenSettings,
+    roles: &[String],
+    warnings: &mut Vec<String>,
+) -> Result<Foreign, ConfigErrors> {
+    let mut errors = ConfigErrors::default();
+    let mut issuers = Vec::new();
+    for entry in &settings.trusted_issuers {
+        match issuer_keys(entry, warnings) {
+            Ok(jwks) => {
+                let rules = IssuerRules {
+                    issuer: entry.issuer.clone(),
+                    audience: entry.audience.clone(),
+                    algorithms: entry.algorithms.clone(),
+                    claims: entry.claims.clone(),
+                    roles: entry.roles.clone(),
+                    hierarchy: roles.to_vec(),
+                    leeway: settings.leeway.as_secs(),
+                };
+                issuers.push(std::sync::Arc::new(TrustedIssuer::new(rules, jwks)));
+            }
+            Err(e) => errors.0.push(e),
+        }
+    }
+    let legacy = settings.legacy.as_ref().and_then(|legacy| {
+        match legacy_tokens(legacy, settings, warnings) {
+            Ok(tokens) => Some(std::sync::Arc::new(tokens)),
+            Err(e) => {
+                errors.0.push(e);
+                None
+            }
+        }
+    });
+    if errors.is_empty() {
+        Ok(Foreign { issuers, legacy })
+    } else {
+        Err(errors)
+    }
+}
+
+fn issuer_keys(entry: &IssuerSettings, warnings: &mut Vec<String>) -> Result<Jwks, ConfigError> {
+    match &entry.jwks {
+        JwksSource::Url(url) => {
+            let loopback = url.value.host().is_some_and(|host| {
+                host == "localhost"
+                    || host
+                        .trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
+            if url.value.scheme_str() == Some("http") && !loopback {
+                warnings.push(format!(
+                    "{}: {}: the keys of `{}` are fetched without TLS, so anyone on the path can sign tokens for it; use the provider's https address",
+                    url.at, url.field, entry.issuer
+                ));
+            }
+            Jwks::from_url(url.value.clone()).map_err(|why| url.error(why, "check the TLS set-up"))
+        }
+        JwksSource::File(file) => read_bounded(&file.value, MAX_CONFIG_FILE)
+            .map_err(|e| format!("{}: {e}", file.value.display()))
+            .and_then(|document| {
+                Jwks::from_document(document.into())
+                    .map_err(|e| format!("{}: {e}", file.value.display()))
+            })
+            .map_err(|why| {
+                file.error(
+                    why,
+                    "save the provider's JWKS document (its `jwks_uri`) in this file",
+                )
+            }),
+    }
+}
+
+fn legacy_tokens(
+    legacy: &LegacySettings,
+    settings: &TokenSettings,
+    warnings: &mut Vec<String>,
+) -> Result<LegacyTokens, ConfigError> {
+    let name = &legacy.secret_env;
+    let secret = std::env::var(&name.value).unwrap_or_default();
+    if secret.is_empty() {
+        return Err(name.error(
+            format!("the environment variable {} is not set", name.value),
+            "set it to the Django app's SECRET_KEY (or SIMPLE_JWT's SIGNING_KEY), which signed its tokens",
+        ));
+    }
+    let until = &legacy.accept_until;
+    let shown = humantime::format_rfc3339(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(until.value),
+    );
+    if unix_now() < until.value {
+        warnings.push(format!(
+            "{}: {}: the Django app's tokens are accepted until {shown}; remove              `legacy_simplejwt` once that date has passed",
+            until.at, until.field
+        ));
+    } else {
+        warnings.push(format!(
+            "{}: {}: the window closed at {shown} and legacy tokens are refused; remove              `legacy_simplejwt`",
+            until.at, until.field
+        ));
+    }
+    Ok(LegacyTokens::new(
+        secret.as_bytes(),
+        until.value,
+        settings.leeway.as_secs(),
     ))
 }
 

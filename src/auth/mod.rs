@@ -1,9 +1,13 @@
 //! Authentication: tokens, passwords, API keys, and who a request is.
 
 pub mod api_key;
+pub mod bearer;
 pub mod identity;
+pub mod issuers;
+pub mod jwks;
 pub mod jwt;
 pub mod keys;
+pub mod legacy;
 pub mod password;
 pub mod verified;
 
@@ -13,13 +17,15 @@ use crate::config::AuthConfig;
 use crate::store::{RedisConnection, Store};
 
 use self::api_key::ApiKeys;
+use self::bearer::{BearerTokens, Foreign};
 use self::jwt::Tokens;
 
 /// The authentication state shared by every request.
 pub struct Auth {
     pub store: Arc<dyn Store>,
     pub api_keys: Arc<ApiKeys>,
-    pub tokens: Option<Arc<Tokens>>,
+    /// Every kind of bearer token routes accept; `None` without a `jwt` section.
+    pub bearer: Option<Arc<BearerTokens>>,
     /// For following revocations; `None` with the memory store.
     pub redis: Option<Arc<RedisConnection>>,
 }
@@ -28,14 +34,22 @@ impl Auth {
     pub fn new(
         config: &AuthConfig,
         tokens: Option<Arc<Tokens>>,
+        foreign: Foreign,
         store: Arc<dyn Store>,
         redis: Option<Arc<RedisConnection>>,
     ) -> Auth {
         let api_keys = Arc::new(ApiKeys::new(store.clone(), config.api_key_cache_ttl));
+        let bearer = tokens.map(|own| {
+            Arc::new(BearerTokens {
+                own,
+                foreign,
+                store: store.clone(),
+            })
+        });
         Auth {
             store,
             api_keys,
-            tokens,
+            bearer,
             redis,
         }
     }

@@ -1,14 +1,15 @@
-//! Access tokens already verified, remembered per worker thread. A client sends the same token
-//! with each request, and verifying it again costs about 2 µs (HS256) to 30 µs (EdDSA). An entry
-//! serves only the verifier that made it and only until the token's `exp` (plus the leeway);
-//! the cache is bounded; being per thread, it has no lock that workers share. Only tokens that
-//! passed every check are remembered.
+//! Bearer tokens already verified, remembered per worker thread with the identity they gave. A
+//! client sends the same token with each request, and verifying it again costs about 2 µs
+//! (HS256) to 30 µs (EdDSA), more for a provider's RSA key. An entry serves only while its
+//! verifier is current (the gateway's keys, or the one JWKS document that verified it) and only
+//! until the token's `exp` plus the leeway; the cache is bounded; being per thread, it has no
+//! lock that workers share. Only tokens that passed every check are remembered.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::jwt::Claims;
+use super::identity::Identity;
 
 /// Entries per thread; at this size, expired ones go, and if none has expired, all go.
 const CAPACITY: usize = 4096;
@@ -22,40 +23,39 @@ pub fn verifier_id() -> u64 {
 
 struct Entry {
     verifier: u64,
-    claims: Claims,
+    /// The last second (Unix time) the entry may serve.
+    until: u64,
+    identity: Identity,
 }
 
 thread_local! {
     static VERIFIED: RefCell<HashMap<Box<str>, Entry>> = RefCell::new(HashMap::new());
 }
 
-fn still_valid(claims: &Claims, now: u64, leeway: u64) -> bool {
-    claims.exp.saturating_add(leeway) >= now
-}
-
-/// The claims of `token` if `verifier` verified it on this thread and it has not expired.
-pub fn get(verifier: u64, token: &str, now: u64, leeway: u64) -> Option<Claims> {
+/// The identity `token` gave on this thread, if the verifier that checked it is `current` and
+/// the token has not expired.
+pub fn get(token: &str, now: u64, current: impl Fn(u64) -> bool) -> Option<Identity> {
     VERIFIED.with(|cache| {
         let cache = cache.borrow();
         let entry = cache.get(token)?;
-        (entry.verifier == verifier && still_valid(&entry.claims, now, leeway))
-            .then(|| entry.claims.clone())
+        (entry.until >= now && current(entry.verifier)).then(|| entry.identity.clone())
     })
 }
 
-/// Remembers a token `verifier` has just verified.
-pub fn remember(verifier: u64, token: &str, claims: &Claims, now: u64, leeway: u64) {
+/// Remembers a token `verifier` has just verified, until the second `until`.
+pub fn remember(verifier: u64, token: &str, identity: &Identity, until: u64, now: u64) {
     VERIFIED.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.len() >= CAPACITY {
-            cache.retain(|_, entry| still_valid(&entry.claims, now, leeway));
+            cache.retain(|_, entry| entry.until >= now);
             if cache.len() >= CAPACITY {
                 cache.clear();
             }
         }
         let entry = Entry {
             verifier,
-            claims: claims.clone(),
+            until,
+            identity: identity.clone(),
         };
         cache.insert(token.into(), entry);
     });

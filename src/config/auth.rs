@@ -10,9 +10,10 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 
 use super::decode::{Fields, Reader, Spanned};
-use super::yaml::Node;
+use super::yaml::{Node, NodeKind};
 use super::{
-    AuthConfig, RedisSettings, SentinelSettings, Setting, SigningKey, StoreBackend, TokenSettings,
+    AuthConfig, ClaimPaths, IssuerSettings, JwksSource, LegacySettings, RedisSettings,
+    SentinelSettings, Setting, SigningKey, StoreBackend, TokenSettings,
 };
 use crate::credentials::{fits_a_header, is_argon2_hash, split_api_key};
 use crate::store::{ApiKey, User};
@@ -41,7 +42,20 @@ const JWT_KEYS: &[&str] = &[
     "leeway",
     "generate_key_if_missing",
     "max_pending_logins",
+    "trusted_issuers",
+    "legacy_simplejwt",
 ];
+const ISSUER_KEYS: &[&str] = &[
+    "issuer",
+    "jwks_url",
+    "jwks_file",
+    "audience",
+    "algorithms",
+    "claims",
+    "roles",
+];
+const CLAIM_KEYS: &[&str] = &["user_id", "username", "role"];
+const LEGACY_KEYS: &[&str] = &["secret_env", "accept_until"];
 const SEED_KEYS: &[&str] = &["users", "api_keys"];
 const SEED_USER_KEYS: &[&str] = &["id", "username", "email", "role", "password_hash", "active"];
 const SEED_KEY_KEYS: &[&str] = &["name", "prefix", "key_hash", "role", "scopes", "expires"];
@@ -75,7 +89,7 @@ pub fn compile(sections: AuthSections, r: &mut Reader, base: &Path) -> AuthConfi
         None => (StoreBackend::Memory, None, None),
     };
     let (tokens, max_pending_logins) = match &sections.jwt {
-        Some((node, field)) => read_jwt(node, field, r, base),
+        Some((node, field)) => read_jwt(node, field, r, base, &roles),
         None => (None, DEFAULT_MAX_PENDING_LOGINS),
     };
     let (users, api_keys) = match &sections.seed {
@@ -309,6 +323,7 @@ fn read_jwt(
     field: &str,
     r: &mut Reader,
     base: &Path,
+    roles: &[String],
 ) -> (Option<TokenSettings>, usize) {
     let Some(fields) = r.fields(node, field, JWT_KEYS) else {
         return (None, DEFAULT_MAX_PENDING_LOGINS);
@@ -317,7 +332,7 @@ fn read_jwt(
         Some((node, field)) => r.count(node, &field, MAX_PENDING_LOGINS),
         None => Some(DEFAULT_MAX_PENDING_LOGINS),
     };
-    let tokens = read_tokens(&fields, field, r, base);
+    let tokens = read_tokens(&fields, field, r, base, roles);
     (
         tokens,
         max_pending_logins.unwrap_or(DEFAULT_MAX_PENDING_LOGINS),
@@ -327,7 +342,13 @@ fn read_jwt(
 /// The token settings; `None` when the algorithm or the signing key cannot be read. A value
 /// that does not read otherwise is reported and left at its default, so the key is still
 /// checked and one load lists every error.
-fn read_tokens(fields: &Fields, field: &str, r: &mut Reader, base: &Path) -> Option<TokenSettings> {
+fn read_tokens(
+    fields: &Fields,
+    field: &str,
+    r: &mut Reader,
+    base: &Path,
+    roles: &[String],
+) -> Option<TokenSettings> {
     let text = |r: &mut Reader, key: &str, default: &str| match fields.get(key) {
         Some((node, field)) => r.string(node, &field).map(|s| s.value),
         None => Some(default.to_string()),
@@ -414,6 +435,21 @@ fn read_tokens(fields: &Fields, field: &str, r: &mut Reader, base: &Path) -> Opt
             .collect(),
         None => Vec::new(),
     };
+    let trusted_issuers = match fields.get("trusted_issuers") {
+        Some((node, field)) => r
+            .list(
+                node,
+                &field,
+                "[{issuer: https://sso.example/realms/main, jwks_url: ..., audience: ...}]",
+                |r, node, field| read_issuer(node, field, r, base, roles),
+            )
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    distinct_issuers(&trusted_issuers, issuer.as_deref(), r);
+    let legacy = fields
+        .get("legacy_simplejwt")
+        .and_then(|(node, field)| read_legacy(node, &field, r));
     Some(TokenSettings {
         algorithm,
         signing,
@@ -423,6 +459,211 @@ fn read_tokens(fields: &Fields, field: &str, r: &mut Reader, base: &Path) -> Opt
         access_ttl: access_ttl.unwrap_or_default(),
         refresh_ttl: refresh_ttl.unwrap_or_default(),
         leeway: leeway.unwrap_or_default(),
+        trusted_issuers,
+        legacy,
+    })
+}
+
+/// Algorithms a provider's published keys can verify.
+const ASYMMETRIC: &str = "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA";
+
+/// One of `jwt.trusted_issuers`.
+fn read_issuer(
+    node: &Node,
+    field: &str,
+    r: &mut Reader,
+    base: &Path,
+    roles: &[String],
+) -> Option<IssuerSettings> {
+    let fields = r.fields(node, field, ISSUER_KEYS)?;
+    let issuer = required(r, &fields, "issuer", "https://sso.example/realms/main")
+        .and_then(|(node, field)| r.string(node, &field));
+    let audience = required(r, &fields, "audience", "hackitech-api")
+        .and_then(|(node, field)| r.string(node, &field));
+    let jwks = match (fields.get("jwks_url"), fields.get("jwks_file")) {
+        (Some(_), Some((node, field))) => {
+            r.error(node.mark, &field, "`jwks_url` already says where the keys are", "keep one of jwks_url (fetched and refreshed) or jwks_file (read at start)");
+            None
+        }
+        (Some((node, field)), None) => r
+            .parsed(node, &field, "a URL", "write the provider's JWKS address, such as https://sso.example/realms/main/protocol/openid-connect/certs", |t| {
+                let uri: http::Uri = t.parse().map_err(|_| format!("`{t}` is not a URL"))?;
+                match (uri.scheme_str(), uri.host()) {
+                    (Some("https" | "http"), Some(_)) => Ok(uri),
+                    _ => Err(format!("`{t}` is not an http or https URL with a host")),
+                }
+            })
+            .map(|uri| JwksSource::Url(Setting { value: uri, at: r.at(node.mark), field })),
+        (None, Some((node, field))) => r.string(node, &field).map(|file| {
+            JwksSource::File(Setting {
+                value: base.join(&file.value),
+                at: r.at(file.mark),
+                field,
+            })
+        }),
+        (None, None) => {
+            r.error(fields.mark, &format!("{field}.jwks_url"), "no keys are named for this issuer", "add `jwks_url:` with the provider's JWKS address, or `jwks_file:` with a saved JWKS document");
+            None
+        }
+    };
+    let algorithms = match fields.get("algorithms") {
+        Some((node, field)) => r
+            .list(node, &field, "[RS256, ES256]", |r, node, field| {
+                r.parsed(
+                    node,
+                    field,
+                    "an algorithm",
+                    &format!("write {ASYMMETRIC}"),
+                    |t| match t {
+                        "HS256" | "HS384" | "HS512" => Err(format!(
+                            "{t} is symmetric: a provider's public keys cannot verify it"
+                        )),
+                        other => other
+                            .parse::<Algorithm>()
+                            .map_err(|_| format!("`{other}` is not a supported algorithm")),
+                    },
+                )
+            })
+            .unwrap_or_default(),
+        None => vec![Algorithm::RS256],
+    };
+    let claims = match fields.get("claims") {
+        Some((node, field)) => read_claim_paths(node, &field, r)?,
+        None => ClaimPaths {
+            user_id: "sub".to_string(),
+            username: Some("preferred_username".to_string()),
+            role: None,
+        },
+    };
+    let roles = match fields.get("roles") {
+        Some((node, field)) => read_role_map(node, &field, r, roles),
+        None => Vec::new(),
+    };
+    Some(IssuerSettings {
+        issuer: issuer?.value,
+        jwks: jwks?,
+        audience: audience?.value,
+        algorithms,
+        claims,
+        roles,
+        at: r.at(node.mark),
+        field: field.to_string(),
+    })
+}
+
+/// `claims:` of a trusted issuer: which claim holds the user id (default `sub`), the username
+/// (default `preferred_username`) and the roles (default none), as dotted paths.
+fn read_claim_paths(node: &Node, field: &str, r: &mut Reader) -> Option<ClaimPaths> {
+    let fields = r.fields(node, field, CLAIM_KEYS)?;
+    let mut path = |key: &str| -> Option<Option<String>> {
+        let Some((node, field)) = fields.get(key) else {
+            return Some(None);
+        };
+        let text = r.string(node, &field)?;
+        if text.value.split('.').any(str::is_empty) {
+            r.error(
+                text.mark,
+                &field,
+                format!("`{}` is not a dotted claim path", text.value),
+                "write claim names joined by dots, such as realm_access.roles",
+            );
+            return None;
+        }
+        Some(Some(text.value))
+    };
+    let user_id = path("user_id");
+    let username = path("username");
+    let role = path("role");
+    Some(ClaimPaths {
+        user_id: user_id?.unwrap_or_else(|| "sub".to_string()),
+        username: username?.or_else(|| Some("preferred_username".to_string())),
+        role: role?,
+    })
+}
+
+/// `roles:` of a trusted issuer: provider role → one of Guichet's roles.
+fn read_role_map(
+    node: &Node,
+    field: &str,
+    r: &mut Reader,
+    roles: &[String],
+) -> Vec<(String, String)> {
+    let NodeKind::Map(entries) = &node.kind else {
+        r.error(
+            node.mark,
+            field,
+            "expected a map of provider role to Guichet role",
+            "write `{ teacher: instructor, learner: student }`",
+        );
+        return Vec::new();
+    };
+    let mut mapped: Vec<(String, String)> = Vec::new();
+    for (key, value) in entries {
+        let path = super::decode::join(field, &key.name);
+        if mapped.iter().any(|(theirs, _)| *theirs == key.name) {
+            r.error(
+                key.mark,
+                &path,
+                format!("`{}` is mapped twice", key.name),
+                "keep one",
+            );
+            continue;
+        }
+        let role = r.string(value, &path);
+        if let Some(role) = known_role(r, role, &path, roles) {
+            mapped.push((key.name.clone(), role));
+        }
+    }
+    mapped
+}
+
+/// Each trusted issuer once, and none that is the gateway's own `issuer`.
+fn distinct_issuers(issuers: &[IssuerSettings], own: Option<&str>, r: &mut Reader) {
+    for (index, entry) in issuers.iter().enumerate() {
+        let clash = if own == Some(entry.issuer.as_str()) {
+            Some("it is the gateway's own `jwt.issuer`")
+        } else if issuers[..index].iter().any(|e| e.issuer == entry.issuer) {
+            Some("an earlier entry trusts it already")
+        } else {
+            None
+        };
+        if let Some(clash) = clash {
+            r.errors.push(
+                entry.at.clone(),
+                format!("{}.issuer", entry.field),
+                format!("issuer `{}` cannot be trusted here: {clash}", entry.issuer),
+                Some(
+                    "each issuer names one source of tokens; remove this entry or fix its `issuer`"
+                        .to_string(),
+                ),
+            );
+        }
+    }
+}
+
+/// `jwt.legacy_simplejwt`: `{ secret_env, accept_until }`, both required.
+fn read_legacy(node: &Node, field: &str, r: &mut Reader) -> Option<LegacySettings> {
+    let fields = r.fields(node, field, LEGACY_KEYS)?;
+    let secret_env = variable_name(&fields, "secret_env", r);
+    if secret_env.is_none() && fields.get("secret_env").is_none() {
+        r.error(
+            fields.mark,
+            &format!("{field}.secret_env"),
+            "the Django secret's variable is not named",
+            "add `secret_env: DJANGO_SECRET_KEY`, the variable holding the Django app's SECRET_KEY",
+        );
+    }
+    let accept_until = match required(r, &fields, "accept_until", "2027-03-01T00:00:00Z") {
+        Some((node, field)) => unix_time(r, node, &field).map(|until| Setting {
+            value: until,
+            at: r.at(node.mark),
+            field,
+        }),
+        None => None,
+    };
+    Some(LegacySettings {
+        secret_env: secret_env?,
+        accept_until: accept_until?,
     })
 }
 
@@ -584,22 +825,7 @@ fn read_seed_key(node: &Node, field: &str, r: &mut Reader, roles: &[String]) -> 
         })
         .unwrap_or_default();
     let expires = match fields.get("expires") {
-        Some((node, field)) => r
-            .parsed(
-                node,
-                &field,
-                "a time",
-                "write an RFC 3339 time such as 2027-01-01T00:00:00Z",
-                |t| {
-                    humantime::parse_rfc3339(t)
-                        .map_err(|_| format!("`{t}` is not an RFC 3339 time"))
-                        .map(|at| {
-                            at.duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |d| d.as_secs())
-                        })
-                },
-            )
-            .map(Some),
+        Some((node, field)) => unix_time(r, node, &field).map(Some),
         None => Some(None),
     };
     Some(ApiKey {
@@ -612,4 +838,22 @@ fn read_seed_key(node: &Node, field: &str, r: &mut Reader, roles: &[String]) -> 
         expires: expires?,
         revoked: false,
     })
+}
+
+/// An RFC 3339 time, as seconds since the Unix epoch.
+fn unix_time(r: &mut Reader, node: &Node, field: &str) -> Option<u64> {
+    r.parsed(
+        node,
+        field,
+        "a time",
+        "write an RFC 3339 time such as 2027-03-01T00:00:00Z",
+        |t| {
+            humantime::parse_rfc3339(t)
+                .map_err(|_| format!("`{t}` is not an RFC 3339 time"))
+                .map(|at| {
+                    at.duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                })
+        },
+    )
 }

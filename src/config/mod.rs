@@ -280,6 +280,54 @@ pub struct TokenSettings {
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub leeway: Duration,
+    /// `trusted_issuers`: identity providers whose tokens routes accept, by their JWKS.
+    pub trusted_issuers: Vec<IssuerSettings>,
+    /// `legacy_simplejwt`: the Django app's tokens, accepted for a while.
+    pub legacy: Option<LegacySettings>,
+}
+
+/// One of `jwt.trusted_issuers`.
+#[derive(Clone, Debug)]
+pub struct IssuerSettings {
+    /// The `iss` its tokens carry.
+    pub issuer: String,
+    pub jwks: JwksSource,
+    pub audience: String,
+    /// Asymmetric algorithms only: the keys come from a public document.
+    pub algorithms: Vec<Algorithm>,
+    pub claims: ClaimPaths,
+    /// Provider role → Guichet role; a provider role not listed gives no role.
+    pub roles: Vec<(String, String)>,
+    /// Where the entry starts, for errors found when its keys are read.
+    pub at: Location,
+    pub field: String,
+}
+
+/// Where a trusted issuer's keys are published.
+#[derive(Clone, Debug)]
+pub enum JwksSource {
+    /// Fetched, cached and refreshed.
+    Url(Setting<http::Uri>),
+    /// Read when the gateway starts, resolved against the folder of gateway.yaml.
+    File(Setting<PathBuf>),
+}
+
+/// Dotted paths into a provider's claims, such as `realm_access.roles`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimPaths {
+    pub user_id: String,
+    pub username: Option<String>,
+    pub role: Option<String>,
+}
+
+/// `jwt.legacy_simplejwt`: HS256 tokens of djangorestframework-simplejwt, signed with the
+/// Django secret.
+#[derive(Clone, Debug)]
+pub struct LegacySettings {
+    /// The environment variable holding the Django `SECRET_KEY`.
+    pub secret_env: Setting<String>,
+    /// Seconds since the Unix epoch; from then on, legacy tokens are refused.
+    pub accept_until: Setting<u64>,
 }
 
 /// Where the signing key comes from.

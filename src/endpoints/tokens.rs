@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 
 use std::net::IpAddr;
 
-use crate::auth::jwt::{Claims, Subject, TokenType, Tokens};
+use crate::auth::jwt::{unix_now, Claims, Subject, TokenType, Tokens};
+use crate::auth::legacy::{LegacyClaims, LegacyTokens};
 use crate::auth::password::PasswordChecker;
 use crate::config::AuthConfig;
 use crate::errors::GatewayError;
@@ -42,6 +43,8 @@ struct LoginThrottle {
 /// Everything the token endpoints need.
 pub struct TokenService {
     tokens: Arc<Tokens>,
+    /// The Django app's refresh tokens, exchanged once each while the window is open.
+    legacy: Option<Arc<LegacyTokens>>,
     store: Arc<dyn Store>,
     passwords: PasswordChecker,
     throttle: LoginThrottle,
@@ -52,6 +55,7 @@ impl TokenService {
     pub fn new(
         config: &AuthConfig,
         tokens: Option<Arc<Tokens>>,
+        legacy: Option<Arc<LegacyTokens>>,
         store: Arc<dyn Store>,
         limiter: Arc<Limiter>,
         limits: &RatePolicy,
@@ -62,6 +66,7 @@ impl TokenService {
         let tokens = tokens?;
         Some(TokenService {
             tokens,
+            legacy,
             store,
             passwords: PasswordChecker::new((cores / 2).max(1), config.max_pending_logins),
             throttle: LoginThrottle {
@@ -123,12 +128,7 @@ impl TokenService {
                 });
             }
         };
-        let family = uuid::Uuid::new_v4().simple().to_string();
-        let (access, refresh, refresh_claims) = self.pair(&user, &family)?;
-        self.store
-            .start_family(&family, &refresh_claims.jti, self.tokens.refresh_ttl())
-            .await
-            .map_err(store_error)?;
+        let (access, refresh) = self.new_family(&user).await?;
         Ok(json!({
             "access": access,
             "refresh": refresh,
@@ -147,7 +147,10 @@ impl TokenService {
     /// already-rotated refresh token revokes its whole family.
     pub async fn refresh(&self, body: &Value) -> Result<Value, GatewayError> {
         let token = field(body, "refresh")?;
-        let claims = self.refresh_claims(token)?;
+        let claims = match self.refresh_claims(token) {
+            Ok(claims) => claims,
+            Err(refused) => return self.exchange_legacy(token).await.unwrap_or(Err(refused)),
+        };
         let family = claims.family.clone().unwrap_or_default();
         let ttl = self.tokens.refresh_ttl();
         // The user may have been disabled or changed role since the last token.
@@ -185,11 +188,59 @@ impl TokenService {
         }
     }
 
+    /// A refresh token of the Django app, exchanged for a Guichet pair of a new family, once:
+    /// its `jti` is remembered until it would have expired, and a second exchange is refused
+    /// as reuse. `None` when the token is not a legacy refresh token (or the window is shut).
+    async fn exchange_legacy(&self, token: &str) -> Option<Result<Value, GatewayError>> {
+        let legacy = self.legacy.as_ref()?;
+        let claims = legacy.verify(token, TokenType::Refresh).ok()?;
+        Some(self.exchange(&claims).await)
+    }
+
+    async fn exchange(&self, claims: &LegacyClaims) -> Result<Value, GatewayError> {
+        let user = self
+            .store
+            .user_by_id(claims.user_id)
+            .await
+            .map_err(store_error)?
+            .filter(|u| u.active)
+            .ok_or_else(|| token_not_valid("Token is invalid or expired"))?;
+        let first = self
+            .store
+            .use_once(&legacy_refresh_key(&claims.jti), remaining(claims))
+            .await
+            .map_err(store_error)?;
+        if !first {
+            tracing::warn!(user_id = user.id, jti = %claims.jti, "legacy refresh token presented again; refused");
+            return Err(token_not_valid("Token is blacklisted"));
+        }
+        let (access, refresh) = self.new_family(&user).await?;
+        Ok(json!({"access": access, "refresh": refresh}))
+    }
+
+    /// A pair for `user` starting a new refresh family.
+    async fn new_family(&self, user: &User) -> Result<(String, String), GatewayError> {
+        let family = uuid::Uuid::new_v4().simple().to_string();
+        let (access, refresh, refresh_claims) = self.pair(user, &family)?;
+        self.store
+            .start_family(&family, &refresh_claims.jti, self.tokens.refresh_ttl())
+            .await
+            .map_err(store_error)?;
+        Ok((access, refresh))
+    }
+
     /// `POST .../verify/`: whether a token is one of the gateway's, unexpired.
     pub fn verify(&self, body: &Value) -> Result<Value, GatewayError> {
         let token = field(body, "token")?;
+        let legacy = |expected| {
+            self.legacy
+                .as_ref()
+                .is_some_and(|legacy| legacy.verify(token, expected).is_ok())
+        };
         let valid = self.tokens.verify(token, TokenType::Access).is_ok()
-            || self.tokens.verify(token, TokenType::Refresh).is_ok();
+            || self.tokens.verify(token, TokenType::Refresh).is_ok()
+            || legacy(TokenType::Access)
+            || legacy(TokenType::Refresh);
         if valid {
             Ok(json!({}))
         } else {
@@ -197,10 +248,25 @@ impl TokenService {
         }
     }
 
-    /// `POST .../revoke/`: logs out, revoking the refresh token's whole family.
+    /// `POST .../revoke/`: logs out, revoking the refresh token's whole family; a legacy
+    /// refresh token is marked as used, so it can no longer be exchanged.
     pub async fn revoke(&self, body: &Value) -> Result<Value, GatewayError> {
         let token = field(body, "refresh")?;
-        let claims = self.refresh_claims(token)?;
+        let claims = match self.refresh_claims(token) {
+            Ok(claims) => claims,
+            Err(refused) => {
+                let legacy = self.legacy.as_ref();
+                let Some(claims) = legacy.and_then(|l| l.verify(token, TokenType::Refresh).ok())
+                else {
+                    return Err(refused);
+                };
+                self.store
+                    .use_once(&legacy_refresh_key(&claims.jti), remaining(&claims))
+                    .await
+                    .map_err(store_error)?;
+                return Ok(json!({}));
+            }
+        };
         let family = claims.family.unwrap_or_default();
         self.store
             .revoke_family(&family, self.tokens.refresh_ttl())
@@ -236,6 +302,16 @@ impl TokenService {
             GatewayError::Internal("tokens can be signed with the configured key")
         })
     }
+}
+
+/// How long a legacy refresh token would still be valid: its mark lasts that long.
+fn remaining(claims: &LegacyClaims) -> std::time::Duration {
+    std::time::Duration::from_secs(claims.exp.saturating_sub(unix_now()).max(1))
+}
+
+/// What marks a legacy refresh token as exchanged (or revoked).
+fn legacy_refresh_key(jti: &str) -> String {
+    format!("legacy-refresh:{jti}")
 }
 
 /// A required, non-empty text field of the JSON body.

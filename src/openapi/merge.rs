@@ -132,7 +132,7 @@ pub fn merge(config: &Config, router: &Router, fragments: Vec<Fragment>) -> Merg
         problems,
         drift,
     } = merge_parts(config, router, fragments, true);
-    components.security_schemes = security_schemes();
+    components.security_schemes = security_schemes(config);
     sort_components(&mut components);
     let mut paths: IndexMap<String, ReferenceOr<PathItem>> = paths
         .into_iter()

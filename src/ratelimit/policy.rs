@@ -92,7 +92,7 @@ impl RatePolicy {
         let consumer = match identity.method {
             AuthMethod::Anonymous => format!("{{ip:{}}}", self.counted(client)),
             AuthMethod::ApiKey => format!("{{key:{}}}", identity.key_id.as_deref().unwrap_or("")),
-            AuthMethod::Jwt => format!("{{user:{}}}", identity.user_id.unwrap_or(0)),
+            AuthMethod::Jwt => user_tag(identity),
         };
         let mut limits = Vec::with_capacity(1 + route.rate_limits.len());
         if let Some((policy, rate)) = tier {
@@ -159,6 +159,27 @@ impl RatePolicy {
             },
         }
     }
+}
+
+/// The tag of a user's keys: `{user:7}` for Guichet's own, `{user:<sub>@<issuer>}` for a trusted
+/// issuer's, with `{`, `}` and `%` escaped so a provider's subject cannot end the tag early (the
+/// keys of one request must share a cluster node).
+fn user_tag(identity: &Identity) -> String {
+    let user = identity.user_id.as_deref().unwrap_or("");
+    match &identity.issuer {
+        None => format!("{{user:{user}}}"),
+        Some(issuer) => format!("{{user:{}@{}}}", escaped(user), escaped(issuer)),
+    }
+}
+
+fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['{', '}', '%']) {
+        return text.into();
+    }
+    text.replace('%', "%25")
+        .replace('{', "%7B")
+        .replace('}', "%7D")
+        .into()
 }
 
 #[cfg(test)]
@@ -274,7 +295,7 @@ mod tests {
         unlimited.rate_limits.clear();
         let jwt = |role: &str| Identity {
             method: AuthMethod::Jwt,
-            user_id: Some(7),
+            user_id: Some("7".to_string()),
             role: Some(role.to_string()),
             ..Identity::anonymous()
         };

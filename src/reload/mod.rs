@@ -198,6 +198,9 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
     next.pid_file.clone_from(&running.pid_file);
     next.upgrade_socket.clone_from(&running.upgrade_socket);
     next.auth.store = running.auth.store.clone();
+    // The token keys, trusted issuers and legacy window are built once at start: the API
+    // document keeps describing the ones in use.
+    next.auth.tokens.clone_from(&running.auth.tokens);
     next.rate_limits.max_tracked_keys = running.rate_limits.max_tracked_keys;
     next.watch = running.watch;
     changed

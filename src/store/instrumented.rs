@@ -13,7 +13,7 @@ use super::{ApiKey, FamilyRotation, NewUser, Rotation, Store, StoreError, User};
 use crate::logs::{Repeated, WithCauses};
 
 /// Every operation, in the order of their warnings in [`Instrumented::down`].
-const OPERATIONS: [&str; 14] = [
+const OPERATIONS: [&str; 15] = [
     "ping",
     "user_by_login",
     "user_by_id",
@@ -28,6 +28,7 @@ const OPERATIONS: [&str; 14] = [
     "start_family",
     "rotate_family",
     "revoke_family",
+    "use_once",
 ];
 
 pub struct Instrumented {
@@ -149,6 +150,10 @@ impl Store for Instrumented {
     async fn revoke_family(&self, family: &str, ttl: Duration) -> Result<(), StoreError> {
         self.timed("revoke_family", self.inner.revoke_family(family, ttl))
             .await
+    }
+
+    async fn use_once(&self, mark: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.timed("use_once", self.inner.use_once(mark, ttl)).await
     }
 }
 

@@ -53,6 +53,11 @@ pub fn family(family: &str) -> String {
     format!("{PREFIX}:family:{family}")
 }
 
+/// Something that may be used once, such as a legacy refresh token exchanged.
+pub fn used_once(mark: &str) -> String {
+    format!("{PREFIX}:once:{mark}")
+}
+
 /// A cell of the shared rate limiter. `key` starts with the consumer as a hash tag
 /// (`{user:7}:tier:user`), so the limits of one request share a node of a cluster.
 pub fn rate_limit(key: &str) -> String {

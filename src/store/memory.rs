@@ -15,6 +15,8 @@ struct State {
     api_keys: HashMap<String, ApiKey>,
     /// Family → (current jti, or `None` once revoked; expiry).
     families: HashMap<String, (Option<String>, Instant)>,
+    /// Marks used once, until they expire.
+    used: HashMap<String, Instant>,
 }
 
 #[derive(Default)]
@@ -169,5 +171,16 @@ impl Store for MemoryStore {
             .families
             .insert(family.to_string(), (None, Instant::now() + ttl));
         Ok(())
+    }
+
+    async fn use_once(&self, mark: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        state.used.retain(|_, expires| *expires > now);
+        if state.used.contains_key(mark) {
+            return Ok(false);
+        }
+        state.used.insert(mark.to_string(), now + ttl);
+        Ok(true)
     }
 }

@@ -140,6 +140,8 @@ pub trait Store: Send + Sync {
     /// not its current token.
     async fn rotate_family(&self, rotation: &FamilyRotation<'_>) -> Result<Rotation, StoreError>;
     async fn revoke_family(&self, family: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Marks `mark` as used for `ttl`: true the first time, false while the mark stands.
+    async fn use_once(&self, mark: &str, ttl: Duration) -> Result<bool, StoreError>;
 }
 
 /// The configured store and, for Redis, its connection, to share with the rate limiter.

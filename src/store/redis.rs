@@ -280,6 +280,17 @@ impl Store for RedisStore {
         self.with(|mut c| async move { c.set_ex(key, "-revoked-", ttl.as_secs().max(1)).await })
             .await
     }
+
+    async fn use_once(&self, mark: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let key = keys::used_once(mark);
+        let options = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::EX(ttl.as_secs().max(1)));
+        let set: Option<String> = self
+            .with(|mut c| async move { c.set_options(key, 1, options).await })
+            .await?;
+        Ok(set.is_some())
+    }
 }
 
 #[cfg(test)]

@@ -11,12 +11,46 @@ use super::{Owner, Prepared, METHODS};
 use crate::config::Config;
 use crate::openapi::GATEWAY_TAG;
 
-pub(super) fn security_schemes() -> indexmap::IndexMap<String, ReferenceOr<SecurityScheme>> {
+/// The gateway's schemes. The bearer scheme lists the trusted issuers (also as
+/// `x-trusted-issuers`) and the legacy window, so a client knows which tokens it may bring.
+pub(super) fn security_schemes(
+    config: &Config,
+) -> indexmap::IndexMap<String, ReferenceOr<SecurityScheme>> {
+    let tokens = config.auth.tokens.as_ref();
+    let mut bearer = "An access token from POST /api/auth/token/".to_string();
+    let issuers: Vec<Value> = tokens
+        .map(|t| t.trusted_issuers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|entry| {
+            let algorithms: Vec<String> =
+                entry.algorithms.iter().map(|a| format!("{a:?}")).collect();
+            bearer.push_str(&format!(
+                "; or one from the identity provider `{}` (audience `{}`, {})",
+                entry.issuer,
+                entry.audience,
+                algorithms.join(", ")
+            ));
+            json!({"issuer": entry.issuer, "audience": entry.audience, "algorithms": algorithms})
+        })
+        .collect();
+    if let Some(legacy) = tokens.and_then(|t| t.legacy.as_ref()) {
+        let until =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(legacy.accept_until.value);
+        bearer.push_str(&format!(
+            "; until {}, an access token of the Django app (its refresh token is exchanged once at POST /api/auth/token/refresh/)",
+            humantime::format_rfc3339(until)
+        ));
+    }
+    let mut bearer = json!({
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": bearer,
+    });
+    if !issuers.is_empty() {
+        bearer["x-trusted-issuers"] = Value::Array(issuers);
+    }
     let schemes = json!({
-        "bearerAuth": {
-            "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-            "description": "An access token from POST /api/auth/token/"
-        },
+        "bearerAuth": bearer,
         "apiKeyAuth": {
             "type": "apiKey", "in": "header", "name": "X-API-Key",
             "description": "A service integration's API key (also accepted as `Authorization: Api-Key <key>`)"
