@@ -87,6 +87,10 @@ pub fn access(session: &Session, ctx: &RequestCtx) {
 /// given: every answer's, including heads refused before they were parsed.
 pub fn access_line(ctx: &RequestCtx, method: &str, path: &str, status: u16, bytes_out: usize) {
     let identity = &ctx.identity;
+    let (own, foreign) = match identity.issuer {
+        None => (identity.user_id.as_deref(), None),
+        Some(_) => (None, identity.user_id.as_deref()),
+    };
     tracing::info!(
         target: "guichet::access",
         request_id = %ctx.request_id,
@@ -100,7 +104,10 @@ pub fn access_line(ctx: &RequestCtx, method: &str, path: &str, status: u16, byte
         upstream = upstream_url(ctx),
         upstream_ms = ctx.upstream_time.map(|t| t.as_micros() as f64 / 1000.0),
         auth = identity.method.as_str(),
-        user_id = identity.user_id.as_deref(),
+        // A number for Guichet's users, as before; a trusted issuer's user by subject and issuer.
+        user_id = own.and_then(|id| id.parse::<u64>().ok()),
+        subject = foreign,
+        issuer = identity.issuer.as_deref(),
         consumer = identity.consumer.as_deref(),
         rate_limited = ctx.throttled_by.as_deref(),
         bytes_in = ctx.body_bytes,

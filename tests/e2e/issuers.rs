@@ -353,6 +353,18 @@ async fn provider_tokens_in_rs256_and_es256_reach_the_upstream_as_the_mapped_use
     let description = bearer["description"].as_str().unwrap_or_default();
     assert!(description.contains(ISSUER), "{bearer}");
     assert!(description.contains(AUDIENCE), "{bearer}");
+
+    // The access log names the provider's user by subject and issuer; user_id stays a number.
+    let line = gateway
+        .wait_for_log(|l| l["auth"] == "jwt" && l["issuer"] == ISSUER)
+        .await;
+    assert!(
+        line["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("0c5e6a1e-")),
+        "{line}"
+    );
+    assert!(line.get("user_id").is_none(), "{line}");
 }
 
 #[tokio::test]
