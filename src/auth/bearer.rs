@@ -41,6 +41,13 @@ impl BearerTokens {
         if refused == TokenError::WrongType || self.foreign.is_empty() {
             return Authentication::InvalidToken;
         }
+        // On the heap: a fetch of an issuer's keys may be in this future, and moving that state
+        // with every request of Guichet's own users would cost them.
+        Box::pin(self.verify_foreign(token)).await
+    }
+
+    /// A token from a trusted issuer or the Django app.
+    async fn verify_foreign(&self, token: &str) -> Authentication {
         let now = unix_now();
         if let Some(identity) = verified::get(token, now, |v| self.is_current(v)) {
             return Authentication::Verified(identity);
