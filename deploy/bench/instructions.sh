@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per request, counted by valgrind's callgrind: the same for the same binaries and
 # inputs whatever else the machine is doing, where req/s on shared cores is not. Each contender
-# (nginx, HAProxy-JWT, pingora's floor, Guichet (a), (a) with CORS and (d), as in compare.sh, and
+# (nginx, HAProxy-JWT, pingora's floor, hyper's floor, Guichet (a), (a) with CORS and (d), as in
+# compare.sh, and
 # (a) sent a browser's Origin field without CORS, to tell the field's cost from CORS's) runs
 # alone under callgrind and serves two runs of sequential keep-alive requests of different lengths; the
 # difference between the two totals, divided by the difference in requests, is the cost of one
@@ -20,7 +21,7 @@ need haproxy haproxy
 need valgrind valgrind
 need curl curl
 cargo build --release --quiet
-cargo build --release --quiet --example pingora_floor
+cargo build --release --quiet --example pingora_floor --example hyper_floor
 upstream=$(start_upstream)
 hash=$(printf 'bench-password' | target/release/guichet hash-password)
 WAIT_TRIES=1200 # valgrind starts programs slowly
@@ -77,6 +78,7 @@ nginx_i=$(per_request nginx "" nginx -c "$work/proxy.conf")
 haproxy_conf "$port" "$upstream" off > "$work/haproxy.cfg"
 haproxy_i=$(per_request haproxy "$bearer" haproxy -f "$work/haproxy.cfg")
 floor_i=$(per_request floor "" target/release/examples/pingora_floor "127.0.0.1:$port" "127.0.0.1:$upstream")
+hyper_i=$(per_request hyper "" target/release/examples/hyper_floor "127.0.0.1:$port" "127.0.0.1:$upstream")
 export RUST_LOG=warn
 config=$(guichet_config a "$port" "$(free_port)" "$bench_jwt
 $(bench_seed "$hash")" "$(bench_routes "$upstream" jwt)")
@@ -92,12 +94,14 @@ d_i=$(per_request guichet-d "" target/release/guichet serve --config "$config")
 echo
 echo "user-space instructions per request (callgrind; $SHORT and $LONG requests on one connection)"
 printf '%-28s %12s\n' "nginx" "$nginx_i" "haproxy-jwt" "$haproxy_i" "pingora-floor" "$floor_i" \
-  "guichet-a-jwt" "$a_i" "guichet-a, Origin sent" "$origin_i" "guichet-a + CORS" "$cors_i" \
+  "hyper-floor" "$hyper_i" "guichet-a-jwt" "$a_i" "guichet-a, Origin sent" "$origin_i" "guichet-a + CORS" "$cors_i" \
   "guichet-d-plain" "$d_i"
-python3 - "$nginx_i" "$haproxy_i" "$floor_i" "$a_i" "$d_i" "$cors_i" "$origin_i" <<'PY'
+python3 - "$nginx_i" "$haproxy_i" "$floor_i" "$a_i" "$d_i" "$cors_i" "$origin_i" "$hyper_i" <<'PY'
 import sys
-n, h, f, a, d, c, o = map(int, sys.argv[1:])
+n, h, f, a, d, c, o, y = map(int, sys.argv[1:])
 print()
+print(f"hyper floor / nginx:     {y / n:.2f}")
+print(f"hyper floor / pingora floor: {y / f:.2f}  (issue 22's bar: at most 1 / 1.3 = 0.77)")
 print(f"(a) / HAProxy-JWT:       {a / h:.2f}")
 print(f"(d) / nginx:             {d / n:.2f}")
 print(f"pingora floor / nginx:   {f / n:.2f}")
