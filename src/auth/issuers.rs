@@ -81,16 +81,15 @@ impl TrustedIssuer {
         }
         let mut keys = self.jwks.keys();
         if let Some(kid) = header.kid.as_deref() {
-            if keys.get(kid).is_none() {
+            if !keys.has(kid) {
                 self.jwks.refresh_for_unknown_kid().await;
                 keys = self.jwks.keys();
             }
         }
         let key = match header.kid.as_deref() {
-            Some(kid) => keys.get(kid),
+            Some(kid) => keys.named(kid, header.alg),
             None => keys.only_key_for(header.alg),
         }
-        .filter(|key| key.verifies(header.alg))
         .ok_or(TokenError::Invalid)?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.leeway;

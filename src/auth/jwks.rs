@@ -33,6 +33,8 @@ const MIN_LIFETIME: Duration = Duration::from_secs(5);
 const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// After a failed fetch, the next try.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
+const NO_USABLE_KEY: &str =
+    "the document has no public signing key (RSA, EC P-256/P-384 or Ed25519)";
 /// A token naming a `kid` the cached set lacks fetches the set again at most this often.
 pub const UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -79,7 +81,8 @@ impl PublishedKey {
 
 /// The keys of one fetched document.
 pub struct KeySet {
-    by_kid: HashMap<String, PublishedKey>,
+    /// A provider may publish several keys under one `kid` (one per algorithm).
+    by_kid: HashMap<String, Vec<PublishedKey>>,
     /// Keys published without a `kid`.
     unnamed: Vec<PublishedKey>,
     /// Changes whenever the document does: tokens remembered as verified by an earlier set are
@@ -99,7 +102,7 @@ impl KeySet {
     }
 
     /// Reads a JWKS document. Keys for encryption, symmetric keys and keys of a type the
-    /// gateway does not verify with are skipped; a document with no usable key is an error.
+    /// gateway does not verify with are skipped, so the set may be empty.
     pub fn parse(document: Bytes) -> Result<KeySet, String> {
         #[derive(serde::Deserialize)]
         struct Document {
@@ -140,23 +143,24 @@ impl KeySet {
                 algorithm: jwk.common.key_algorithm.map(|a| format!("{a:?}")),
             };
             match jwk.common.key_id {
-                Some(kid) => {
-                    set.by_kid.insert(kid, key);
-                }
+                Some(kid) => set.by_kid.entry(kid).or_default().push(key),
                 None => set.unnamed.push(key),
             }
-        }
-        if set.is_empty() {
-            return Err(
-                "the document has no public signing key (RSA, EC P-256/P-384 or Ed25519)"
-                    .to_string(),
-            );
         }
         Ok(set)
     }
 
-    pub fn get(&self, kid: &str) -> Option<&PublishedKey> {
-        self.by_kid.get(kid)
+    /// Whether the document names a key `kid`.
+    pub fn has(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
+    }
+
+    /// The key named `kid` that can verify `algorithm`.
+    pub fn named(&self, kid: &str, algorithm: Algorithm) -> Option<&PublishedKey> {
+        self.by_kid
+            .get(kid)?
+            .iter()
+            .find(|key| key.verifies(algorithm))
     }
 
     /// For a token without a `kid`: the one key that can verify `algorithm`, if exactly one can.
@@ -164,6 +168,7 @@ impl KeySet {
         let mut fitting = self
             .by_kid
             .values()
+            .flatten()
             .chain(&self.unnamed)
             .filter(|key| key.verifies(algorithm));
         let only = fitting.next()?;
@@ -171,7 +176,7 @@ impl KeySet {
     }
 
     pub fn len(&self) -> usize {
-        self.by_kid.len() + self.unnamed.len()
+        self.by_kid.values().map(Vec::len).sum::<usize>() + self.unnamed.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -188,7 +193,8 @@ struct Freshness {
     last_error: Option<String>,
     /// When a token with an unknown `kid` last caused a fetch.
     unknown_kid_fetch: Option<Instant>,
-    attempts: u64,
+    /// Fetches started.
+    started: u64,
     failures: u64,
 }
 
@@ -211,6 +217,9 @@ impl Jwks {
     /// Keys read from a saved document, never fetched.
     pub fn from_document(document: Bytes) -> Result<Jwks, String> {
         let keys = KeySet::parse(document)?;
+        if keys.is_empty() {
+            return Err(NO_USABLE_KEY.to_string());
+        }
         let jwks = Jwks::new(None, keys)?;
         jwks.lock().fetched_at = Some(SystemTime::now());
         Ok(jwks)
@@ -245,30 +254,35 @@ impl Jwks {
         self.url.is_some() && self.lock().due.is_none_or(|due| due <= Instant::now())
     }
 
-    /// Fetches the document again; a caller that waited for another's fetch takes its result.
+    /// Fetches the document again, unless a fetch that started after this call already has (a
+    /// fetch on its way when the call came may predate what the caller needs).
     pub async fn refresh(&self) {
         let Some(url) = &self.url else { return };
-        let before = self.lock().attempts;
+        let asked = self.lock().started;
         let _one_at_a_time = self.fetching.lock().await;
-        if self.lock().attempts != before {
+        if self.lock().started != asked {
             return;
         }
+        self.lock().started += 1;
+        // A document that reads as a JWKS is the provider's word, even with no key the gateway
+        // can use: it replaces the old keys (refusing every token) and says so in `last_error`.
         let fetched = fetch(url, &self.tls)
             .await
             .and_then(|(document, lifetime)| {
-                let same = self.keys.load().document == document;
-                if !same {
+                if self.keys.load().document != document {
                     self.keys.store(Arc::new(KeySet::parse(document)?));
                 }
                 Ok(lifetime)
             });
         let mut freshness = self.lock();
-        freshness.attempts += 1;
         match fetched {
             Ok(lifetime) => {
                 freshness.fetched_at = Some(SystemTime::now());
                 freshness.due = Some(Instant::now() + lifetime);
-                freshness.last_error = None;
+                freshness.last_error = self.keys.load().is_empty().then(|| {
+                    tracing::warn!(url = %url, "{NO_USABLE_KEY}: the issuer's tokens are refused");
+                    NO_USABLE_KEY.to_string()
+                });
             }
             Err(error) => {
                 tracing::warn!(url = %url, %error, "cannot refresh a trusted issuer's keys; the last good copy stays in use");
@@ -304,8 +318,9 @@ impl Jwks {
         }
     }
 
-    /// Seconds since the last good copy, if there is one.
+    /// Seconds since the last good fetch, if there was one (a saved document has no age).
     pub fn age(&self) -> Option<f64> {
+        self.url.as_ref()?;
         let fetched = self.lock().fetched_at?;
         Some(
             SystemTime::now()
@@ -368,7 +383,7 @@ async fn fetch(url: &Uri, tls: &SslConnector) -> Result<(Bytes, Duration), Strin
         if https {
             let ssl = tls
                 .configure()
-                .and_then(|c| c.into_ssl(host))
+                .and_then(|c| c.into_ssl(host.trim_matches(['[', ']'])))
                 .map_err(|e| format!("TLS: {e}"))?;
             let mut stream =
                 tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| format!("TLS: {e}"))?;

@@ -147,12 +147,12 @@ fn legacy_tokens(
     );
     if unix_now() < until.value {
         warnings.push(format!(
-            "{}: {}: the Django app's tokens are accepted until {shown}; remove              `legacy_simplejwt` once that date has passed",
+            "{}: {}: the Django app's tokens are accepted until {shown}; remove `legacy_simplejwt` once that date has passed",
             until.at, until.field
         ));
     } else {
         warnings.push(format!(
-            "{}: {}: the window closed at {shown} and legacy tokens are refused; remove              `legacy_simplejwt`",
+            "{}: {}: the window closed at {shown} and legacy tokens are refused; remove `legacy_simplejwt`",
             until.at, until.field
         ));
     }

@@ -3,6 +3,8 @@
 //! `accept_until` so that nobody is logged out the day Guichet takes over. Access tokens pass
 //! on routes; a refresh token is exchanged once for a Guichet pair (`endpoints::tokens`).
 
+use std::time::Duration;
+
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
@@ -83,6 +85,13 @@ impl LegacyTokens {
             return Err(TokenError::WrongType);
         }
         Ok(claims)
+    }
+
+    /// How long a verified token can still be accepted (its expiry with the leeway, never past
+    /// the window), counting the last second: what marks it used must last as long.
+    pub fn still_accepted(&self, claims: &LegacyClaims) -> Duration {
+        let last = self.remember_until(claims);
+        Duration::from_secs(last.saturating_sub(unix_now()) + 1)
     }
 
     /// Until when a verified access token may be remembered: its expiry with the leeway, and

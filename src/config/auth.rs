@@ -476,8 +476,9 @@ fn read_issuer(
     roles: &[String],
 ) -> Option<IssuerSettings> {
     let fields = r.fields(node, field, ISSUER_KEYS)?;
+    // The issuer goes upstream in `X-User-Issuer`.
     let issuer = required(r, &fields, "issuer", "https://sso.example/realms/main")
-        .and_then(|(node, field)| r.string(node, &field));
+        .and_then(|(node, field)| header_safe(r, node, &field));
     let audience = required(r, &fields, "audience", "hackitech-api")
         .and_then(|(node, field)| r.string(node, &field));
     let jwks = match (fields.get("jwks_url"), fields.get("jwks_file")) {
@@ -489,6 +490,9 @@ fn read_issuer(
             .parsed(node, &field, "a URL", "write the provider's JWKS address, such as https://sso.example/realms/main/protocol/openid-connect/certs", |t| {
                 let uri: http::Uri = t.parse().map_err(|_| format!("`{t}` is not a URL"))?;
                 match (uri.scheme_str(), uri.host()) {
+                    _ if uri.authority().is_some_and(|a| a.as_str().contains('@')) => {
+                        Err(format!("`{t}` holds credentials; a JWKS document is public"))
+                    }
                     (Some("https" | "http"), Some(_)) => Ok(uri),
                     _ => Err(format!("`{t}` is not an http or https URL with a host")),
                 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use std::net::IpAddr;
 
-use crate::auth::jwt::{unix_now, Claims, Subject, TokenType, Tokens};
+use crate::auth::jwt::{Claims, Subject, TokenType, Tokens};
 use crate::auth::legacy::{LegacyClaims, LegacyTokens};
 use crate::auth::password::PasswordChecker;
 use crate::config::AuthConfig;
@@ -128,7 +128,7 @@ impl TokenService {
                 });
             }
         };
-        let (access, refresh) = self.new_family(&user).await?;
+        let (_, access, refresh) = self.new_family(&user).await?;
         Ok(json!({
             "access": access,
             "refresh": refresh,
@@ -189,15 +189,21 @@ impl TokenService {
     }
 
     /// A refresh token of the Django app, exchanged for a Guichet pair of a new family, once:
-    /// its `jti` is remembered until it would have expired, and a second exchange is refused
-    /// as reuse. `None` when the token is not a legacy refresh token (or the window is shut).
+    /// its `jti` is marked (with that family) for as long as the token could still be accepted,
+    /// and a second exchange is refused as reuse and revokes the family the first one started,
+    /// as a reused Guichet refresh token revokes its own. `None` when the token is not a legacy
+    /// refresh token (or the window is shut).
     async fn exchange_legacy(&self, token: &str) -> Option<Result<Value, GatewayError>> {
         let legacy = self.legacy.as_ref()?;
         let claims = legacy.verify(token, TokenType::Refresh).ok()?;
-        Some(self.exchange(&claims).await)
+        Some(self.exchange(legacy, &claims).await)
     }
 
-    async fn exchange(&self, claims: &LegacyClaims) -> Result<Value, GatewayError> {
+    async fn exchange(
+        &self,
+        legacy: &LegacyTokens,
+        claims: &LegacyClaims,
+    ) -> Result<Value, GatewayError> {
         let user = self
             .store
             .user_by_id(claims.user_id)
@@ -205,28 +211,40 @@ impl TokenService {
             .map_err(store_error)?
             .filter(|u| u.active)
             .ok_or_else(|| token_not_valid("Token is invalid or expired"))?;
-        let first = self
+        // The family is started first: a store that fails here leaves the token unused.
+        let (family, access, refresh) = self.new_family(&user).await?;
+        let mark = legacy_refresh_key(&claims.jti);
+        let reused = self
             .store
-            .use_once(&legacy_refresh_key(&claims.jti), remaining(claims))
+            .mark_used(&mark, &family, legacy.still_accepted(claims))
             .await
             .map_err(store_error)?;
-        if !first {
-            tracing::warn!(user_id = user.id, jti = %claims.jti, "legacy refresh token presented again; refused");
+        if let Some(first) = reused {
+            let ttl = self.tokens.refresh_ttl();
+            for family in [first.as_str(), family.as_str()]
+                .into_iter()
+                .filter(|f| !f.is_empty())
+            {
+                self.store
+                    .revoke_family(family, ttl)
+                    .await
+                    .map_err(store_error)?;
+            }
+            tracing::warn!(user_id = user.id, jti = %claims.jti, "legacy refresh token presented again; the family it was exchanged for is revoked");
             return Err(token_not_valid("Token is blacklisted"));
         }
-        let (access, refresh) = self.new_family(&user).await?;
         Ok(json!({"access": access, "refresh": refresh}))
     }
 
-    /// A pair for `user` starting a new refresh family.
-    async fn new_family(&self, user: &User) -> Result<(String, String), GatewayError> {
+    /// A pair for `user` starting a new refresh family, and the family.
+    async fn new_family(&self, user: &User) -> Result<(String, String, String), GatewayError> {
         let family = uuid::Uuid::new_v4().simple().to_string();
         let (access, refresh, refresh_claims) = self.pair(user, &family)?;
         self.store
             .start_family(&family, &refresh_claims.jti, self.tokens.refresh_ttl())
             .await
             .map_err(store_error)?;
-        Ok((access, refresh))
+        Ok((family, access, refresh))
     }
 
     /// `POST .../verify/`: whether a token is one of the gateway's, unexpired.
@@ -255,15 +273,23 @@ impl TokenService {
         let claims = match self.refresh_claims(token) {
             Ok(claims) => claims,
             Err(refused) => {
-                let legacy = self.legacy.as_ref();
-                let Some(claims) = legacy.and_then(|l| l.verify(token, TokenType::Refresh).ok())
-                else {
+                let Some(legacy) = self.legacy.as_ref() else {
                     return Err(refused);
                 };
-                self.store
-                    .use_once(&legacy_refresh_key(&claims.jti), remaining(&claims))
-                    .await
-                    .map_err(store_error)?;
+                let Ok(claims) = legacy.verify(token, TokenType::Refresh) else {
+                    return Err(refused);
+                };
+                let mark = legacy_refresh_key(&claims.jti);
+                let ttl = legacy.still_accepted(&claims);
+                let first = self.store.mark_used(&mark, "", ttl).await;
+                // Already exchanged: logging out ends the family it was exchanged for.
+                if let Some(family) = first.map_err(store_error)?.filter(|f| !f.is_empty()) {
+                    let ttl = self.tokens.refresh_ttl();
+                    self.store
+                        .revoke_family(&family, ttl)
+                        .await
+                        .map_err(store_error)?;
+                }
                 return Ok(json!({}));
             }
         };
@@ -302,11 +328,6 @@ impl TokenService {
             GatewayError::Internal("tokens can be signed with the configured key")
         })
     }
-}
-
-/// How long a legacy refresh token would still be valid: its mark lasts that long.
-fn remaining(claims: &LegacyClaims) -> std::time::Duration {
-    std::time::Duration::from_secs(claims.exp.saturating_sub(unix_now()).max(1))
 }
 
 /// What marks a legacy refresh token as exchanged (or revoked).

@@ -28,7 +28,7 @@ const OPERATIONS: [&str; 15] = [
     "start_family",
     "rotate_family",
     "revoke_family",
-    "use_once",
+    "mark_used",
 ];
 
 pub struct Instrumented {
@@ -152,8 +152,14 @@ impl Store for Instrumented {
             .await
     }
 
-    async fn use_once(&self, mark: &str, ttl: Duration) -> Result<bool, StoreError> {
-        self.timed("use_once", self.inner.use_once(mark, ttl)).await
+    async fn mark_used(
+        &self,
+        mark: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        self.timed("mark_used", self.inner.mark_used(mark, value, ttl))
+            .await
     }
 }
 

@@ -15,8 +15,8 @@ struct State {
     api_keys: HashMap<String, ApiKey>,
     /// Family → (current jti, or `None` once revoked; expiry).
     families: HashMap<String, (Option<String>, Instant)>,
-    /// Marks used once, until they expire.
-    used: HashMap<String, Instant>,
+    /// Marks used once → (the value the use left, expiry).
+    used: HashMap<String, (String, Instant)>,
 }
 
 #[derive(Default)]
@@ -173,14 +173,21 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn use_once(&self, mark: &str, ttl: Duration) -> Result<bool, StoreError> {
+    async fn mark_used(
+        &self,
+        mark: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
         let mut state = self.lock();
         let now = Instant::now();
-        state.used.retain(|_, expires| *expires > now);
-        if state.used.contains_key(mark) {
-            return Ok(false);
+        state.used.retain(|_, (_, expires)| *expires > now);
+        if let Some((left, _)) = state.used.get(mark) {
+            return Ok(Some(left.clone()));
         }
-        state.used.insert(mark.to_string(), now + ttl);
-        Ok(true)
+        state
+            .used
+            .insert(mark.to_string(), (value.to_string(), now + ttl));
+        Ok(None)
     }
 }

@@ -140,8 +140,14 @@ pub trait Store: Send + Sync {
     /// not its current token.
     async fn rotate_family(&self, rotation: &FamilyRotation<'_>) -> Result<Rotation, StoreError>;
     async fn revoke_family(&self, family: &str, ttl: Duration) -> Result<(), StoreError>;
-    /// Marks `mark` as used for `ttl`: true the first time, false while the mark stands.
-    async fn use_once(&self, mark: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Marks `mark` as used for `ttl`, leaving `value` with it: `None` the first time, and while
+    /// the mark stands, the value the first use left.
+    async fn mark_used(
+        &self,
+        mark: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError>;
 }
 
 /// The configured store and, for Redis, its connection, to share with the rate limiter.

@@ -281,15 +281,26 @@ impl Store for RedisStore {
             .await
     }
 
-    async fn use_once(&self, mark: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let key = keys::used_once(mark);
+    async fn mark_used(
+        &self,
+        mark: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let (key, value) = (keys::used_once(mark), value.to_string());
         let options = redis::SetOptions::default()
             .conditional_set(redis::ExistenceCheck::NX)
             .with_expiration(redis::SetExpiry::EX(ttl.as_secs().max(1)));
+        let first = key.clone();
         let set: Option<String> = self
-            .with(|mut c| async move { c.set_options(key, 1, options).await })
+            .with(|mut c| async move { c.set_options(first, value, options).await })
             .await?;
-        Ok(set.is_some())
+        if set.is_some() {
+            return Ok(None);
+        }
+        // Used before: what the first use left (a reuse, rare, pays a second round trip).
+        let left: Option<String> = self.with(|mut c| async move { c.get(key).await }).await?;
+        Ok(Some(left.unwrap_or_default()))
     }
 }
 

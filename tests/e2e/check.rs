@@ -490,4 +490,10 @@ fn a_jwks_address_without_tls_beyond_loopback_is_a_warning() {
         assert_eq!(code, 0, "{stderr}");
         assert!(!stderr.contains("without TLS"), "{quiet}: {stderr}");
     }
+    let (code, _, stderr, _dir) = run_check(&issuer("https://admin:secret@sso.example/certs"));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("holds credentials; a JWKS document is public"),
+        "{stderr}"
+    );
 }

@@ -166,6 +166,10 @@ async fn a_legacy_refresh_token_is_exchanged_once_for_a_guichet_pair() {
     let (status, body) = exchange(&gateway, &refresh).await;
     assert_eq!(status, 401, "a second exchange is reuse: {body}");
     assert_eq!(body["detail"], "Token is blacklisted");
+    // As with a reused Guichet refresh token, the family the first exchange started is revoked.
+    let rotated_refresh = rotated["refresh"].as_str().unwrap();
+    let (status, body) = exchange(&gateway, rotated_refresh).await;
+    assert_eq!(status, 401, "the exchanged family is revoked: {body}");
     let (status, body) = exchange(&gateway, &access).await;
     assert_eq!(
         status, 401,

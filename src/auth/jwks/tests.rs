@@ -42,11 +42,14 @@ fn only_public_signing_keys_are_kept() {
     let document = json!({"keys": [signing, encryption, symmetric, unknown]});
     let set = KeySet::parse(Bytes::from(document.to_string())).unwrap();
     assert_eq!(set.len(), 1);
-    assert!(set.get("sig-1").is_some());
-    assert!(set.get("enc-1").is_none() && set.get("hmac").is_none());
+    assert!(set.has("sig-1"));
+    assert!(!set.has("enc-1") && !set.has("hmac"));
 
+    // A document with nothing usable reads as an empty set; saved in a file, it is refused.
     let only_symmetric = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]});
-    let refused = KeySet::parse(Bytes::from(only_symmetric.to_string()));
+    let empty = KeySet::parse(Bytes::from(only_symmetric.to_string())).unwrap();
+    assert!(empty.is_empty());
+    let refused = Jwks::from_document(Bytes::from(only_symmetric.to_string()));
     assert!(refused.err().unwrap().contains("no public signing key"));
     assert!(KeySet::parse(Bytes::from_static(b"<html>")).is_err());
 }
@@ -59,12 +62,12 @@ fn a_key_verifies_only_algorithms_of_its_type_and_its_pinned_alg() {
     free.as_object_mut().unwrap().remove("alg");
     let document = json!({"keys": [free, pinned]});
     let set = KeySet::parse(Bytes::from(document.to_string())).unwrap();
-    let free = set.get("free").unwrap();
-    assert!(free.verifies(Algorithm::RS256) && free.verifies(Algorithm::PS256));
-    assert!(!free.verifies(Algorithm::ES256) && !free.verifies(Algorithm::HS256));
-    let pinned = set.get("pinned").unwrap();
-    assert!(pinned.verifies(Algorithm::RS384));
-    assert!(!pinned.verifies(Algorithm::RS256));
+    assert!(set.named("free", Algorithm::RS256).is_some());
+    assert!(set.named("free", Algorithm::PS256).is_some());
+    assert!(set.named("free", Algorithm::ES256).is_none());
+    assert!(set.named("free", Algorithm::HS256).is_none());
+    assert!(set.named("pinned", Algorithm::RS384).is_some());
+    assert!(set.named("pinned", Algorithm::RS256).is_none());
     // Without a kid, a token needs exactly one key that fits.
     assert!(
         set.only_key_for(Algorithm::RS384).is_none(),
@@ -75,6 +78,14 @@ fn a_key_verifies_only_algorithms_of_its_type_and_its_pinned_alg() {
     let two = json!({"keys": [rsa_jwk("a"), rsa_jwk("b")]});
     let two = KeySet::parse(Bytes::from(two.to_string())).unwrap();
     assert!(two.only_key_for(Algorithm::RS256).is_none());
+    // One kid, two keys of different algorithms: each token finds the key of its own.
+    let mut pinned_rs384 = rsa_jwk("shared");
+    pinned_rs384["alg"] = json!("RS384");
+    let shared = json!({"keys": [rsa_jwk("shared"), pinned_rs384]});
+    let shared = KeySet::parse(Bytes::from(shared.to_string())).unwrap();
+    assert!(shared.named("shared", Algorithm::RS256).is_some());
+    assert!(shared.named("shared", Algorithm::RS384).is_some());
+    assert_eq!(shared.len(), 2);
 }
 
 #[tokio::test]

@@ -97,4 +97,8 @@ fn the_closed_window_refuses_everything_and_bounds_what_is_remembered() {
     );
     let open = window_open();
     assert_eq!(open.remember_until(&verified), verified.exp + 30);
+    // A mark that the token was used outlasts every second the token is still accepted.
+    let marked = open.still_accepted(&verified).as_secs();
+    assert!((330..=331).contains(&marked), "{marked}");
+    assert!(closing.still_accepted(&verified).as_secs() <= 11);
 }
