@@ -200,18 +200,28 @@ struct Freshness {
 
 /// A trusted issuer's keys, from a URL (refreshed) or a file (read once).
 pub struct Jwks {
-    url: Option<Uri>,
+    /// Where the document is fetched from; `None` for a saved one.
+    remote: Option<Remote>,
     keys: ArcSwap<KeySet>,
     freshness: Mutex<Freshness>,
     /// One fetch at a time; requests that need one wait for it rather than starting another.
     fetching: tokio::sync::Mutex<()>,
+}
+
+/// A JWKS address and the TLS client that reaches it.
+struct Remote {
+    url: Uri,
     tls: SslConnector,
 }
 
 impl Jwks {
     /// Keys fetched from `url`; none until the first fetch.
     pub fn from_url(url: Uri) -> Result<Jwks, String> {
-        Jwks::new(Some(url), KeySet::empty())
+        let remote = Remote {
+            url,
+            tls: tls_connector()?,
+        };
+        Ok(Jwks::new(Some(remote), KeySet::empty()))
     }
 
     /// Keys read from a saved document, never fetched.
@@ -220,19 +230,18 @@ impl Jwks {
         if keys.is_empty() {
             return Err(NO_USABLE_KEY.to_string());
         }
-        let jwks = Jwks::new(None, keys)?;
+        let jwks = Jwks::new(None, keys);
         jwks.lock().fetched_at = Some(SystemTime::now());
         Ok(jwks)
     }
 
-    fn new(url: Option<Uri>, keys: KeySet) -> Result<Jwks, String> {
-        Ok(Jwks {
-            url,
+    fn new(remote: Option<Remote>, keys: KeySet) -> Jwks {
+        Jwks {
+            remote,
             keys: ArcSwap::from_pointee(keys),
             freshness: Mutex::new(Freshness::default()),
             fetching: tokio::sync::Mutex::new(()),
-            tls: tls_connector()?,
-        })
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Freshness> {
@@ -251,13 +260,15 @@ impl Jwks {
     /// Whether a scheduled fetch is due: never fetched, past the document's lifetime, or past
     /// the retry time after a failure.
     pub fn due(&self) -> bool {
-        self.url.is_some() && self.lock().due.is_none_or(|due| due <= Instant::now())
+        self.remote.is_some() && self.lock().due.is_none_or(|due| due <= Instant::now())
     }
 
     /// Fetches the document again, unless a fetch that started after this call already has (a
     /// fetch on its way when the call came may predate what the caller needs).
     pub async fn refresh(&self) {
-        let Some(url) = &self.url else { return };
+        let Some(Remote { url, tls }) = &self.remote else {
+            return;
+        };
         let asked = self.lock().started;
         let _one_at_a_time = self.fetching.lock().await;
         if self.lock().started != asked {
@@ -266,14 +277,12 @@ impl Jwks {
         self.lock().started += 1;
         // A document that reads as a JWKS is the provider's word, even with no key the gateway
         // can use: it replaces the old keys (refusing every token) and says so in `last_error`.
-        let fetched = fetch(url, &self.tls)
-            .await
-            .and_then(|(document, lifetime)| {
-                if self.keys.load().document != document {
-                    self.keys.store(Arc::new(KeySet::parse(document)?));
-                }
-                Ok(lifetime)
-            });
+        let fetched = fetch(url, tls).await.and_then(|(document, lifetime)| {
+            if self.keys.load().document != document {
+                self.keys.store(Arc::new(KeySet::parse(document)?));
+            }
+            Ok(lifetime)
+        });
         let mut freshness = self.lock();
         match fetched {
             Ok(lifetime) => {
@@ -297,7 +306,7 @@ impl Jwks {
     /// [`UNKNOWN_KID_INTERVAL`], or waits for a fetch already on its way (at start, or another
     /// request's). The caller reads the keys again afterwards.
     pub async fn refresh_for_unknown_kid(&self) {
-        if self.url.is_none() {
+        if self.remote.is_none() {
             return;
         }
         let now = Instant::now();
@@ -320,7 +329,7 @@ impl Jwks {
 
     /// Seconds since the last good fetch, if there was one (a saved document has no age).
     pub fn age(&self) -> Option<f64> {
-        self.url.as_ref()?;
+        self.remote.as_ref()?;
         let fetched = self.lock().fetched_at?;
         Some(
             SystemTime::now()
@@ -342,7 +351,7 @@ impl Jwks {
     pub fn status(&self) -> Value {
         let age = self.age().map(|age| (age * 10.0).round() / 10.0);
         json!({
-            "source": self.url.as_ref().map_or_else(|| "file".to_string(), Uri::to_string),
+            "source": self.remote.as_ref().map_or_else(|| "file".to_string(), |r| r.url.to_string()),
             "keys": self.keys().len(),
             "age_seconds": age,
             "last_error": self.last_error(),

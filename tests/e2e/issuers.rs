@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::auth::{routes, seed, OPS_KEY};
+use crate::auth::{jwt_section, routes, seed, OPS_KEY};
 use crate::common::{
     check, client, eventually, get_json, get_text, status_and_json, Gateway, GatewayConfig,
     JwksServer, Upstream,
@@ -185,25 +185,15 @@ fn trusted(issuer: &str, jwks_url: &str, algorithms: &str) -> String {
     )
 }
 
-/// Guichet's own token settings (as in `crate::auth::jwt_section`) with `entries` trusted.
+/// Guichet's own token settings (`crate::auth::jwt_section`) with `entries` trusted.
 fn config(upstream: &Upstream, entries: &str) -> GatewayConfig {
-    GatewayConfig::new(&format!(
-        "include: [routes/*.yaml]
-jwt:
-  issuer: guichet
-  audience: hackitech
-  algorithm: EdDSA
-  signing_key_file: keys/jwt.pem
-  access_ttl: 1h
-  refresh_ttl: 1d
-  leeway: 5s
-  trusted_issuers:
-{entries}roles: [student, instructor, admin]
-{}",
-        seed()
-    ))
-    .file("keys/jwt.pem", &guichet::auth::jwt::generate_ed25519_pem())
-    .file("routes/app.yaml", &routes(upstream))
+    let jwt = jwt_section().replace(
+        "  leeway: 5s\n",
+        &format!("  leeway: 5s\n  trusted_issuers:\n{entries}"),
+    );
+    GatewayConfig::new(&format!("include: [routes/*.yaml]\n{jwt}{}", seed()))
+        .file("keys/jwt.pem", &guichet::auth::jwt::generate_ed25519_pem())
+        .file("routes/app.yaml", &routes(upstream))
 }
 
 /// `GET path` with `Authorization: Bearer token` and `extra` headers: the status and JSON body.
